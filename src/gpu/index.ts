@@ -1,0 +1,3 @@
+export * from './device.ts';
+export * from './kernel.ts';
+export * from './tensor.ts';

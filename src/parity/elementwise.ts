@@ -1,0 +1,3 @@
+import type { CaseHandler } from './golden.ts';
+
+export const elementwiseCases: Record<string, CaseHandler> = {};

@@ -1,0 +1,3 @@
+import type { CaseHandler } from './golden.ts';
+
+export const trainCases: Record<string, CaseHandler> = {};
