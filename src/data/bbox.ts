@@ -1,0 +1,113 @@
+// Grounding boxes. Qwen2.5-VL reads and writes absolute pixel coordinates of the image *after*
+// smart_resize: `{"bbox_2d": [x1, y1, x2, y2], "label": "..."}`. Labels are stored in original image
+// pixels; they are mapped into the resized frame for training targets and model answers are mapped
+// back. Use the same min/max pixels at training and inference, or boxes come out offset.
+
+/** [x1, y1, x2, y2]: left, top, right, bottom edges in pixels (x right, y down). */
+export type Box = [number, number, number, number];
+export interface Size { width: number; height: number }
+export interface Grounding { bbox: Box; label?: string }
+
+/** Order the corners and clamp the edges to [0, width] × [0, height]. */
+export function clampBox(box: Box, size: Size): Box {
+  const cx = (v: number) => Math.min(Math.max(v, 0), size.width);
+  const cy = (v: number) => Math.min(Math.max(v, 0), size.height);
+  const [x1, y1, x2, y2] = box;
+  return [cx(Math.min(x1, x2)), cy(Math.min(y1, y2)), cx(Math.max(x1, x2)), cy(Math.max(y1, y2))];
+}
+
+function scaleBox(box: Box, from: Size, to: Size): Box {
+  if (!(from.width > 0 && from.height > 0 && to.width > 0 && to.height > 0)) {
+    throw new Error(`bbox: sizes must be positive, got ${from.width}x${from.height} → ${to.width}x${to.height} (WxH)`);
+  }
+  if (!box.every(Number.isFinite)) throw new Error(`bbox: non-finite coordinate in [${box.join(', ')}]`);
+  const sx = to.width / from.width, sy = to.height / from.height;
+  return [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy];
+}
+
+/**
+ * Original-image box → the resized frame the model sees: scale, round each edge to the nearest
+ * integer (the model writes integers), clamp to [0, W] × [0, H], order the corners.
+ */
+export function boxToResized(box: Box, original: Size, resized: Size): Box {
+  const s = clampBox(scaleBox(box, original, resized), resized);
+  return [Math.round(s[0]), Math.round(s[1]), Math.round(s[2]), Math.round(s[3])];
+}
+
+/** Resized-frame box (a model answer) → original image pixels: scale back, clamp, keep fractions. */
+export function boxToOriginal(box: Box, resized: Size, original: Size): Box {
+  return clampBox(scaleBox(clampBox(box, resized), resized, original), original);
+}
+
+/** Intersection over union of two boxes (continuous areas; 0 when the union is empty). */
+export function iou(a: Box, b: Box): number {
+  const area = (x1: number, y1: number, x2: number, y2: number) => Math.max(0, x2 - x1) * Math.max(0, y2 - y1);
+  const inter = area(Math.max(a[0], b[0]), Math.max(a[1], b[1]), Math.min(a[2], b[2]), Math.min(a[3], b[3]));
+  const union = area(...a) + area(...b) - inter;
+  return union > 0 ? inter / union : 0;
+}
+
+/**
+ * The answer text for a list of boxes, in the form Qwen2.5-VL itself answers grounding prompts:
+ * a ```json fence around a list, one `{"bbox_2d": [...], "label": "..."}` per line.
+ */
+export function formatGroundings(items: Grounding[], opts: { fence?: boolean } = {}): string {
+  const lines = items.map((g) => `\t{"bbox_2d": [${g.bbox.join(', ')}]${g.label !== undefined ? `, "label": ${JSON.stringify(g.label)}` : ''}}`);
+  const body = `[\n${lines.join(',\n')}\n]`;
+  return opts.fence === false ? body : '```json\n' + body + '\n```';
+}
+
+// Index just past the `}` matching the `{` at `start` (strings and escapes respected), or -1.
+function matchBrace(text: string, start: number): number {
+  let depth = 0;
+  let quote = '';
+  for (let i = start; i < text.length; i++) {
+    const ch = text[i];
+    if (quote) {
+      if (ch === '\\') i++;
+      else if (ch === quote) quote = '';
+    } else if (ch === '"' || ch === "'") quote = ch;
+    else if (ch === '{') depth++;
+    else if (ch === '}' && --depth === 0) return i + 1;
+  }
+  return -1;
+}
+
+function parseLoose(s: string): unknown {
+  try {
+    return JSON.parse(s);
+  } catch {
+    // Python-style dicts and trailing commas, as models sometimes write them.
+    const fixed = s.replace(/'([^'\\]*)'/g, (_, x: string) => JSON.stringify(x)).replace(/,\s*([}\]])/g, '$1');
+    try { return JSON.parse(fixed); } catch { return undefined; }
+  }
+}
+
+function toGrounding(o: unknown): Grounding | undefined {
+  if (!o || typeof o !== 'object' || Array.isArray(o)) return undefined;
+  const r = o as Record<string, unknown>;
+  const b = r.bbox_2d ?? r.bbox;
+  if (!Array.isArray(b) || b.length !== 4) return undefined;
+  const nums = b.map((v) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v));
+  if (!nums.every((v) => typeof v === 'number' && Number.isFinite(v))) return undefined;
+  const g: Grounding = { bbox: nums as Box };
+  if (typeof r.label === 'string') g.label = r.label;
+  return g;
+}
+
+/**
+ * Every `{"bbox_2d": [x1, y1, x2, y2], "label": "..."}` object in a model answer, in order: a single
+ * object or a list, inside or outside ``` fences, amid other text, single-quoted, with trailing commas,
+ * or a list cut short by the token limit (complete objects are kept). `bbox` is accepted for `bbox_2d`.
+ * Coordinates are returned as written (resized frame); map them with boxToOriginal.
+ */
+export function parseGroundings(text: string): Grounding[] {
+  const out: Grounding[] = [];
+  for (let i = text.indexOf('{'); i >= 0; ) {
+    const end = matchBrace(text, i);
+    const g = end > 0 ? toGrounding(parseLoose(text.slice(i, end))) : undefined;
+    if (g) out.push(g);
+    i = text.indexOf('{', g ? end : i + 1);
+  }
+  return out;
+}
