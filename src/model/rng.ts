@@ -1,0 +1,43 @@
+// Small deterministic RNG shared by the tiny model and LoRA init: same seed, same numbers, on any
+// JS engine (integer ops only up to the final float conversion).
+
+/** splitmix32-style hash of a string, used to give every tensor its own stream. */
+export function hashString(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** mulberry32: 32-bit state, period 2^32, good enough for weights that only need to be deterministic. */
+export class Rng {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed >>> 0;
+  }
+  /** uniform in [0, 1) with 32 random bits */
+  next(): number {
+    this.s = (this.s + 0x6d2b79f5) >>> 0;
+    let t = this.s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** uniform in [lo, hi) */
+  uniform(lo: number, hi: number): number {
+    return lo + (hi - lo) * this.next();
+  }
+  /** standard normal (Box-Muller, one value per call) */
+  normal(): number {
+    let u = this.next();
+    while (u === 0) u = this.next();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
+  }
+}
+
+/** An independent stream per (seed, name): adding a tensor never changes another tensor's values. */
+export function rngFor(seed: number, name: string): Rng {
+  return new Rng((Math.imul(seed >>> 0, 0x9e3779b1) ^ hashString(name)) >>> 0);
+}

@@ -1,0 +1,366 @@
+// Model loading: config.json + safetensors (single file or sharded with model.safetensors.index.json)
+// from any ModelSource, validated against the config, streamed tensor by tensor.
+//
+// Output: a plain map from canonical (hub-layout) names to { dtype, shape, data }.
+// dtype choice: weights stay BF16 as raw u16 bits (what the GPU uploads, packed two per u32);
+// F16 and F32 checkpoints are converted to BF16 with round-to-nearest-even (as torch's .to(bfloat16))
+// so the GPU model has one weight format. `keepF32: true` keeps F32 tensors as f32 instead.
+import { parseConfig, type QwenVLConfig } from './config.ts';
+import { DTYPE_BYTES, headerLength, parseHeader, type StHeader, type StTensorInfo } from './safetensors.ts';
+import { MissingFileError, checkFileName, type ModelSource } from './sources/source.ts';
+
+export * from './sources/source.ts';
+export { localSource, type LocalEntry } from './sources/local.ts';
+export { hubSource, type HubOptions, type HubSource, type HubStats } from './sources/hub.ts';
+export { cacheApiStore, memoryCache, defaultCache, type ByteCache } from './sources/cache.ts';
+
+export type WeightDType = 'bf16' | 'f32';
+export interface Weight {
+  dtype: WeightDType;
+  shape: number[];
+  /** bf16: raw bits (upper half of the f32); f32: values */
+  data: Uint16Array | Float32Array;
+}
+export type WeightMap = Record<string, Weight>;
+
+/** 'hub' = published checkpoints (model.layers.N, visual.*); 'transformers' = ≥ 4.52 (model.language_model.*, model.visual.*) */
+export type TensorLayout = 'hub' | 'transformers';
+
+export class WeightsError extends Error {
+  constructor(where: string, what: string) {
+    super(`${where}: ${what}`);
+    this.name = 'WeightsError';
+  }
+}
+
+// ---------------------------------------------------------------- names and shapes
+
+/** transformers ≥ 4.52 names -> hub names (the inverse of its _checkpoint_conversion_mapping). */
+export function canonicalName(name: string): string {
+  if (name.startsWith('model.language_model.')) return 'model.' + name.slice('model.language_model.'.length);
+  if (name.startsWith('model.visual.')) return name.slice('model.'.length);
+  return name;
+}
+
+/** hub names -> the given layout */
+export function layoutName(name: string, layout: TensorLayout): string {
+  if (layout === 'hub') return name;
+  if (name.startsWith('visual.')) return 'model.' + name;
+  if (name.startsWith('model.')) return 'model.language_model.' + name.slice('model.'.length);
+  return name;
+}
+
+/** Every tensor the config implies, with its shape, in hub names. */
+export function expectedWeights(cfg: QwenVLConfig): Map<string, number[]> {
+  const t = cfg.text, v = cfg.vision;
+  const m = new Map<string, number[]>();
+  const H = t.hiddenSize, D = t.headDim, q = t.numAttentionHeads * D, kv = t.numKeyValueHeads * D, I = t.intermediateSize;
+  const C = v.hiddenSize, Iv = v.intermediateSize, Cm = C * v.spatialMergeSize ** 2;
+  m.set('visual.patch_embed.proj.weight', [C, v.inChannels, v.temporalPatchSize, v.patchSize, v.patchSize]);
+  for (let i = 0; i < v.depth; i++) {
+    const p = `visual.blocks.${i}.`;
+    m.set(p + 'norm1.weight', [C]);
+    m.set(p + 'norm2.weight', [C]);
+    m.set(p + 'attn.qkv.weight', [3 * C, C]);
+    m.set(p + 'attn.qkv.bias', [3 * C]);
+    m.set(p + 'attn.proj.weight', [C, C]);
+    m.set(p + 'attn.proj.bias', [C]);
+    for (const n of ['gate_proj', 'up_proj']) {
+      m.set(p + `mlp.${n}.weight`, [Iv, C]);
+      m.set(p + `mlp.${n}.bias`, [Iv]);
+    }
+    m.set(p + 'mlp.down_proj.weight', [C, Iv]);
+    m.set(p + 'mlp.down_proj.bias', [C]);
+  }
+  m.set('visual.merger.ln_q.weight', [C]);
+  m.set('visual.merger.mlp.0.weight', [Cm, Cm]);
+  m.set('visual.merger.mlp.0.bias', [Cm]);
+  m.set('visual.merger.mlp.2.weight', [v.outHiddenSize, Cm]);
+  m.set('visual.merger.mlp.2.bias', [v.outHiddenSize]);
+  m.set('model.embed_tokens.weight', [t.vocabSize, H]);
+  for (let i = 0; i < t.numHiddenLayers; i++) {
+    const p = `model.layers.${i}.`;
+    m.set(p + 'input_layernorm.weight', [H]);
+    m.set(p + 'post_attention_layernorm.weight', [H]);
+    m.set(p + 'self_attn.q_proj.weight', [q, H]);
+    m.set(p + 'self_attn.q_proj.bias', [q]);
+    m.set(p + 'self_attn.k_proj.weight', [kv, H]);
+    m.set(p + 'self_attn.k_proj.bias', [kv]);
+    m.set(p + 'self_attn.v_proj.weight', [kv, H]);
+    m.set(p + 'self_attn.v_proj.bias', [kv]);
+    m.set(p + 'self_attn.o_proj.weight', [H, q]);
+    m.set(p + 'mlp.gate_proj.weight', [I, H]);
+    m.set(p + 'mlp.up_proj.weight', [I, H]);
+    m.set(p + 'mlp.down_proj.weight', [H, I]);
+  }
+  m.set('model.norm.weight', [H]);
+  if (!t.tieWordEmbeddings) m.set('lm_head.weight', [t.vocabSize, H]);
+  return m;
+}
+
+/** The output projection: lm_head.weight, or the embedding when tied. */
+export function lmHeadName(cfg: QwenVLConfig): string {
+  return cfg.text.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+}
+
+// ---------------------------------------------------------------- dtype conversion
+
+/** f32 values -> bf16 bits, round-to-nearest-even, NaN kept NaN. */
+export function f32ToBf16(src: Float32Array): Uint16Array {
+  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < u.length; i++) {
+    const x = u[i];
+    out[i] = (x & 0x7f800000) === 0x7f800000 && x & 0x7fffff ? 0x7fc0 : ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+  }
+  return out;
+}
+
+/** bf16 bits -> f32 values (exact). */
+export function bf16ToF32(src: Uint16Array): Float32Array {
+  const out = new Float32Array(src.length);
+  const u = new Uint32Array(out.buffer);
+  for (let i = 0; i < src.length; i++) u[i] = src[i] << 16;
+  return out;
+}
+
+/** Any weight -> f32 values (a copy for bf16, the same array for f32). */
+export function weightF32(w: Weight): Float32Array {
+  return w.dtype === 'f32' ? (w.data as Float32Array) : bf16ToF32(w.data as Uint16Array);
+}
+
+function f16BitsToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** Raw little-endian bytes of a safetensors tensor -> Weight. Copies, so the chunk can be freed. */
+function decode(bytes: Uint8Array, info: StTensorInfo, keepF32: boolean): Weight {
+  const n = bytes.byteLength / DTYPE_BYTES[info.dtype];
+  const aligned = bytes.slice(); // own buffer, offset 0: typed views are safe
+  switch (info.dtype) {
+    case 'BF16':
+      return { dtype: 'bf16', shape: info.shape, data: new Uint16Array(aligned.buffer, 0, n) };
+    case 'F16': {
+      const h = new Uint16Array(aligned.buffer, 0, n);
+      const f = new Float32Array(n);
+      for (let i = 0; i < n; i++) f[i] = f16BitsToF32(h[i]);
+      return { dtype: 'bf16', shape: info.shape, data: f32ToBf16(f) };
+    }
+    case 'F32': {
+      const f = new Float32Array(aligned.buffer, 0, n);
+      return keepF32 ? { dtype: 'f32', shape: info.shape, data: f } : { dtype: 'bf16', shape: info.shape, data: f32ToBf16(f) };
+    }
+    default:
+      throw new Error(`unreachable dtype ${info.dtype}`);
+  }
+}
+
+// ---------------------------------------------------------------- reading
+
+export interface LoadProgress {
+  phase: 'config' | 'headers' | 'tensors' | 'done';
+  file: string;
+  /** tensor bytes read so far and in all (header bytes not counted) */
+  loadedBytes: number;
+  totalBytes: number;
+  tensorsLoaded: number;
+  tensorCount: number;
+}
+
+export interface LoadWeightsOptions {
+  onProgress?: (p: LoadProgress) => void;
+  /** called once per tensor, in file order, as soon as it is read (e.g. to upload it and drop it) */
+  onTensor?: (name: string, w: Weight) => void | Promise<void>;
+  /** keep tensors in the returned map (default true; false with onTensor streams without holding them) */
+  keep?: boolean;
+  /** keep F32 tensors as f32 instead of converting to BF16 */
+  keepF32?: boolean;
+  /** largest single read; neighbouring small tensors are fetched together up to this size (default 64 MiB) */
+  chunkBytes?: number;
+  signal?: AbortSignal;
+}
+
+export interface LoadedWeights {
+  weights: WeightMap;
+  layout: TensorLayout;
+  /** safetensors files read, in order */
+  files: string[];
+  /** tensors present but unused (e.g. lm_head.weight of a tied model) */
+  warnings: string[];
+}
+
+export interface LoadedModel extends LoadedWeights {
+  config: QwenVLConfig;
+  source: string;
+}
+
+interface Located { file: string; info: StTensorInfo; canonical: string }
+
+async function readHeader(src: ModelSource, file: string): Promise<StHeader> {
+  const where = `${src.id}: ${file}`;
+  const size = await src.size(file);
+  if (size < 8) throw new WeightsError(where, `file is ${size} bytes, too short for a safetensors header`);
+  const n = headerLength(await src.readRange(file, 0, 8), where);
+  if (8 + n > size) throw new WeightsError(where, `header of ${n} bytes runs past the end of the ${size}-byte file (truncated?)`);
+  return parseHeader(await src.readRange(file, 8, 8 + n), size, where);
+}
+
+/** The shard list: from model.safetensors.index.json when present, else the single model.safetensors. */
+async function shardPlan(src: ModelSource): Promise<{ files: string[]; index?: Map<string, string> }> {
+  let indexBytes: Uint8Array | undefined;
+  try {
+    indexBytes = await src.read('model.safetensors.index.json');
+  } catch (e) {
+    if (!(e instanceof MissingFileError)) throw e;
+  }
+  if (!indexBytes) {
+    try {
+      await src.size('model.safetensors');
+    } catch (e) {
+      if (e instanceof MissingFileError) throw new WeightsError(src.id, 'neither model.safetensors nor model.safetensors.index.json is in the model folder');
+      throw e;
+    }
+    return { files: ['model.safetensors'] };
+  }
+  const where = `${src.id}: model.safetensors.index.json`;
+  let j: unknown;
+  try {
+    j = JSON.parse(new TextDecoder().decode(indexBytes));
+  } catch (e) {
+    throw new WeightsError(where, `is not valid JSON (${(e as Error).message})`);
+  }
+  const wm = (j as { weight_map?: unknown })?.weight_map;
+  if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) throw new WeightsError(where, 'has no "weight_map" object');
+  const index = new Map<string, string>();
+  for (const [name, file] of Object.entries(wm)) {
+    if (typeof file !== 'string') throw new WeightsError(where, `weight_map["${name}"] is not a file name`);
+    try {
+      checkFileName(src.id, file);
+    } catch {
+      throw new WeightsError(where, `weight_map["${name}"] = "${file}" is not a file name inside the folder`);
+    }
+    index.set(name, file);
+  }
+  const files = [...new Set(index.values())].sort();
+  if (!files.length) throw new WeightsError(where, 'weight_map is empty');
+  return { files, index };
+}
+
+/** Read config.json and all weights. */
+export async function loadModel(src: ModelSource, opts: LoadWeightsOptions = {}): Promise<LoadedModel> {
+  opts.onProgress?.({ phase: 'config', file: 'config.json', loadedBytes: 0, totalBytes: 0, tensorsLoaded: 0, tensorCount: 0 });
+  let bytes: Uint8Array;
+  try {
+    bytes = await src.read('config.json');
+  } catch (e) {
+    if (e instanceof MissingFileError) throw new WeightsError(src.id, 'config.json is missing: a model folder needs config.json next to its safetensors');
+    throw e;
+  }
+  const config = parseConfig(new TextDecoder().decode(bytes), `${src.id}: config.json`);
+  const w = await loadWeights(src, config, opts);
+  return { ...w, config, source: src.id };
+}
+
+/** Read, validate against `cfg` and decode every weight, streamed in chunks of at most `chunkBytes`. */
+export async function loadWeights(src: ModelSource, cfg: QwenVLConfig, opts: LoadWeightsOptions = {}): Promise<LoadedWeights> {
+  const chunkBytes = opts.chunkBytes ?? 64 << 20;
+  const keep = opts.keep ?? true;
+  const plan = await shardPlan(src);
+
+  // headers
+  const located = new Map<string, Located>();
+  const rawNames: string[] = [];
+  for (const file of plan.files) {
+    opts.signal?.throwIfAborted();
+    opts.onProgress?.({ phase: 'headers', file, loadedBytes: 0, totalBytes: 0, tensorsLoaded: 0, tensorCount: 0 });
+    let h: StHeader;
+    try {
+      h = await readHeader(src, file);
+    } catch (e) {
+      if (e instanceof MissingFileError && plan.index) throw new WeightsError(`${src.id}: model.safetensors.index.json`, `lists shard "${file}" but the folder has no such file`);
+      throw e;
+    }
+    for (const [name, info] of h.tensors) {
+      if (plan.index && plan.index.get(name) !== file) {
+        // a tensor the index places elsewhere (or omits) is ignored, as transformers does
+        continue;
+      }
+      const canonical = canonicalName(name);
+      const prev = located.get(canonical);
+      if (prev) throw new WeightsError(`${src.id}: ${file}`, `tensor "${name}" duplicates "${prev.info.name}" in ${prev.file} (both name layouts present?)`);
+      located.set(canonical, { file, info, canonical });
+      rawNames.push(name);
+    }
+  }
+  if (plan.index) {
+    for (const [name, file] of plan.index) {
+      if (!located.has(canonicalName(name))) throw new WeightsError(`${src.id}: ${file}`, `model.safetensors.index.json places tensor "${name}" in this shard but its header does not have it`);
+    }
+  }
+  const layout: TensorLayout = rawNames.some((n) => n.startsWith('model.language_model.') || n.startsWith('model.visual.')) ? 'transformers' : 'hub';
+
+  // validation against the config
+  const expected = expectedWeights(cfg);
+  const missing = [...expected.keys()].filter((n) => !located.has(n));
+  if (missing.length) {
+    const shown = missing.slice(0, 8).map((n) => `"${layoutName(n, layout)}"`).join(', ');
+    const hint = missing.length === 1 && missing[0] === 'lm_head.weight' ? ' (config.json says tie_word_embeddings: false)' : '';
+    throw new WeightsError(src.id, `${missing.length} tensor(s) missing from the checkpoint: ${shown}${missing.length > 8 ? `, … ${missing.length - 8} more` : ''}${hint}`);
+  }
+  const warnings: string[] = [];
+  for (const [name, loc] of located) {
+    const shape = expected.get(name);
+    const where = `${src.id}: ${loc.file}`;
+    if (!shape) {
+      warnings.push(name === 'lm_head.weight' ? 'lm_head.weight present but tie_word_embeddings is true: the tied embedding is used' : `unused tensor "${loc.info.name}" in ${loc.file}`);
+      continue;
+    }
+    if (loc.info.shape.length !== shape.length || loc.info.shape.some((d, i) => d !== shape[i])) {
+      throw new WeightsError(where, `tensor "${loc.info.name}" has shape [${loc.info.shape.join(', ')}] but config.json implies [${shape.join(', ')}]`);
+    }
+    if (loc.info.dtype !== 'BF16' && loc.info.dtype !== 'F16' && loc.info.dtype !== 'F32') {
+      throw new WeightsError(where, `tensor "${loc.info.name}" has dtype ${loc.info.dtype}; weights must be BF16, F16 or F32`);
+    }
+  }
+
+  // reads: per file, neighbouring tensors coalesced into chunks
+  const weights: WeightMap = {};
+  const wanted = [...located.values()].filter((l) => expected.has(l.canonical));
+  const totalBytes = wanted.reduce((a, l) => a + (l.info.end - l.info.begin), 0);
+  let loadedBytes = 0, tensorsLoaded = 0;
+  for (const file of plan.files) {
+    const inFile = wanted.filter((l) => l.file === file).sort((a, b) => a.info.begin - b.info.begin);
+    let i = 0;
+    while (i < inFile.length) {
+      const begin = inFile[i].info.begin;
+      let j = i + 1;
+      // join the next tensor when it starts close by and the chunk stays under the limit
+      while (j < inFile.length && inFile[j].info.begin - inFile[j - 1].info.end <= 65536 && inFile[j].info.end - begin <= chunkBytes) j++;
+      const end = inFile[j - 1].info.end;
+      opts.signal?.throwIfAborted();
+      const chunk = await src.readRange(file, begin, end);
+      if (chunk.byteLength !== end - begin) throw new WeightsError(`${src.id}: ${file}`, `read ${chunk.byteLength} bytes at offset ${begin}, expected ${end - begin} (truncated?)`);
+      for (let k = i; k < j; k++) {
+        const l = inFile[k];
+        const w = decode(chunk.subarray(l.info.begin - begin, l.info.end - begin), l.info, opts.keepF32 ?? false);
+        if (opts.onTensor) await opts.onTensor(l.canonical, w);
+        if (keep) weights[l.canonical] = w;
+        tensorsLoaded++;
+      }
+      loadedBytes += end - begin - gapBytes(inFile, i, j);
+      opts.onProgress?.({ phase: 'tensors', file, loadedBytes, totalBytes, tensorsLoaded, tensorCount: wanted.length });
+      i = j;
+    }
+  }
+  opts.onProgress?.({ phase: 'done', file: '', loadedBytes, totalBytes, tensorsLoaded, tensorCount: wanted.length });
+  return { weights, layout, files: plan.files, warnings };
+}
+
+function gapBytes(l: Located[], i: number, j: number): number {
+  let g = 0;
+  for (let k = i + 1; k < j; k++) g += l[k].info.begin - l[k - 1].info.end;
+  return g;
+}
