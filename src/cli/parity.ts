@@ -1,11 +1,13 @@
 // npm run parity -- <dir>: every cases/*.safetensors under <dir>, one line each, then a summary.
 import { resolve } from 'node:path';
 import { caseFiles, runCase } from '../parity/index.ts';
-import { closeGpu } from '../gpu/node.ts';
+import { closeGpu, nodeGpu } from '../gpu/node.ts';
 
 const args = process.argv.slice(2);
 const dir = resolve(args.find((a) => !a.startsWith('-')) ?? '../shared/golden');
 const verbose = args.includes('-v') || args.includes('--verbose');
+const g = await nodeGpu();
+console.log(`adapter: ${g.adapterName}`);
 let passed = 0, failed = 0, skipped = 0;
 for (const path of caseFiles(dir)) {
   const r = await runCase(path, dir);
