@@ -1,0 +1,102 @@
+// Run history: every training run with its settings and metric series, persisted in IndexedDB so
+// charts come back after a reload. The engine's progress callback (once `train` exists) appends
+// one row of metrics per optimizer step through `appendMetrics`.
+import { create } from 'zustand';
+import { persist } from 'zustand/middleware';
+import { idbStorage } from './runPersist.ts';
+import type { Method, TrainConfig } from './runConfig.ts';
+
+export type RunStatus = 'running' | 'paused' | 'stopped' | 'done' | 'failed';
+
+/** metric name → parallel arrays of step and value */
+export type Series = { step: number[]; value: number[] };
+
+export interface RunRecord {
+  id: string;
+  name: string;
+  createdAt: number;
+  method: Method;
+  /** model id shown in the history ("tiny", hub id or folder name) */
+  model: string;
+  config: TrainConfig;
+  status: RunStatus;
+  error?: string;
+  metrics: Record<string, Series>;
+  /** drawn on the charts */
+  visible: boolean;
+  color: string;
+}
+
+// Distinct, colour-blind-safe-ish hues (Tableau 10) for overlaid runs.
+export const RUN_COLORS = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
+
+interface RunsStore {
+  runs: RunRecord[];
+  /** create a run record (status running) and return its id */
+  addRun(r: { name?: string; method: Method; model: string; config: TrainConfig }): string;
+  /** one optimizer step's metrics (loss, lr, grad_norm, tokens_per_s, ...) */
+  appendMetrics(id: string, step: number, values: Record<string, number>): void;
+  setStatus(id: string, status: RunStatus, error?: string): void;
+  rename(id: string, name: string): void;
+  toggleVisible(id: string): void;
+  remove(id: string): void;
+}
+
+function newId(): string {
+  return `run-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+}
+
+export const useRuns = create<RunsStore>()(
+  persist(
+    (set, get) => ({
+      runs: [],
+      addRun({ name, method, model, config }) {
+        const id = newId();
+        const n = get().runs.length;
+        const run: RunRecord = {
+          id,
+          name: name ?? `${method.toUpperCase()} #${n + 1}`,
+          createdAt: Date.now(),
+          method,
+          model,
+          config,
+          status: 'running',
+          metrics: {},
+          visible: true,
+          color: RUN_COLORS[n % RUN_COLORS.length],
+        };
+        set((s) => ({ runs: [...s.runs, run] }));
+        return id;
+      },
+      appendMetrics(id, step, values) {
+        set((s) => ({
+          runs: s.runs.map((r) => {
+            if (r.id !== id) return r;
+            const metrics = { ...r.metrics };
+            for (const [k, v] of Object.entries(values)) {
+              const old = metrics[k] ?? { step: [], value: [] };
+              metrics[k] = { step: [...old.step, step], value: [...old.value, v] };
+            }
+            return { ...r, metrics };
+          }),
+        }));
+      },
+      setStatus: (id, status, error) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, status, error } : r)) })),
+      rename: (id, name) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, name } : r)) })),
+      toggleVisible: (id) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, visible: !r.visible } : r)) })),
+      remove: (id) => set((s) => ({ runs: s.runs.filter((r) => r.id !== id) })),
+    }),
+    {
+      name: 'runs',
+      version: 1,
+      // metrics arrive every step: write at most once a second (and when the tab is hidden)
+      storage: idbStorage<{ runs: RunRecord[] }>(1000),
+      partialize: (s) => ({ runs: s.runs }),
+      // A run that was running or paused when the tab closed did not finish: it is stopped now.
+      merge: (persisted, current) => ({
+        ...current,
+        runs: ((persisted as { runs?: RunRecord[] })?.runs ?? []).map((r) => (r.status === 'running' || r.status === 'paused' ? { ...r, status: 'stopped' as const } : r)),
+      }),
+    },
+  ),
+);

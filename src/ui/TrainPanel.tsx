@@ -1,0 +1,585 @@
+// The Train screen: model, method, presets, LoRA and optimizer settings (persisted), the run
+// controls, live charts of the runs, and the run history.
+import { useEffect, useMemo, useRef, useState, type ReactNode } from 'react';
+import { set as idbSet } from 'idb-keyval';
+import {
+  DECODER_TARGETS,
+  KNOWN_DECODERS,
+  PRESETS,
+  loraParamCount,
+  loraScale,
+  missingModelFiles,
+  useTrainConfig,
+  validateConfig,
+  type Method,
+  type ModelSource,
+  type Reward,
+  type TrainConfig,
+} from '../store/runConfig.ts';
+import { runDb } from '../store/runPersist.ts';
+import { useRuns, type RunRecord } from '../store/runs.ts';
+import { useRuntime } from '../store/runtime.ts';
+import { MetricChart, SmoothingSlider, fmtValue, useSmoothing, type ChartSeries } from './Charts.tsx';
+import { GpuInfo, fmtBytes } from './GpuInfo.tsx';
+
+// ---- small form pieces ----------------------------------------------------------------------
+
+function Field({ label, help, error, children, wide }: { label: string; help?: ReactNode; error?: string; children: ReactNode; wide?: boolean }) {
+  return (
+    <label className={`field${error ? ' has-error' : ''}${wide ? ' wide' : ''}`}>
+      <span className="field-label">{label}</span>
+      {children}
+      {error ? <span className="field-error">{error}</span> : help ? <span className="field-help">{help}</span> : null}
+    </label>
+  );
+}
+
+/** A number input that lets the user type intermediate text ("1e-", "0.") and commits valid numbers. */
+function NumInput({ value, onChange, step, min, max, name }: { value: number; onChange: (v: number) => void; step?: number; min?: number; max?: number; name: string }) {
+  const [text, setText] = useState(String(value));
+  const focused = useRef(false);
+  useEffect(() => {
+    if (!focused.current) setText(String(value));
+  }, [value]);
+  return (
+    <input
+      name={name}
+      inputMode="decimal"
+      value={text}
+      step={step}
+      min={min}
+      max={max}
+      onFocus={() => (focused.current = true)}
+      onBlur={() => {
+        focused.current = false;
+        setText(String(value));
+      }}
+      onChange={(e) => {
+        setText(e.target.value);
+        const v = Number(e.target.value);
+        if (e.target.value.trim() !== '' && Number.isFinite(v)) onChange(v);
+      }}
+    />
+  );
+}
+
+function Section({ title, children, aside }: { title: string; children: ReactNode; aside?: ReactNode }) {
+  return (
+    <section className="card">
+      <div className="card-head">
+        <h2>{title}</h2>
+        {aside}
+      </div>
+      {children}
+    </section>
+  );
+}
+
+// ---- settings ---------------------------------------------------------------------------------
+
+const METHODS: { id: Method; name: string; text: string }[] = [
+  { id: 'sft', name: 'SFT', text: 'Supervised fine-tuning: learn to give the labelled answers (boxes, captions). Start here.' },
+  { id: 'dpo', name: 'DPO', text: 'Preference pairs: make the chosen answer more likely than the rejected one, relative to the base model.' },
+  { id: 'grpo', name: 'GRPO', text: 'Sample a group of answers per prompt, score them with rewards, reinforce those above the group mean.' },
+  { id: 'ppo', name: 'PPO', text: 'Rewards with a learned value head and clipped updates; heavier than GRPO, steadier on long answers.' },
+];
+
+const SOURCES: { id: ModelSource; name: string; text: string }[] = [
+  { id: 'tiny', name: 'Built-in tiny', text: 'A few-layer Qwen2.5-VL with the real architecture; trains in seconds, for trying the pipeline.' },
+  { id: 'hub', name: 'Hugging Face Hub', text: 'Download a model folder (config, tokenizer, safetensors) by id; cached in the browser.' },
+  { id: 'local', name: 'Local folder', text: 'A Hugging Face model folder on this computer; nothing is uploaded.' },
+];
+
+const REWARDS: { id: Reward; name: string; text: string }[] = [
+  { id: 'iou', name: 'IoU', text: 'overlap of the predicted box with the labelled one' },
+  { id: 'format', name: 'Format', text: 'the answer parses as {"bbox_2d": [...], "label": ...}' },
+  { id: 'exact', name: 'Exact match', text: 'the text answer equals the label' },
+];
+
+function ModelPicker({ c, errors, update }: { c: TrainConfig; errors: Record<string, string>; update: Update }) {
+  const fileInput = useRef<HTMLInputElement>(null);
+  const [pickError, setPickError] = useState<string>();
+  const m = c.model;
+
+  async function pickFolder() {
+    setPickError(undefined);
+    const w = window as Window & { showDirectoryPicker?: (o?: { mode?: 'read' }) => Promise<FileSystemDirectoryHandle> };
+    if (!w.showDirectoryPicker) return fileInput.current?.click();
+    try {
+      const handle = await w.showDirectoryPicker({ mode: 'read' });
+      const files: string[] = [];
+      const it = (handle as unknown as { values(): AsyncIterable<FileSystemHandle> }).values();
+      for await (const entry of it) if (entry.kind === 'file') files.push(entry.name);
+      // The handle itself is kept in IndexedDB so the engine can reopen the folder after a reload.
+      await idbSet('model.localHandle', handle, runDb());
+      update({ model: { local: { name: handle.name, files: files.sort() } } });
+    } catch (e) {
+      if ((e as DOMException).name !== 'AbortError') setPickError(`Could not read the folder: ${(e as Error).message}`);
+    }
+  }
+
+  function fromInput(list: FileList | null) {
+    if (!list?.length) return;
+    const first = list[0].webkitRelativePath.split('/')[0] || 'folder';
+    const files = [...list].map((f) => f.webkitRelativePath.split('/')).filter((p) => p.length === 2).map((p) => p[1]);
+    update({ model: { local: { name: first, files: files.sort() } } });
+  }
+
+  const known = KNOWN_DECODERS[m.hubId.trim()];
+  return (
+    <Section title="Model">
+      <div className="segmented" role="radiogroup" aria-label="Model source">
+        {SOURCES.map((s) => (
+          <button key={s.id} role="radio" aria-checked={m.source === s.id} className={m.source === s.id ? 'seg active' : 'seg'} onClick={() => update({ model: { source: s.id } })} title={s.text}>
+            {s.name}
+          </button>
+        ))}
+      </div>
+      <p className="help">{SOURCES.find((s) => s.id === m.source)?.text}</p>
+      {m.source === 'hub' && (
+        <div className="grid">
+          <Field label="Model id" error={errors['model.hubId']} wide help={known ? `decoder: ${known.layers} layers, hidden ${known.hidden}` : 'a Qwen2.5-VL checkpoint'}>
+            <input name="hubId" list="hub-models" value={m.hubId} onChange={(e) => update({ model: { hubId: e.target.value } })} spellCheck={false} />
+            <datalist id="hub-models">
+              <option value="Qwen/Qwen2.5-VL-3B-Instruct" />
+              <option value="Qwen/Qwen2.5-VL-7B-Instruct" />
+            </datalist>
+          </Field>
+          <Field label="Endpoint" error={errors['model.endpoint']} help="https://huggingface.co, or a mirror / your own server with the same URL layout">
+            <input name="endpoint" value={m.endpoint} onChange={(e) => update({ model: { endpoint: e.target.value } })} spellCheck={false} />
+          </Field>
+          <Field label="Revision" help="branch, tag or commit">
+            <input name="revision" value={m.revision} onChange={(e) => update({ model: { revision: e.target.value } })} spellCheck={false} />
+          </Field>
+        </div>
+      )}
+      {m.source === 'local' && (
+        <div className="local-folder">
+          <button onClick={() => void pickFolder()}>Choose folder…</button>
+          <input
+            ref={fileInput}
+            type="file"
+            hidden
+            webkitdirectory=""
+            multiple
+            onChange={(e) => fromInput(e.target.files)}
+          />
+          {m.local ? (
+            <div className="folder-check">
+              <b>{m.local.name}</b>: {m.local.files.length} files
+              {missingModelFiles(m.local.files).length === 0 ? (
+                <span className="ok-text"> — config.json, tokenizer.json and weights found</span>
+              ) : (
+                <span className="error-text"> — missing {missingModelFiles(m.local.files).join(', ')}</span>
+              )}
+            </div>
+          ) : (
+            <span className="muted">Needs config.json, tokenizer.json and *.safetensors (optionally model.safetensors.index.json).</span>
+          )}
+          {pickError && <div className="error-text">{pickError}</div>}
+        </div>
+      )}
+    </Section>
+  );
+}
+
+type Update = (patch: Parameters<ReturnType<typeof useTrainConfig.getState>['update']>[0]) => void;
+
+function MethodPicker({ c, errors, update }: { c: TrainConfig; errors: Record<string, string>; update: Update }) {
+  return (
+    <Section title="Method">
+      <div className="method-grid" role="radiogroup" aria-label="Training method">
+        {METHODS.map((m) => (
+          <button key={m.id} role="radio" aria-checked={c.method === m.id} className={c.method === m.id ? 'method active' : 'method'} onClick={() => update({ method: m.id })}>
+            <b>{m.name}</b>
+            <span>{m.text}</span>
+          </button>
+        ))}
+      </div>
+      {c.method === 'dpo' && (
+        <div className="grid">
+          <Field label="β" error={errors['dpo.beta']} help="How far the policy may move from the reference; smaller = further. 0.1 is usual.">
+            <NumInput name="dpo.beta" value={c.dpo.beta} onChange={(v) => update({ dpo: { beta: v } })} />
+          </Field>
+        </div>
+      )}
+      {c.method === 'grpo' && (
+        <div className="grid">
+          <Field label="Generations per prompt" error={errors['grpo.numGenerations']} help="The group whose mean reward is the baseline.">
+            <NumInput name="grpo.numGenerations" value={c.grpo.numGenerations} onChange={(v) => update({ grpo: { numGenerations: v } })} />
+          </Field>
+          <Field label="β (KL)" error={errors['grpo.beta']} help="Penalty for drifting from the base model; 0 turns it off.">
+            <NumInput name="grpo.beta" value={c.grpo.beta} onChange={(v) => update({ grpo: { beta: v } })} />
+          </Field>
+          <Field label="Temperature" error={errors['grpo.temperature']} help="Sampling temperature of the generations.">
+            <NumInput name="grpo.temperature" value={c.grpo.temperature} onChange={(v) => update({ grpo: { temperature: v } })} />
+          </Field>
+          <Field label="Max new tokens" error={errors['grpo.maxNewTokens']}>
+            <NumInput name="grpo.maxNewTokens" value={c.grpo.maxNewTokens} onChange={(v) => update({ grpo: { maxNewTokens: v } })} />
+          </Field>
+          <RewardPicker value={c.grpo.rewards} error={errors['grpo.rewards']} onChange={(rewards) => update({ grpo: { rewards } })} />
+        </div>
+      )}
+      {c.method === 'ppo' && (
+        <div className="grid">
+          <Field label="Clip range ε" error={errors['ppo.clipRange']} help="How far one update may move the policy ratio.">
+            <NumInput name="ppo.clipRange" value={c.ppo.clipRange} onChange={(v) => update({ ppo: { clipRange: v } })} />
+          </Field>
+          <Field label="Value loss weight" error={errors['ppo.vfCoef']}>
+            <NumInput name="ppo.vfCoef" value={c.ppo.vfCoef} onChange={(v) => update({ ppo: { vfCoef: v } })} />
+          </Field>
+          <Field label="KL weight" error={errors['ppo.klCoef']} help="Per-token penalty against the base model.">
+            <NumInput name="ppo.klCoef" value={c.ppo.klCoef} onChange={(v) => update({ ppo: { klCoef: v } })} />
+          </Field>
+          <Field label="γ" error={errors['ppo.gamma']} help="Discount; 1 for one reward at the end.">
+            <NumInput name="ppo.gamma" value={c.ppo.gamma} onChange={(v) => update({ ppo: { gamma: v } })} />
+          </Field>
+          <Field label="λ (GAE)" error={errors['ppo.lam']}>
+            <NumInput name="ppo.lam" value={c.ppo.lam} onChange={(v) => update({ ppo: { lam: v } })} />
+          </Field>
+          <Field label="Temperature" error={errors['ppo.temperature']}>
+            <NumInput name="ppo.temperature" value={c.ppo.temperature} onChange={(v) => update({ ppo: { temperature: v } })} />
+          </Field>
+          <Field label="Max new tokens" error={errors['ppo.maxNewTokens']}>
+            <NumInput name="ppo.maxNewTokens" value={c.ppo.maxNewTokens} onChange={(v) => update({ ppo: { maxNewTokens: v } })} />
+          </Field>
+          <RewardPicker value={c.ppo.rewards} error={errors['ppo.rewards']} onChange={(rewards) => update({ ppo: { rewards } })} />
+        </div>
+      )}
+    </Section>
+  );
+}
+
+function RewardPicker({ value, error, onChange }: { value: Reward[]; error?: string; onChange: (r: Reward[]) => void }) {
+  return (
+    <div className={`field wide${error ? ' has-error' : ''}`}>
+      <span className="field-label">Rewards</span>
+      <div className="chips">
+        {REWARDS.map((r) => (
+          <label key={r.id} className="chip" title={r.text}>
+            <input type="checkbox" checked={value.includes(r.id)} onChange={(e) => onChange(e.target.checked ? [...value, r.id] : value.filter((x) => x !== r.id))} />
+            {r.name}
+          </label>
+        ))}
+      </div>
+      {error ? <span className="field-error">{error}</span> : <span className="field-help">Summed per answer. IoU needs box labels.</span>}
+    </div>
+  );
+}
+
+function LoraSettings({ c, errors, update }: { c: TrainConfig; errors: Record<string, string>; update: Update }) {
+  const l = c.lora;
+  const known = c.model.source === 'hub' ? KNOWN_DECODERS[c.model.hubId.trim()] : undefined;
+  const params = known ? loraParamCount(known, l) : undefined;
+  return (
+    <Section title="LoRA" aside={<span className="muted small">scale = {l.useRslora ? 'α/√r' : 'α/r'} = {fmtValue(loraScale(l))}</span>}>
+      <div className="grid">
+        <Field label="Rank r" error={errors['lora.r']} help="Size of the low-rank update; 8–64. Higher learns more, costs more.">
+          <NumInput name="lora.r" value={l.r} onChange={(v) => update({ lora: { r: v } })} />
+        </Field>
+        <Field label="Alpha α" error={errors['lora.alpha']} help="Scales the update; often 2·r.">
+          <NumInput name="lora.alpha" value={l.alpha} onChange={(v) => update({ lora: { alpha: v } })} />
+        </Field>
+        <Field label="Dropout" error={errors['lora.dropout']} help="On the LoRA input during training; 0–0.1.">
+          <NumInput name="lora.dropout" value={l.dropout} onChange={(v) => update({ lora: { dropout: v } })} />
+        </Field>
+        <label className="field toggle">
+          <span className="field-label">rsLoRA</span>
+          <span>
+            <input type="checkbox" name="lora.useRslora" checked={l.useRslora} onChange={(e) => update({ lora: { useRslora: e.target.checked } })} /> scale by α/√r
+          </span>
+          <span className="field-help">Keeps high ranks from learning slower.</span>
+        </label>
+        <div className={`field wide${errors['lora.targetModules'] ? ' has-error' : ''}`}>
+          <span className="field-label">Target modules (decoder)</span>
+          <div className="chips">
+            {DECODER_TARGETS.map((t) => (
+              <label key={t} className="chip mono">
+                <input
+                  type="checkbox"
+                  checked={l.targetModules.includes(t)}
+                  onChange={(e) => update({ lora: { targetModules: e.target.checked ? DECODER_TARGETS.filter((x) => x === t || l.targetModules.includes(x)) : l.targetModules.filter((x) => x !== t) } })}
+                />
+                {t}
+              </label>
+            ))}
+          </div>
+          {errors['lora.targetModules'] ? (
+            <span className="field-error">{errors['lora.targetModules']}</span>
+          ) : (
+            <span className="field-help">Attention (q, k, v, o) and MLP (gate, up, down) projections of every decoder layer. The vision tower stays frozen.</span>
+          )}
+        </div>
+      </div>
+      <p className="help">
+        {params !== undefined ? (
+          <>
+            Trainable: <b>{(params / 1e6).toFixed(2)} M</b> parameters — adapter {fmtBytes(params * 4)} in f32; with gradients and AdamW
+            state {fmtBytes(params * 16)} on the GPU, besides the frozen base weights.
+          </>
+        ) : (
+          <>The trainable parameter count is shown for known hub models, and after the model is loaded.</>
+        )}
+      </p>
+    </Section>
+  );
+}
+
+function OptimizerSettings({ c, errors, update }: { c: TrainConfig; errors: Record<string, string>; update: Update }) {
+  const o = c.optim;
+  return (
+    <Section title="Optimizer (AdamW)">
+      <div className="grid">
+        <Field label="Learning rate" error={errors['optim.learningRate']} help="Peak rate after warmup. LoRA SFT: 1e-4 – 3e-4.">
+          <NumInput name="optim.learningRate" value={o.learningRate} onChange={(v) => update({ optim: { learningRate: v } })} />
+        </Field>
+        <Field label="Schedule" help="How the rate decays after warmup.">
+          <select name="optim.lrScheduler" value={o.lrScheduler} onChange={(e) => update({ optim: { lrScheduler: e.target.value as TrainConfig['optim']['lrScheduler'] } })}>
+            <option value="cosine">cosine</option>
+            <option value="linear">linear</option>
+            <option value="constant">constant</option>
+          </select>
+        </Field>
+        <Field label="Warmup steps" error={errors['optim.warmupSteps']} help="Rate rises linearly from 0; avoids early blow-ups.">
+          <NumInput name="optim.warmupSteps" value={o.warmupSteps} onChange={(v) => update({ optim: { warmupSteps: v } })} />
+        </Field>
+        <Field label="Epochs" error={errors['optim.numEpochs']} help="Passes over the dataset (when max steps is 0).">
+          <NumInput name="optim.numEpochs" value={o.numEpochs} onChange={(v) => update({ optim: { numEpochs: v } })} />
+        </Field>
+        <Field label="Max steps" error={errors['optim.maxSteps']} help="Optimizer steps; overrides epochs when > 0.">
+          <NumInput name="optim.maxSteps" value={o.maxSteps} onChange={(v) => update({ optim: { maxSteps: v } })} />
+        </Field>
+        <Field label="Batch size" error={errors['optim.batchSize']} help="Samples per forward pass.">
+          <NumInput name="optim.batchSize" value={o.batchSize} onChange={(v) => update({ optim: { batchSize: v } })} />
+        </Field>
+        <Field
+          label="Gradient accumulation"
+          error={errors['optim.gradAccumSteps']}
+          help={`Passes summed per optimizer step: effective batch ${o.batchSize * o.gradAccumSteps}.`}
+        >
+          <NumInput name="optim.gradAccumSteps" value={o.gradAccumSteps} onChange={(v) => update({ optim: { gradAccumSteps: v } })} />
+        </Field>
+        <Field label="Max grad norm" error={errors['optim.maxGradNorm']} help="Clip the global gradient norm; 0 = off.">
+          <NumInput name="optim.maxGradNorm" value={o.maxGradNorm} onChange={(v) => update({ optim: { maxGradNorm: v } })} />
+        </Field>
+        <Field label="Weight decay" error={errors['optim.weightDecay']} help="Decoupled (AdamW); 0 is common for LoRA.">
+          <NumInput name="optim.weightDecay" value={o.weightDecay} onChange={(v) => update({ optim: { weightDecay: v } })} />
+        </Field>
+        <Field label="Seed" error={errors['optim.seed']} help="Same seed, data and settings → the same run.">
+          <NumInput name="optim.seed" value={o.seed} onChange={(v) => update({ optim: { seed: v } })} />
+        </Field>
+      </div>
+    </Section>
+  );
+}
+
+function DataSettings({ c, errors, update }: { c: TrainConfig; errors: Record<string, string>; update: Update }) {
+  const d = c.data;
+  const tokens = (px: number) => Math.floor(px / (28 * 28));
+  return (
+    <Section title="Images and sequence">
+      <div className="grid">
+        <Field label="Min pixels" error={errors['data.minPixels']} help={`≥ ${tokens(d.minPixels)} image tokens`}>
+          <NumInput name="data.minPixels" value={d.minPixels} onChange={(v) => update({ data: { minPixels: v } })} />
+        </Field>
+        <Field label="Max pixels" error={errors['data.maxPixels']} help={`≤ ${tokens(d.maxPixels)} image tokens (28×28 pixels each)`}>
+          <NumInput name="data.maxPixels" value={d.maxPixels} onChange={(v) => update({ data: { maxPixels: v } })} />
+        </Field>
+        <Field label="Max length" error={errors['data.maxLength']} help="Tokens per sample, image tokens included.">
+          <NumInput name="data.maxLength" value={d.maxLength} onChange={(v) => update({ data: { maxLength: v } })} />
+        </Field>
+      </div>
+      <p className="help">
+        Images are resized to multiples of 28 within these bounds, and boxes are answered in that resized frame: use the same values
+        for predictions, or boxes come out offset.
+      </p>
+    </Section>
+  );
+}
+
+// ---- run controls, charts, history -------------------------------------------------------------
+
+function RunControls({ errors }: { errors: Record<string, string> }) {
+  const gpu = useRuntime((s) => s.gpu);
+  const hasTrain = useRuntime((s) => s.methods.includes('train'));
+  const nErr = Object.keys(errors).length;
+  let reason: string | undefined;
+  if (gpu.status === 'starting') reason = 'engine starting…';
+  else if (gpu.status === 'unavailable') reason = 'WebGPU unavailable: see the message at the top';
+  else if (gpu.status === 'lost') reason = 'GPU device lost: reconnect first';
+  else if (!hasTrain) reason = 'engine not loaded yet';
+  else if (nErr) reason = `fix ${nErr} setting${nErr > 1 ? 's' : ''} first`;
+  return (
+    <section className="card run-controls">
+      <div className="run-buttons">
+        {/* A disabled button gets no pointer events in some browsers: the wrapper carries the tooltip. */}
+        <span title={reason ?? 'Start training with these settings'} data-testid="train-tooltip">
+          <button className="primary" disabled={reason !== undefined} data-testid="train-button">
+            Train
+          </button>
+        </span>
+        <span className="muted small" data-testid="train-reason">
+          {reason ? reason.charAt(0).toUpperCase() + reason.slice(1) + '.' : 'Ready.'}
+        </span>
+      </div>
+      {nErr > 0 && (
+        <ul className="error-list">
+          {Object.entries(errors).map(([k, v]) => (
+            <li key={k}>{v}</li>
+          ))}
+        </ul>
+      )}
+    </section>
+  );
+}
+
+const STANDARD_CHARTS: { key: string; title: string; smooth: boolean; logY?: boolean }[] = [
+  { key: 'loss', title: 'Loss', smooth: true },
+  { key: 'lr', title: 'Learning rate', smooth: false },
+  { key: 'grad_norm', title: 'Grad norm', smooth: true },
+  { key: 'tokens_per_s', title: 'Tokens / s', smooth: true },
+];
+
+export function RunCharts() {
+  const runs = useRuns((s) => s.runs);
+  const [smoothing, setSmoothing] = useSmoothing();
+  const visible = useMemo(() => runs.filter((r) => r.visible), [runs]);
+  const charts = useMemo(() => {
+    // the standard four, then every other metric the runs report (DPO rewards, GRPO/PPO stats, ...)
+    const extra = new Set<string>();
+    for (const r of visible) for (const k of Object.keys(r.metrics)) if (!STANDARD_CHARTS.some((c) => c.key === k)) extra.add(k);
+    const all: { key: string; title: string; smooth: boolean; logY?: boolean }[] = [...STANDARD_CHARTS, ...[...extra].sort().map((k) => ({ key: k, title: k, smooth: true }))];
+    return all.map((c) => ({
+      ...c,
+      series: visible.map<ChartSeries>((r) => ({ id: r.id, label: r.name, color: r.color, step: r.metrics[c.key]?.step ?? [], value: r.metrics[c.key]?.value ?? [] })),
+    }));
+  }, [visible]);
+  return (
+    <section className="card charts-card">
+      <div className="card-head">
+        <h2>Charts</h2>
+        <SmoothingSlider value={smoothing} onChange={setSmoothing} />
+      </div>
+      {runs.length === 0 && <p className="muted">No runs yet. Each run's loss, learning rate, grad norm and throughput are drawn here live and kept after a reload.</p>}
+      <div className="charts">
+        {charts.map((c) => (
+          <MetricChart key={c.key} title={c.title} series={c.series} smoothing={c.smooth ? smoothing : 0} smooth={c.smooth} logY={c.logY} />
+        ))}
+      </div>
+    </section>
+  );
+}
+
+function RunHistory() {
+  const runs = useRuns((s) => s.runs);
+  const { toggleVisible, remove, rename } = useRuns.getState();
+  if (runs.length === 0) return null;
+  return (
+    <section className="card">
+      <div className="card-head">
+        <h2>Run history</h2>
+      </div>
+      <table className="runs" data-testid="run-history">
+        <thead>
+          <tr>
+            <th>Show</th>
+            <th>Run</th>
+            <th>Method</th>
+            <th>Model</th>
+            <th>Steps</th>
+            <th>Last loss</th>
+            <th>Status</th>
+            <th />
+          </tr>
+        </thead>
+        <tbody>
+          {[...runs].reverse().map((r) => (
+            <RunRow key={r.id} r={r} onToggle={() => toggleVisible(r.id)} onRemove={() => confirm(`Delete the run "${r.name}" and its charts?`) && remove(r.id)} onRename={(n) => rename(r.id, n)} />
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
+}
+
+function RunRow({ r, onToggle, onRemove, onRename }: { r: RunRecord; onToggle: () => void; onRemove: () => void; onRename: (n: string) => void }) {
+  const loss = r.metrics.loss;
+  return (
+    <tr>
+      <td>
+        <input type="checkbox" checked={r.visible} onChange={onToggle} aria-label={`show ${r.name}`} />
+      </td>
+      <td>
+        <span className="swatch" style={{ background: r.color }} />
+        <input className="inline-edit" value={r.name} onChange={(e) => onRename(e.target.value)} aria-label="run name" />
+        <div className="muted small">{new Date(r.createdAt).toLocaleString()}</div>
+      </td>
+      <td>{r.method.toUpperCase()}</td>
+      <td className="mono small">{r.model}</td>
+      <td>{loss?.step.at(-1) ?? 0}</td>
+      <td>{fmtValue(loss?.value.at(-1))}</td>
+      <td>
+        <span className={`status status-${r.status}`} title={r.error}>
+          {r.status}
+        </span>
+      </td>
+      <td>
+        <button className="link danger" onClick={onRemove}>
+          delete
+        </button>
+      </td>
+    </tr>
+  );
+}
+
+// ---- the screen --------------------------------------------------------------------------------
+
+export function TrainPanel() {
+  const config = useTrainConfig((s) => s.config);
+  const update = useTrainConfig((s) => s.update);
+  const applyPreset = useTrainConfig((s) => s.applyPreset);
+  const reset = useTrainConfig((s) => s.reset);
+  const [hydrated, setHydrated] = useState(() => useTrainConfig.persist.hasHydrated());
+  useEffect(() => useTrainConfig.persist.onFinishHydration(() => setHydrated(true)), []);
+  const errors = useMemo(() => validateConfig(config), [config]);
+
+  return (
+    <div className="train-screen" data-testid="train-screen">
+      <div className="train-settings">
+        <div className="presets">
+          <span className="field-label">Presets</span>
+          {PRESETS.map((p) => (
+            <button key={p.id} className="preset" title={p.description} onClick={() => applyPreset(p.id)} disabled={!hydrated}>
+              {p.name}
+            </button>
+          ))}
+          <button className="link" onClick={() => confirm('Reset every training setting to its default?') && reset()}>
+            reset
+          </button>
+        </div>
+        {hydrated ? (
+          <>
+            <ModelPicker c={config} errors={errors} update={update} />
+            <MethodPicker c={config} errors={errors} update={update} />
+            <LoraSettings c={config} errors={errors} update={update} />
+            <OptimizerSettings c={config} errors={errors} update={update} />
+            <DataSettings c={config} errors={errors} update={update} />
+          </>
+        ) : (
+          <p className="muted">Loading saved settings…</p>
+        )}
+      </div>
+      <div className="train-side">
+        <RunControls errors={errors} />
+        <RunCharts />
+        <RunHistory />
+        <section className="card">
+          <div className="card-head">
+            <h2>Engine</h2>
+          </div>
+          <GpuInfo />
+        </section>
+      </div>
+    </div>
+  );
+}
