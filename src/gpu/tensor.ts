@@ -200,7 +200,7 @@ export async function readMany(ts: Tensor[]): Promise<Readback[]> {
   }
   const mapped = staging.getMappedRange().slice(0);
   staging.unmap();
-  //staging.destroy();
+  staging.destroy();
   return ts.map((t, i) => {
     const words = new Uint32Array(mapped, offs[i], Math.ceil(t.bindSize / 4));
     if (t.dtype === 'bf16') return unpackBf16(words, t.numel);

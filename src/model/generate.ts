@@ -1,0 +1,274 @@
+// Generation with a KV cache, for a batch of prompts (an RL group is G copies of one prompt).
+//
+//   prefill (once per distinct prompt): the decoder over the whole prompt, each layer writing its
+//     rotated k and v into the sequence's cache [capacity, Hkv, D]; duplicates copy the cache
+//   decode: one row per unfinished sequence through the same layer code (matmuls batched over the
+//     rows); attention per sequence over its cache (q_offset = cache length); M-RoPE position of
+//     the new token = cache position + rope delta on all three streams
+//   next token: greedy on the GPU (argmax of the chunked lm_head), or temperature → top-k → top-p
+//     sampling on the CPU with a seeded RNG; a stop id ends its sequence (and is returned)
+import { encoder } from '../gpu/kernel.ts';
+import { empty, fromData, readI32, readMany, type Tensor } from '../gpu/tensor.ts';
+import { attentionCausal } from '../ops/attention.ts';
+import { embedding } from '../ops/embedding.ts';
+import { gatherRows } from '../ops/elementwise.ts';
+import { rmsnorm } from '../ops/rmsnorm.ts';
+import { mropeTables, type RopeTables } from '../ops/rope.ts';
+import type { QwenVLConfig } from './config.ts';
+import { Rng } from './rng.ts';
+import { argmaxIds, layerForward, logitsChunk, type Attend, type TextCtx } from './text.ts';
+import type { ImageInput } from './qwen2_5_vl.ts';
+
+export interface Prompt { inputIds: Int32Array; images?: ImageInput }
+
+export interface GenerateOptions {
+  maxNewTokens: number;
+  /** 0 or absent: greedy */
+  temperature?: number;
+  /** keep the k most likely tokens (0 or absent: all) */
+  topK?: number;
+  /** nucleus: keep the smallest set with probability ≥ topP (1 or absent: all) */
+  topP?: number;
+  /** generation stops after any of these (the stop id is part of the output) */
+  stopIds: number[];
+  seed?: number;
+  /** apply the LoRA adapter (default: when the model has one) */
+  lora?: boolean;
+}
+
+/** What generation needs from the model. */
+export interface GenHost {
+  config: QwenVLConfig;
+  contextLength: number;
+  ctx(lora: boolean): TextCtx;
+  prepare(p: Prompt): Promise<{ x: Tensor; rope: RopeTables; ropeDelta: number; L: number }>;
+}
+
+interface Seq {
+  prompt: number;
+  /** tokens in the cache */
+  len: number;
+  cap: number;
+  ropeDelta: number;
+  k: Tensor[];
+  v: Tensor[];
+  out: number[];
+  done: boolean;
+}
+
+export function argmax(a: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
+  return best;
+}
+
+/**
+ * One token from a row of logits: logits/temperature → top-k → top-p → draw (transformers' warper
+ * order). Tokens more than e^30 times less likely than the best are dropped before sorting (their
+ * total mass is below 1e-8 even over a 150k vocabulary).
+ */
+export function sampleToken(logits: ArrayLike<number>, o: { temperature?: number; topK?: number; topP?: number }, rng: Rng): number {
+  const T = o.temperature ?? 0;
+  if (!(T > 0)) return argmax(logits);
+  let mx = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > mx) mx = logits[i];
+  const cand: number[] = [];
+  for (let i = 0; i < logits.length; i++) if ((logits[i] - mx) / T >= -30) cand.push(i);
+  cand.sort((a, b) => logits[b] - logits[a] || a - b);
+  const k = o.topK && o.topK > 0 ? Math.min(o.topK, cand.length) : cand.length;
+  const p = cand.slice(0, k).map((i) => Math.exp((logits[i] - mx) / T));
+  let total = p.reduce((a, b) => a + b, 0);
+  let keep = p.length;
+  const topP = o.topP ?? 1;
+  if (topP < 1) {
+    // keep token j while the mass before it is below topP (at least one token)
+    let before = 0;
+    for (let j = 0; j < p.length; j++) {
+      if (j > 0 && before / total >= topP) {
+        keep = j;
+        break;
+      }
+      before += p[j];
+    }
+    total = p.slice(0, keep).reduce((a, b) => a + b, 0);
+  }
+  let u = rng.next() * total;
+  for (let j = 0; j < keep; j++) {
+    u -= p[j];
+    if (u < 0) return cand[j];
+  }
+  return cand[keep - 1];
+}
+
+function checkOptions(o: GenerateOptions): void {
+  if (!(Number.isInteger(o.maxNewTokens) && o.maxNewTokens >= 0)) throw new Error(`generate: maxNewTokens must be a non-negative integer, got ${o.maxNewTokens}`);
+  if (o.temperature !== undefined && !(o.temperature >= 0)) throw new Error(`generate: temperature must be >= 0, got ${o.temperature}`);
+  if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) throw new Error(`generate: topK must be a non-negative integer, got ${o.topK}`);
+  if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new Error(`generate: topP must be in (0, 1], got ${o.topP}`);
+  if (!Array.isArray(o.stopIds)) throw new Error('generate: stopIds must be a list of token ids');
+}
+
+const copyRows = (src: Tensor, srcRow: number, dst: Tensor, dstRow: number, rowBytes: number, rows = 1) => {
+  if (rows > 0) encoder().copyBufferToBuffer(src.buffer, srcRow * rowBytes, dst.buffer, dstRow * rowBytes, rows * rowBytes);
+};
+
+export async function generate(host: GenHost, prompts: Prompt[], opts: GenerateOptions): Promise<Int32Array[]> {
+  checkOptions(opts);
+  const t = host.config.text, nL = t.numHiddenLayers, Hq = t.numAttentionHeads, Hkv = t.numKeyValueHeads, D = t.headDim;
+  const kvRow = Hkv * D * 4, qRow = Hq * D * 4;
+  const ctx = host.ctx(opts.lora ?? true);
+  const rng = new Rng(opts.seed ?? 0);
+  const stop = new Set(opts.stopIds);
+  if (!prompts.length || opts.maxNewTokens === 0) return prompts.map(() => new Int32Array(0));
+  for (const [i, p] of prompts.entries()) {
+    if (p.inputIds.length >= host.contextLength) throw new Error(`prompt ${i} has ${p.inputIds.length} tokens: no room to generate within the model's context of ${host.contextLength} tokens`);
+  }
+
+  const seqs: Seq[] = [];
+  const lastRows: Tensor[] = [];
+  const release = () => {
+    for (const s of seqs) for (const c of [...s.k, ...s.v]) c.release();
+    for (const r of lastRows) r.release();
+  };
+  try {
+    // ---- prefill, once per distinct prompt (same ids and the same image input object)
+    const imgIds = new Map<object, number>();
+    const keyOf = (p: Prompt) => `${p.images ? (p.images.cacheKey ?? imgIds.get(p.images) ?? imgIds.set(p.images, imgIds.size).get(p.images)) : '-'}|${p.inputIds.join(',')}`;
+    const first = new Map<string, number>();
+    for (const [b, p] of prompts.entries()) {
+      const key = keyOf(p);
+      const L = p.inputIds.length, cap = Math.min(L + opts.maxNewTokens, host.contextLength);
+      const s: Seq = { prompt: b, len: L, cap, ropeDelta: 0, k: [], v: [], out: [], done: false };
+      seqs.push(s);
+      for (let li = 0; li < nL; li++) {
+        s.k.push(empty([cap, Hkv, D], 'f32', `kcache${b}.${li}`));
+        s.v.push(empty([cap, Hkv, D], 'f32', `vcache${b}.${li}`));
+      }
+      const src = first.get(key);
+      if (src !== undefined) {
+        const o = seqs[src];
+        s.ropeDelta = o.ropeDelta;
+        for (let li = 0; li < nL; li++) {
+          copyRows(o.k[li], 0, s.k[li], 0, kvRow, L);
+          copyRows(o.v[li], 0, s.v[li], 0, kvRow, L);
+        }
+        lastRows.push(lastRows[src]);
+        continue;
+      }
+      first.set(key, b);
+      const pre = await host.prepare(p);
+      s.ropeDelta = pre.ropeDelta;
+      const attend: Attend = (li, q, k, v) => {
+        copyRows(k, 0, s.k[li], 0, kvRow, L);
+        copyRows(v, 0, s.v[li], 0, kvRow, L);
+        const a = attentionCausal(q, k, v);
+        a.lse.release();
+        return { out: a.out };
+      };
+      let x = pre.x;
+      for (let li = 0; li < nL; li++) {
+        const r = layerForward(ctx, li, x, pre.rope, { keep: false, attend });
+        x.release();
+        x = r.out;
+      }
+      pre.rope.cos.release();
+      pre.rope.sin.release();
+      const idx = fromData(Int32Array.of(L - 1), [1], 'i32', 'last_row');
+      lastRows.push(gatherRows(x, idx));
+      idx.release();
+      x.release();
+    }
+    // final norm of each prompt's last row, stacked [B, H]
+    const H = t.hiddenSize;
+    let hs = empty([seqs.length, H], 'f32', 'gen.hidden');
+    lastRows.forEach((r, b) => copyRows(r, 0, hs, b, H * 4));
+    const nf = rmsnorm(hs, ctxNorm(ctx), t.rmsNormEps);
+    hs.release();
+    nf.rstd.release();
+    await choose(ctx, nf.y, seqs, opts, rng, stop);
+    nf.y.release();
+
+    // ---- decode
+    for (;;) {
+      const act = seqs.filter((s) => !s.done);
+      if (!act.length) break;
+      const n = act.length;
+      const ids = fromData(Int32Array.from(act, (s) => s.out[s.out.length - 1]), [n], 'i32', 'gen.ids');
+      let x = embedding(ids, ctx.w.embed.map((s) => s.t));
+      ids.release();
+      const pos = new Int32Array(3 * n);
+      act.forEach((s, i) => { pos[i] = pos[n + i] = pos[2 * n + i] = s.len + s.ropeDelta; });
+      const rope = mropeTables(pos, n, t.mropeSection, t.ropeTheta, D);
+      const attend: Attend = (li, q, k, v) => {
+        act.forEach((s, i) => {
+          copyRows(k, i, s.k[li], s.len, kvRow);
+          copyRows(v, i, s.v[li], s.len, kvRow);
+        });
+        if (n === 1) {
+          const a = attentionCausal(q, act[0].k[li], act[0].v[li], { kvLen: act[0].len + 1 });
+          a.lse.release();
+          return { out: a.out };
+        }
+        const out = empty([n, Hq, D], 'f32', 'gen.attn');
+        act.forEach((s, i) => {
+          const qi = empty([1, Hq, D], 'f32', 'gen.q');
+          copyRows(q, i, qi, 0, qRow);
+          const a = attentionCausal(qi, s.k[li], s.v[li], { kvLen: s.len + 1 });
+          copyRows(a.out, 0, out, i, qRow);
+          for (const tt of [qi, a.out, a.lse]) tt.release();
+        });
+        return { out };
+      };
+      for (let li = 0; li < nL; li++) {
+        const r = layerForward(ctx, li, x, rope, { keep: false, attend });
+        x.release();
+        x = r.out;
+      }
+      rope.cos.release();
+      rope.sin.release();
+      for (const s of act) s.len++;
+      const n2 = rmsnorm(x, ctxNorm(ctx), t.rmsNormEps);
+      x.release();
+      n2.rstd.release();
+      hs = n2.y;
+      await choose(ctx, hs, act, opts, rng, stop);
+      hs.release();
+    }
+  } finally {
+    release();
+  }
+  return seqs.map((s) => Int32Array.from(s.out));
+}
+
+function ctxNorm(ctx: TextCtx): Tensor {
+  return ctx.w.get('model.norm.weight');
+}
+
+/** Next token of every row of hs [n, H] (row i = seqs[i]); marks finished sequences. */
+async function choose(ctx: TextCtx, hs: Tensor, seqs: Seq[], opts: GenerateOptions, rng: Rng, stop: Set<number>): Promise<void> {
+  let next: number[];
+  if (!(opts.temperature && opts.temperature > 0)) {
+    const am = argmaxIds(ctx, hs);
+    next = Array.from(await readI32(am));
+    am.release();
+  } else {
+    const V = ctx.cfg.text.vocabSize, n = hs.shape[0];
+    const chunks = ctx.w.lmHead.map((_, i) => logitsChunk(ctx, hs, i));
+    const data = await readMany(chunks);
+    next = [];
+    const row = new Float32Array(V);
+    for (let r = 0; r < n; r++) {
+      chunks.forEach((c, i) => {
+        const vc = c.shape[1];
+        row.set((data[i] as Float32Array).subarray(r * vc, (r + 1) * vc), ctx.w.lmHead[i].v0);
+      });
+      next.push(sampleToken(row, opts, rng));
+    }
+    for (const c of chunks) c.release();
+  }
+  seqs.forEach((s, i) => {
+    s.out.push(next[i]);
+    // the last token is never fed back, so a full cache only ends the sequence at the next step
+    if (stop.has(next[i]) || s.out.length >= opts.maxNewTokens || s.len >= s.cap) s.done = true;
+  });
+}

@@ -1,0 +1,556 @@
+// Qwen2.5-VL on WebGPU: forward to per-token log-probs, backward to every LoRA parameter.
+//
+//   images ─ vision tower (frozen, vision.ts; cached per image content) ─▶ image_embeds [M, H]
+//   ids ─ embed_tokens ─▶ x [L, H], image_embeds scattered into the <|image_pad|> rows
+//   M-RoPE positions (data/ropeIndex.ts) ─▶ cos/sin tables [L, D/2]
+//   decoder layers (text.ts): RMSNorm → GQA attention (q/k/v bias, M-RoPE) → RMSNorm → SwiGLU,
+//     LoRA on q, k, v, o, gate, up, down
+//   final RMSNorm ─▶ only the scored rows ─▶ lm_head in vocabulary shards + log-softmax gather
+//     ─▶ logp[t] = log p(ids[t] | ids[<t]) for t ≥ scoreStart
+//
+// Training: logps(seq, { train: true }) keeps what the backward needs (every layer's activations,
+// or only each layer's input with recompute); backward(dlogps) walks back through the lm_head
+// (recomputing each logits chunk), the final norm and the layers, accumulating into lora grads.
+// Saved forwards form a stack: backward() consumes the most recent one not yet backpropagated, so
+// DPO / GRPO can run several train forwards, compute the loss, then backward each (last first).
+// The reference policy is the same weights with lora: false.
+import { gpu } from '../gpu/device.ts';
+import { flush } from '../gpu/kernel.ts';
+import { fromData, readMany, trimPool, zeros, type Tensor } from '../gpu/tensor.ts';
+import { embedding } from '../ops/embedding.ts';
+import { fill, gatherRows, scatterRows } from '../ops/elementwise.ts';
+import { rmsnorm, rmsnormBackward } from '../ops/rmsnorm.ts';
+import { mropeTables, type RopeTables } from '../ops/rope.ts';
+import { getRopeIndex } from '../data/ropeIndex.ts';
+import { parseConfig, type QwenVLConfig } from './config.ts';
+import { uploadWeights, type GpuWeights, type UploadProgress } from './gpuWeights.ts';
+import {
+  adapterConfigJson, defaultLoraConfig, initLora, parseAdapter, saveAdapter, targetedModules, peftKey,
+  type LoraAdapter, type LoraConfig,
+} from './lora.ts';
+import { checkMemory, estimateMemory, gib, mib, neededSplits } from './memory.ts';
+import { MissingFileError, type ModelSource } from './sources/source.ts';
+import type { TensorLayout } from './weights.ts';
+import {
+  layerBackward, layerForward, lmHeadBackward, lmHeadScore, logitsChunk, releaseActs, releaseBlocks, rowsPerBlock,
+  type GpuLoraModule, type LayerActs, type ScoreBlock, type TextCtx,
+} from './text.ts';
+import { visionForward, type VisionCapture } from './vision.ts';
+import { generate, type GenerateOptions, type GenHost, type Prompt } from './generate.ts';
+
+export interface ImageInput {
+  /** [N, 3·tp·p·p] patchified pixels of all images of the sequence, concatenated */
+  pixelValues: Float32Array;
+  /** [n, 3] (t, gh, gw) per image */
+  imageGridThw: Int32Array;
+  /** optional cache key (e.g. a dataset image id); default: a hash of the pixels and grids */
+  cacheKey?: string;
+}
+
+export interface SeqInput {
+  inputIds: Int32Array;
+  images?: ImageInput;
+  /** first position t whose token ids[t] is scored: logp[t] = log p(ids[t] | ids[<t]) from logits row t−1 */
+  scoreStart: number;
+}
+
+export interface LoadOptions {
+  onProgress?(p: UploadProgress): void;
+  /** create a fresh adapter with this config (peft init, seeded by loraSeed) */
+  lora?: LoraConfig;
+  loraSeed?: number;
+  /** per-layer recomputation in the backward (keeps only each layer's input) */
+  recompute?: boolean;
+  /** GPU bytes the caller can give (WebGPU does not report memory); refuse above it */
+  budgetBytes?: number;
+  /** the workload the memory check sizes activations for (default one 448×448 image + 256 text tokens) */
+  plan?: { images: { height: number; width: number }[]; textTokens: number };
+  /** longest sequence accepted (default max_position_embeddings) */
+  contextLength?: number;
+  /** vocabulary rows per lm_head shard (default 16384, capped by the binding limit) */
+  vocabChunk?: number;
+  signal?: AbortSignal;
+}
+
+export interface LogpsResult {
+  /** [L − scoreStart] */
+  logps: Float32Array;
+  /** [L − scoreStart] 1 where the argmax of the predicting row is the scored token */
+  hits: Uint8Array;
+  /** [L − scoreStart, H] final-norm hidden states of the predicting rows (opts.hidden; a PPO value head) */
+  lastHidden?: Float32Array;
+}
+
+/** The golden model_forward intermediates. */
+export interface ForwardCapture {
+  imageEmbeds?: Float32Array;
+  vision?: VisionCapture;
+  inputsEmbeds: Float32Array;
+  positionIds: Int32Array;
+  ropeDelta: number;
+  layerOut: Float32Array[];
+  lastHiddenState: Float32Array;
+  /** [L, V] every row (computed in chunks; small models only) */
+  logits?: Float32Array;
+}
+
+interface Saved {
+  L: number;
+  loraOn: boolean;
+  rope: RopeTables;
+  /** input of every layer (inputs[0] = inputs_embeds) */
+  inputs: Tensor[];
+  /** per layer, unless recomputing */
+  acts?: LayerActs[];
+  /** last layer's output and the final norm's 1/rms */
+  xFinal: Tensor;
+  rstdF: Tensor;
+  rows: Int32Array;
+  blocks: ScoreBlock[];
+}
+
+interface Prepared { x: Tensor; rope: RopeTables; positionIds: Int32Array; ropeDelta: number; L: number }
+
+const MAX_CACHED_IMAGES = 32;
+
+/** A cached vision output: the promise (concurrent callers share one tower run) and, once done, the tensor. */
+interface CachedImage { p: Promise<Tensor>; t?: Tensor }
+
+function releaseCached(e: CachedImage): void {
+  if (e.t) e.t.release();
+  else void e.p.then((t) => t.release(), () => undefined);
+}
+
+/** 64-bit content key of an image input (two 32-bit hashes over the raw words). */
+function imageKey(img: ImageInput): string {
+  if (img.cacheKey) return 'k:' + img.cacheKey;
+  const u = new Uint32Array(img.pixelValues.buffer, img.pixelValues.byteOffset, img.pixelValues.length);
+  let h1 = 0x811c9dc5, h2 = 0x9e3779b9 ^ u.length;
+  for (let i = 0; i < u.length; i++) {
+    h1 = Math.imul(h1 ^ u[i], 0x01000193);
+    h2 = Math.imul(h2 ^ (u[i] + i), 0x85ebca6b) ^ (h2 >>> 13);
+  }
+  return `h:${(h1 >>> 0).toString(16)}${(h2 >>> 0).toString(16)}:${Array.from(img.imageGridThw).join(',')}`;
+}
+
+export class Qwen2_5_VL {
+  /** the model's recompute setting (per-layer recomputation in the backward) */
+  recompute: boolean;
+  /** scored rows per lm_head block (default: what one binding of [rows, vocabChunk] logits allows) */
+  scoreRowBlock?: number;
+  /** notes about settings this engine does not honour (e.g. LoRA dropout) */
+  readonly warnings: string[] = [];
+  private lora = new Map<string, GpuLoraModule>();
+  private adapterConfig?: LoraConfig;
+  private imageCache = new Map<string, CachedImage>();
+  private saved: Saved[] = [];
+  private disposed = false;
+  readonly contextLength: number;
+
+  private constructor(readonly config: QwenVLConfig, private w: GpuWeights, opts: LoadOptions) {
+    this.recompute = opts.recompute ?? false;
+    this.contextLength = opts.contextLength ?? config.text.maxPositionEmbeddings;
+  }
+
+  /**
+   * Read config.json, check the memory estimate against the adapter, stream the weights onto the
+   * GPU. Needs an initialised device (initGpu / nodeGpu). On failure nothing stays on the GPU.
+   */
+  static async load(source: ModelSource, opts: LoadOptions = {}): Promise<Qwen2_5_VL> {
+    const g = gpu();
+    let bytes: Uint8Array;
+    try {
+      bytes = await source.read('config.json');
+    } catch (e) {
+      if (e instanceof MissingFileError) throw new Error(`${source.id}: config.json is missing: a model folder needs config.json next to its safetensors`);
+      throw e;
+    }
+    const config = parseConfig(new TextDecoder().decode(bytes), `${source.id}: config.json`);
+    if (opts.lora) checkTextOnly(config, opts.lora);
+    Qwen2_5_VL.checkMemory(config, g.limits, opts);
+    const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal });
+    const m = new Qwen2_5_VL(config, w, opts);
+    try {
+      if (opts.lora) m.setAdapter(initLora(config, opts.lora, opts.loraSeed ?? 0));
+      flush();
+      await g.device.queue.onSubmittedWorkDone();
+    } catch (e) {
+      m.dispose();
+      throw e;
+    }
+    return m;
+  }
+
+  /** Refuse, with the numbers, a model whose LoRA step would not fit the adapter. */
+  static checkMemory(config: QwenVLConfig, limits: Record<string, number>, opts: LoadOptions = {}): void {
+    const plan = opts.plan ?? { images: [{ height: 448, width: 448 }], textTokens: 256 };
+    const est = estimateMemory({ config, lora: opts.lora ?? defaultLoraConfig(), images: plan.images, textTokens: plan.textTokens, recompute: opts.recompute ?? false });
+    const lim = { maxBufferSize: limits.maxBufferSize, maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize };
+    const chk = checkMemory(est, lim, { budgetBytes: opts.budgetBytes, canSplit: true });
+    // the vocabulary tables and the logits chunk are split / row-blocked here; nothing else is
+    const split = new Set(['model.embed_tokens.weight', 'lm_head.weight', 'logits chunk', 'dlogits chunk']);
+    const bad = neededSplits(est.buffers, lim).filter((s) => !split.has(s.name));
+    const problems = [...(chk.ok ? [] : [chk.message]), ...bad.map((s) => `${s.name} needs ${mib(s.bytes)} in one buffer, above this adapter's limit of ${mib(s.limit)}`)];
+    if (problems.length) throw new Error(`Cannot load ${config.text.numHiddenLayers}-layer Qwen2.5-VL (estimated ${gib(est.totalBytes)} for a LoRA step of ${est.seqLen} tokens): ${problems.join('; ')}`);
+  }
+
+  // ---------------------------------------------------------------- adapter
+
+  /**
+   * Replace the adapter (text decoder modules only); gradients start at zero, pending train forwards
+   * are dropped, and loraParams() returns new tensors (an optimizer must fetch them again).
+   */
+  setAdapter(a: LoraAdapter): void {
+    this.live();
+    const vision = [...a.modules.keys()].filter((n) => n.startsWith('visual.'));
+    if (vision.length) throw new Error(`LoRA on vision modules is not supported yet (the vision tower runs frozen, forward only): ${vision.slice(0, 3).join(', ')}${vision.length > 3 ? ', …' : ''}`);
+    this.releaseSaved();
+    this.releaseLora();
+    try {
+      for (const m of a.modules.values()) {
+        const l = { spec: m } as unknown as GpuLoraModule;
+        this.lora.set(m.name, l); // released with the rest if a later upload fails
+        l.A = fromData(m.A, [m.r, m.inFeatures], 'f32', `${m.name}.lora_A`);
+        l.B = fromData(m.B, [m.outFeatures, m.r], 'f32', `${m.name}.lora_B`);
+        l.gA = zeros([m.r, m.inFeatures], 'f32', `${m.name}.lora_A.grad`);
+        l.gB = zeros([m.outFeatures, m.r], 'f32', `${m.name}.lora_B.grad`);
+      }
+    } catch (e) {
+      this.releaseLora();
+      throw e;
+    }
+    this.adapterConfig = a.config;
+    if (a.config.loraDropout > 0 && !this.warnings.some((w) => w.startsWith('lora_dropout'))) {
+      this.warnings.push(`lora_dropout ${a.config.loraDropout} is not applied: this engine trains LoRA without dropout`);
+    }
+  }
+
+  /** A fresh peft-initialised adapter (A kaiming-uniform, B zeros). */
+  initAdapter(cfg: LoraConfig, seed = 0): void {
+    checkTextOnly(this.config, cfg);
+    this.setAdapter(initLora(this.config, cfg, seed));
+  }
+
+  /** peft files: adapter_config.json (bytes, string or object) + adapter_model.safetensors. */
+  async loadAdapter(files: Record<string, Uint8Array | string | object>): Promise<void> {
+    const cfg = files['adapter_config.json'], st = files['adapter_model.safetensors'];
+    if (cfg === undefined || !(st instanceof Uint8Array)) throw new Error('loadAdapter: needs adapter_config.json and adapter_model.safetensors (bytes)');
+    const json = cfg instanceof Uint8Array ? new TextDecoder().decode(cfg) : cfg;
+    this.setAdapter(parseAdapter(json, st, this.config, 'adapter'));
+  }
+
+  /** The adapter as peft writes it (transformers ≥ 4.52 key layout unless `layout: 'hub'`). */
+  async exportAdapter(opts: { layout?: TensorLayout } = {}): Promise<{ safetensors: Uint8Array; config: Record<string, unknown> }> {
+    const a = await this.adapter();
+    const files = saveAdapter(a, opts);
+    return { safetensors: files['adapter_model.safetensors'], config: adapterConfigJson(a.config) };
+  }
+
+  /** The adapter read back from the GPU. */
+  async adapter(): Promise<LoraAdapter> {
+    this.live();
+    if (!this.adapterConfig || !this.lora.size) throw new Error('the model has no LoRA adapter (load with opts.lora, initAdapter or loadAdapter)');
+    const mods = [...this.lora.values()];
+    const data = await readMany(mods.flatMap((m) => [m.A, m.B]));
+    const modules = new Map(mods.map((m, i) => [m.spec.name, { ...m.spec, A: data[2 * i] as Float32Array, B: data[2 * i + 1] as Float32Array }]));
+    return { config: this.adapterConfig, modules };
+  }
+
+  /** Every LoRA tensor and its gradient, named by peft key (transformers ≥ 4.52 layout). */
+  loraParams(): { name: string; param: Tensor; grad: Tensor }[] {
+    return [...this.lora.values()].flatMap((m) => [
+      { name: peftKey(m.spec.name, 'A'), param: m.A, grad: m.gA },
+      { name: peftKey(m.spec.name, 'B'), param: m.B, grad: m.gB },
+    ]);
+  }
+
+  zeroGrads(): void {
+    for (const m of this.lora.values()) {
+      fill(m.gA, 0);
+      fill(m.gB, 0);
+    }
+  }
+
+  // ---------------------------------------------------------------- forward
+
+  private ctx(loraOn: boolean): TextCtx {
+    return { cfg: this.config, w: this.w, lora: this.lora, loraOn, rowBlock: this.scoreRowBlock };
+  }
+
+  /**
+   * Vision tower output [M, H] for the images of a sequence, cached by content (LRU). The cache
+   * holds promises, so concurrent calls for one image run the tower once. Owned by the cache: do
+   * not release.
+   */
+  async imageEmbeds(img: ImageInput): Promise<Tensor> {
+    this.live();
+    const key = imageKey(img);
+    let e = this.imageCache.get(key);
+    if (e) this.imageCache.delete(key); // re-inserted below as the newest
+    else {
+      const entry: CachedImage = { p: visionForward(this.w, this.config, img.pixelValues, img.imageGridThw).then((r) => (entry.t = r.imageEmbeds)) };
+      entry.p.catch(() => this.imageCache.get(key) === entry && this.imageCache.delete(key));
+      e = entry;
+    }
+    this.imageCache.set(key, e);
+    while (this.imageCache.size > MAX_CACHED_IMAGES) {
+      const [k, old] = this.imageCache.entries().next().value!;
+      this.imageCache.delete(k);
+      releaseCached(old);
+    }
+    return e.p;
+  }
+
+  clearImageCache(): void {
+    for (const e of this.imageCache.values()) releaseCached(e);
+    this.imageCache.clear();
+  }
+
+  /** inputs_embeds [L, H] (image rows scattered in), M-RoPE tables and positions. */
+  private async prepare(seq: { inputIds: Int32Array; images?: ImageInput }, captureVision = false): Promise<Prepared & { vision?: VisionCapture; imageEmbeds?: Tensor }> {
+    this.live();
+    const cfg = this.config, t = cfg.text, ids = seq.inputIds, L = ids.length;
+    if (!L) throw new Error('input_ids is empty');
+    if (L > this.contextLength) throw new Error(`sequence of ${L} tokens is longer than the model's context of ${this.contextLength} tokens`);
+    const imgRows: number[] = [];
+    for (let i = 0; i < L; i++) {
+      const id = ids[i];
+      if (!(Number.isInteger(id) && id >= 0 && id < t.vocabSize)) throw new Error(`token id ${id} at position ${i} is outside the vocabulary (${t.vocabSize})`);
+      if (id === cfg.imageTokenId) imgRows.push(i);
+    }
+    let img: Tensor | undefined, vision: VisionCapture | undefined;
+    if (imgRows.length) {
+      if (!seq.images) throw new Error(`input_ids hold ${imgRows.length} image tokens but no images were given`);
+      if (captureVision) {
+        const r = await visionForward(this.w, cfg, seq.images.pixelValues, seq.images.imageGridThw, { capture: true });
+        img = r.imageEmbeds;
+        vision = r.capture;
+      } else img = await this.imageEmbeds(seq.images);
+      if (img.shape[0] !== imgRows.length) {
+        if (captureVision) img.release();
+        throw new Error(`input_ids hold ${imgRows.length} image tokens but the images give ${img.shape[0]} features`);
+      }
+    }
+    const ri = getRopeIndex(
+      { inputIds: ids, imageGridThw: imgRows.length ? seq.images!.imageGridThw : undefined },
+      { imageTokenId: cfg.imageTokenId, visionStartTokenId: cfg.visionStartTokenId, spatialMergeSize: cfg.vision.spatialMergeSize, videoTokenId: cfg.videoTokenId },
+    );
+    const idsT = fromData(ids, [L], 'i32', 'input_ids');
+    const x = embedding(idsT, this.w.embed.map((s) => s.t));
+    idsT.release();
+    if (img) {
+      const idx = fromData(Int32Array.from(imgRows), [imgRows.length], 'i32', 'image_rows');
+      scatterRows(img, idx, x);
+      idx.release();
+    }
+    const rope = mropeTables(ri.positionIds, L, t.mropeSection, t.ropeTheta, t.headDim);
+    return { x, rope, positionIds: ri.positionIds, ropeDelta: ri.ropeDeltas[0], L, vision, imageEmbeds: captureVision ? img : undefined };
+  }
+
+  /**
+   * Per-token log-probs of ids[scoreStart..L−1] and argmax hits; with `train`, the activations the
+   * backward needs are kept (needs lora: true: the base weights are frozen).
+   */
+  async logps(seq: SeqInput, opts: { lora: boolean; train: boolean; hidden?: boolean }): Promise<LogpsResult> {
+    const L = seq.inputIds.length, H = this.config.text.hiddenSize;
+    if (!(Number.isInteger(seq.scoreStart) && seq.scoreStart >= 1 && seq.scoreStart <= L)) throw new Error(`scoreStart ${seq.scoreStart} must be in [1, ${L}] (the first token has no prediction)`);
+    if (opts.train && !(opts.lora && this.lora.size)) throw new Error('train: true needs a LoRA adapter and lora: true (the base weights are frozen)');
+    const S = L - seq.scoreStart;
+    const rows = new Int32Array(S), targets = new Int32Array(S);
+    for (let i = 0; i < S; i++) {
+      rows[i] = seq.scoreStart - 1 + i;
+      targets[i] = seq.inputIds[seq.scoreStart + i];
+    }
+    const ctx = this.ctx(opts.lora);
+    const p = await this.prepare(seq);
+    const keepActs = opts.train && !this.recompute;
+    const inputs: Tensor[] = [], acts: LayerActs[] = [];
+    let x = p.x;
+    for (let li = 0; li < this.config.text.numHiddenLayers; li++) {
+      const r = layerForward(ctx, li, x, p.rope, { keep: keepActs });
+      if (opts.train) inputs.push(x);
+      else x.release();
+      if (r.acts) acts.push(r.acts);
+      x = r.out;
+    }
+    const nf = rmsnorm(x, this.w.get('model.norm.weight'), this.config.text.rmsNormEps);
+    const blocks = S ? lmHeadScore(ctx, nf.y, rows, targets) : [];
+    nf.y.release();
+    const back = await readMany([...blocks.flatMap((b) => [b.logp, b.argmax]), ...(opts.hidden ? blocks.map((b) => b.hs) : [])]);
+    const logps = new Float32Array(S), hits = new Uint8Array(S);
+    const lastHidden = opts.hidden ? new Float32Array(S * H) : undefined;
+    blocks.forEach((b, i) => {
+      logps.set(back[2 * i] as Float32Array, b.start);
+      const am = back[2 * i + 1] as Int32Array;
+      for (let j = 0; j < b.n; j++) hits[b.start + j] = am[j] === targets[b.start + j] ? 1 : 0;
+      lastHidden?.set(back[2 * blocks.length + i] as Float32Array, b.start * H);
+    });
+    if (opts.train) {
+      this.saved.push({ L, loraOn: opts.lora, rope: p.rope, inputs, acts: keepActs ? acts : undefined, xFinal: x, rstdF: nf.rstd, rows, blocks });
+    } else {
+      for (const t of [x, nf.rstd, p.rope.cos, p.rope.sin]) t.release();
+      releaseBlocks(blocks);
+    }
+    return { logps, hits, ...(lastHidden ? { lastHidden } : {}) };
+  }
+
+  /** Train forwards whose backward has not run yet. */
+  get pendingBackward(): number {
+    return this.saved.length;
+  }
+
+  /**
+   * Backward of the most recent train forward not yet backpropagated: dlogps [L − scoreStart]
+   * (d loss / d logps), optionally dhidden [L − scoreStart, H] (a value head on lastHidden).
+   * Accumulates into the LoRA gradients; frees that forward's activations.
+   */
+  backward(dlogps: Float32Array, dhidden?: Float32Array): void {
+    this.live();
+    const s = this.saved.pop();
+    if (!s) throw new Error('backward: no train forward to backpropagate (call logps with train: true first)');
+    try {
+      const H = this.config.text.hiddenSize;
+      if (dlogps.length !== s.rows.length) throw new Error(`backward: dlogps has ${dlogps.length} values but the forward scored ${s.rows.length} tokens`);
+      if (dhidden && dhidden.length !== s.rows.length * H) throw new Error(`backward: dhidden has ${dhidden.length} values, expected ${s.rows.length}×${H}`);
+      const ctx = this.ctx(s.loraOn);
+      const dlast = lmHeadBackward(ctx, s.blocks, s.rows, dlogps, s.L, dhidden);
+      let d = rmsnormBackward(dlast, s.xFinal, this.w.get('model.norm.weight'), s.rstdF).dx;
+      dlast.release();
+      for (let li = this.config.text.numHiddenLayers - 1; li >= 0; li--) {
+        const x = s.inputs[li];
+        let acts = s.acts?.[li];
+        if (!acts) {
+          const r = layerForward(ctx, li, x, s.rope, { keep: true });
+          r.out.release();
+          acts = r.acts!;
+        }
+        const dx = layerBackward(ctx, li, x, acts, d, s.rope);
+        releaseActs(acts);
+        if (s.acts) s.acts[li] = undefined as unknown as LayerActs;
+        d.release();
+        d = dx;
+      }
+      d.release();
+    } finally {
+      releaseSaved(s);
+      flush();
+    }
+  }
+
+  /** Drop every kept train forward (e.g. after an error between forward and backward). */
+  releaseSaved(): void {
+    for (const s of this.saved.splice(0)) releaseSaved(s);
+  }
+
+  // ---------------------------------------------------------------- debug / parity
+
+  /** The vision tower alone (uncached), image_embeds read back; with capture, its intermediates. */
+  async vision(img: ImageInput, opts: { capture?: boolean } = {}): Promise<{ imageEmbeds: Float32Array; capture?: VisionCapture }> {
+    this.live();
+    const r = await visionForward(this.w, this.config, img.pixelValues, img.imageGridThw, opts);
+    const [e] = await readMany([r.imageEmbeds]);
+    r.imageEmbeds.release();
+    return { imageEmbeds: e as Float32Array, capture: r.capture };
+  }
+
+  /** Forward with every golden intermediate read back (slow; for parity and debugging). */
+  async captureForward(seq: { inputIds: Int32Array; images?: ImageInput }, opts: { lora?: boolean; logits?: boolean; vision?: boolean } = {}): Promise<ForwardCapture> {
+    const ctx = this.ctx(opts.lora ?? false);
+    const p = await this.prepare(seq, opts.vision ?? false);
+    const out: Partial<ForwardCapture> = { positionIds: p.positionIds, ropeDelta: p.ropeDelta, layerOut: [], vision: p.vision };
+    const img = p.imageEmbeds;
+    if (img) {
+      out.imageEmbeds = (await readMany([img]))[0] as Float32Array;
+      img.release();
+    }
+    out.inputsEmbeds = (await readMany([p.x]))[0] as Float32Array;
+    let x = p.x;
+    for (let li = 0; li < this.config.text.numHiddenLayers; li++) {
+      const r = layerForward(ctx, li, x, p.rope, { keep: false });
+      x.release();
+      x = r.out;
+      out.layerOut!.push((await readMany([x]))[0] as Float32Array);
+    }
+    const nf = rmsnorm(x, this.w.get('model.norm.weight'), this.config.text.rmsNormEps);
+    for (const t of [x, nf.rstd, p.rope.cos, p.rope.sin]) t.release();
+    out.lastHiddenState = (await readMany([nf.y]))[0] as Float32Array;
+    if (opts.logits) out.logits = await this.allLogits(ctx, nf.y);
+    nf.y.release();
+    return out as ForwardCapture;
+  }
+
+  /** [L, V] logits of every row of hidden [L, H], assembled on the CPU from row blocks × vocabulary shards. */
+  private async allLogits(ctx: TextCtx, hidden: Tensor): Promise<Float32Array> {
+    const [L] = hidden.shape, V = this.config.text.vocabSize, per = rowsPerBlock(ctx);
+    const out = new Float32Array(L * V);
+    for (let r0 = 0; r0 < L; r0 += per) {
+      const n = Math.min(per, L - r0);
+      const idx = fromData(Int32Array.from({ length: n }, (_, i) => r0 + i), [n], 'i32', 'rows');
+      const hs = gatherRows(hidden, idx);
+      idx.release();
+      const chunks = this.w.lmHead.map((_, i) => logitsChunk(ctx, hs, i));
+      const data = await readMany(chunks);
+      chunks.forEach((c, i) => {
+        const v0 = this.w.lmHead[i].v0, vc = c.shape[1], d = data[i] as Float32Array;
+        for (let r = 0; r < n; r++) out.set(d.subarray(r * vc, (r + 1) * vc), (r0 + r) * V + v0);
+        c.release();
+      });
+      hs.release();
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- generation
+
+  /** KV-cache generation for a batch of prompts; returns the new tokens of each (stop id included). */
+  async generate(prompts: Prompt[], opts: GenerateOptions): Promise<Int32Array[]> {
+    this.live();
+    const host: GenHost = {
+      config: this.config,
+      contextLength: this.contextLength,
+      ctx: (on) => this.ctx(on && this.lora.size > 0),
+      prepare: (p) => this.prepare(p),
+    };
+    return generate(host, prompts, { ...opts, lora: opts.lora ?? this.lora.size > 0 });
+  }
+
+  // ---------------------------------------------------------------- lifetime
+
+  private live(): void {
+    if (this.disposed) throw new Error('the model was disposed');
+  }
+
+  private releaseLora(): void {
+    for (const m of this.lora.values()) for (const t of [m.A, m.B, m.gA, m.gB]) t?.release();
+    this.lora.clear();
+    this.adapterConfig = undefined;
+  }
+
+  /** GPU bytes of the weights and the adapter (params + grads). */
+  get gpuBytes(): number {
+    return this.w.bytes + [...this.lora.values()].reduce((a, m) => a + 2 * (m.A.bindSize + m.B.bindSize), 0);
+  }
+
+  /** Free every GPU buffer the model holds. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.releaseSaved();
+    this.releaseLora();
+    this.clearImageCache();
+    this.w.release();
+    this.disposed = true;
+    flush();
+    trimPool();
+  }
+}
+
+function releaseSaved(s: Saved): void {
+  for (const t of [...s.inputs, s.xFinal, s.rstdF, s.rope.cos, s.rope.sin]) t.release();
+  for (const a of s.acts ?? []) if (a) releaseActs(a);
+  releaseBlocks(s.blocks);
+}
+
+function checkTextOnly(config: QwenVLConfig, cfg: LoraConfig): void {
+  const vision = targetedModules(config, cfg).filter((m) => m.tower === 'vision');
+  if (vision.length) throw new Error(`LoRA on vision modules is not supported yet (the vision tower runs frozen, forward only); target_modules selects ${vision.length} vision module(s), e.g. ${vision[0].name}`);
+}
