@@ -1,0 +1,353 @@
+// Import planning: a bag of files (dropped, picked, or unzipped) → which images to add and which
+// labels go with each. Pure (no DOM): files come as SourceFile, images are only named here; the
+// store decodes them and then calls `labelsForImage` with the decoded size.
+//
+// Recognised files:
+//   images (by extension or MIME type)          .zip (expanded in place; see zip.ts)
+//   .jsonl / .json records (ms-swift, LLaMA-Factory, trl; see parse.ts)
+//   .json COCO detection (coco.ts)               patchwork.json (our lossless export)
+//   YOLO: <stem>.txt next to (or in labels/ beside images/) an image + classes.txt / obj.names / data.yaml
+// Everything else is reported as skipped, by name.
+
+
+import { parseCoco, isCoco } from './coco.ts';
+import { normalizeBox, toFilePixels, type ResizeOpts } from './coords.ts';
+import type { PatchworkFile } from './export.ts';
+import { isObj, parseJsonArray, parseJsonl, type LineError } from './jsonl.ts';
+import { DEFAULT_PARSE_OPTS, parseRecord, type ParsedSample, type ParseOpts } from './parse.ts';
+import { IMAGE_EXT, baseName, emptyLabels, mimeOf, naturalCompare, stemName, uid, type Box, type Labels, type TaskKind } from './types.ts';
+import { isClassNamesFile, parseClassNames, parseYoloLabels } from './yolo.ts';
+import { unzipFiles } from './zip.ts';
+
+export interface SourceFile {
+  /** relative path ('folder/a.png'); unique within one import */
+  path: string;
+  size: number;
+  /** MIME type when known */
+  type: string;
+  bytes(): Promise<Uint8Array>;
+  /** the browser File/Blob when there is one (saves a copy) */
+  blob?: Blob;
+}
+
+export function sourceFromBytes(path: string, data: Uint8Array, type = ''): SourceFile {
+  return { path, size: data.length, type: type || mimeOf(path), bytes: async () => data };
+}
+
+export interface PlannedImage {
+  file: SourceFile;
+  samples: ParsedSample[];
+  /** from patchwork.json: the original size the image had before we stored it */
+  orig?: { width: number; height: number };
+}
+
+export interface ImportPlan {
+  images: PlannedImage[];
+  errors: LineError[];
+  warnings: string[];
+  /** files neither image nor annotation */
+  skipped: { path: string; reason: string }[];
+  /** the kind most samples have, null when there are no labels */
+  kind: TaskKind | null;
+  classes: string[];
+  /** settings carried by a patchwork.json */
+  dataset?: PatchworkFile['dataset'];
+  /** number of label records read */
+  records: number;
+}
+
+export function isImageFile(f: { path: string; type: string }): boolean {
+  return f.type.startsWith('image/') || IMAGE_EXT.test(f.path);
+}
+
+export function isAnnotationFile(path: string): boolean {
+  return /\.(jsonl|json|txt|ya?ml|names|zip)$/i.test(path);
+}
+
+const IGNORED = /(^|\/)(\.[^/]*|__MACOSX\/.*|Thumbs\.db|desktop\.ini)$/i;
+
+export async function planImport(input: SourceFile[], opts: ParseOpts = DEFAULT_PARSE_OPTS): Promise<ImportPlan> {
+  const errors: LineError[] = [];
+  const warnings: string[] = [];
+  const skipped: ImportPlan['skipped'] = [];
+  const decoder = new TextDecoder();
+
+  // Expand zips (one level, plus zips inside zips).
+  const files: SourceFile[] = [];
+  const queue = [...input];
+  while (queue.length) {
+    const f = queue.shift()!;
+    if (IGNORED.test(f.path)) continue;
+    if (/\.zip$/i.test(f.path)) {
+      try {
+        queue.push(...unzipFiles(await f.bytes()));
+      } catch (e) {
+        skipped.push({ path: f.path, reason: `not a readable zip (${(e as Error).message})` });
+      }
+    } else files.push(f);
+  }
+
+  const images = files.filter(isImageFile).sort((a, b) => naturalCompare(a.path, b.path));
+  const resolver = imageResolver(images);
+  const text = async (f: SourceFile) => decoder.decode(await f.bytes());
+
+  const samples: ParsedSample[] = [];
+  const origs = new Map<SourceFile, { width: number; height: number }>();
+  let classes: string[] = [];
+  let dataset: PatchworkFile['dataset'] | undefined;
+  let records = 0;
+
+  // Class names first (YOLO needs them).
+  for (const f of files) {
+    if (isClassNamesFile(f.path)) {
+      const names = parseClassNames(await text(f), f.path);
+      if (names.length) classes = names;
+    }
+  }
+  const yoloTxt: SourceFile[] = [];
+  for (const f of files) {
+    if (isImageFile(f) || isClassNamesFile(f.path)) continue;
+    const name = f.path;
+    if (/\.jsonl$/i.test(name) || /\.json$/i.test(name)) {
+      const t = await text(f);
+      let parsed: { records: { line: number; value: unknown }[]; errors: LineError[] };
+      if (/\.json$/i.test(name)) {
+        let whole: unknown = undefined;
+        try {
+          whole = JSON.parse(t.replace(/^\uFEFF/, ''));
+        } catch {
+          /* maybe JSONL named .json */
+        }
+        if (isObj(whole) && whole.format === 'patchwork') {
+          const pw = whole as unknown as PatchworkFile;
+          dataset = pw.dataset;
+          if (pw.dataset?.classes?.length) classes = pw.dataset.classes;
+          pw.images.forEach((rec, i) => {
+            records++;
+            const s = fromPatchwork(rec, pw.dataset.kind, name, i + 1);
+            samples.push(s);
+            const img = resolver(rec.path);
+            if (img && rec.origWidth && rec.scale !== 1) origs.set(img, { width: rec.origWidth, height: rec.origHeight });
+          });
+          continue;
+        }
+        if (isObj(whole) && isCoco(whole)) {
+          const c = parseCoco(whole, name);
+          samples.push(...c.samples.filter((s) => s.boxes.length || resolver(s.image)));
+          errors.push(...c.errors);
+          records += c.samples.length;
+          for (const k of c.classes) if (!classes.includes(k)) classes.push(k);
+          continue;
+        }
+        if (isObj(whole) && /dataset_info\.json$/i.test(name)) continue; // LLaMA-Factory registry, nothing to import
+        parsed = parseJsonArray(t, name);
+      } else parsed = parseJsonl(t, name);
+      errors.push(...parsed.errors);
+      for (const r of parsed.records) {
+        const res = parseRecord(r.value as Record<string, unknown>, name, r.line, opts);
+        if ('error' in res) errors.push(res.error);
+        else {
+          records++;
+          samples.push(res.sample);
+          warnings.push(...res.warnings);
+        }
+      }
+    } else if (/\.txt$/i.test(name)) {
+      yoloTxt.push(f);
+    } else {
+      skipped.push({ path: f.path, reason: f.type ? `not an image (${f.type})` : 'not an image or a dataset file' });
+    }
+  }
+
+  // YOLO label files: match by stem, preferring labels/ ↔ images/ siblings.
+  const byStem = new Map<string, SourceFile[]>();
+  for (const im of images) {
+    const k = stemName(im.path).toLowerCase();
+    byStem.set(k, [...(byStem.get(k) ?? []), im]);
+  }
+  for (const f of yoloTxt) {
+    const cands = byStem.get(stemName(f.path).toLowerCase()) ?? [];
+    const want = f.path.replace(/(^|\/)labels\//, '$1images/').replace(/\.txt$/i, '').toLowerCase();
+    const img = cands.find((c) => c.path.replace(/\.[^./]*$/, '').toLowerCase() === want) ?? cands[0];
+    if (!img) {
+      skipped.push({ path: f.path, reason: 'a .txt with no image of the same name (YOLO labels need their image)' });
+      continue;
+    }
+    const t = await text(f);
+    const y = parseYoloLabels(t, f.path, img.path, classes);
+    errors.push(...y.errors);
+    records++;
+    samples.push(y.sample);
+  }
+
+  // Attach samples to images.
+  const planned = new Map<SourceFile, PlannedImage>();
+  for (const im of images) planned.set(im, { file: im, samples: [] });
+  for (const s of samples) {
+    let img = resolver(s.image);
+    if (!img && s.image.startsWith('data:')) {
+      const f = fromDataUri(s.image, `${s.file || 'record'}-line${s.line}`);
+      if (f) {
+        img = f;
+        planned.set(f, { file: f, samples: [] });
+      }
+    }
+    if (!img) {
+      const lines = s.line ? ` (line ${s.line})` : '';
+      errors.push({ file: s.file, line: s.line, reason: `image "${s.image}" not found among the imported files${s.line ? '' : lines}` });
+      continue;
+    }
+    planned.get(img)!.samples.push(s);
+  }
+  for (const [f, o] of origs) {
+    const p = planned.get(f);
+    if (p) p.orig = o;
+  }
+
+  // Kind: patchwork's, else the most common among samples.
+  let kind: TaskKind | null = dataset?.kind ?? null;
+  if (!kind && samples.length) {
+    const count = new Map<TaskKind, number>();
+    for (const s of samples) count.set(s.kind, (count.get(s.kind) ?? 0) + 1);
+    kind = [...count].sort((a, b) => b[1] - a[1])[0][0];
+  }
+  for (const s of samples) for (const b of s.boxes) if (b.label && !classes.includes(b.label)) classes.push(b.label);
+
+  return { images: [...planned.values()], errors, warnings, skipped, kind, classes, dataset, records };
+}
+
+/** Finds an image by the path a record wrote: exact, then by file name (the longest matching path suffix wins). */
+export function imageResolver(images: SourceFile[]): (ref: string) => SourceFile | undefined {
+  const norm = (p: string) => p.replace(/\\/g, '/').replace(/^(file:\/\/)?/, '').replace(/^(\.\/)+/, '').replace(/^\/+/, '').toLowerCase();
+  const exact = new Map<string, SourceFile>();
+  const byBase = new Map<string, { path: string; file: SourceFile }[]>();
+  for (const f of images) {
+    const n = norm(f.path);
+    exact.set(n, f);
+    const b = baseName(n);
+    byBase.set(b, [...(byBase.get(b) ?? []), { path: n, file: f }]);
+  }
+  // Length of the common path suffix, counted in whole segments.
+  const common = (a: string, b: string) => {
+    const x = a.split('/').reverse();
+    const y = b.split('/').reverse();
+    let k = 0;
+    while (k < x.length && k < y.length && x[k] === y[k]) k++;
+    return k;
+  };
+  return (ref: string) => {
+    if (!ref || ref.startsWith('data:')) return undefined;
+    let r = ref;
+    try {
+      if (/^https?:\/\//i.test(r)) r = decodeURIComponent(new URL(r).pathname);
+    } catch {
+      /* keep as is */
+    }
+    const n = norm(r);
+    const hit = exact.get(n);
+    if (hit) return hit;
+    const cands = byBase.get(baseName(n));
+    if (!cands) return undefined;
+    let best = cands[0];
+    for (const c of cands) if (common(c.path, n) > common(best.path, n)) best = c;
+    return best.file;
+  };
+}
+
+function fromDataUri(uri: string, name: string): SourceFile | undefined {
+  const m = /^data:([^;,]*)(;base64)?,(.*)$/s.exec(uri);
+  if (!m) return undefined;
+  const type = m[1] || 'image/png';
+  let bytes: Uint8Array;
+  if (m[2]) {
+    const bin = atob(m[3]);
+    bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  } else bytes = new TextEncoder().encode(decodeURIComponent(m[3]));
+  const ext = type.split('/')[1]?.replace('jpeg', 'jpg') ?? 'png';
+  return sourceFromBytes(`${name}.${ext}`, bytes, type);
+}
+
+function fromPatchwork(rec: PatchworkFile['images'][number], kind: TaskKind, file: string, line: number): ParsedSample {
+  const l = rec.labels ?? emptyLabels();
+  return {
+    file,
+    line,
+    image: rec.path,
+    kind,
+    question: l.question ?? '',
+    answer: l.answer ?? '',
+    chosen: l.chosen ?? '',
+    rejected: l.rejected ?? '',
+    // stored pixels of the stored image == pixels of the exported file
+    boxes: (l.boxes ?? []).map((b) => ({ x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, frame: 'abs' as const, label: b.label ?? '', question: b.question ?? '' })),
+    stated: [rec.width, rec.height],
+  };
+}
+
+export interface DecodedSize {
+  /** decoded file size (original pixels) */
+  fileWidth: number;
+  fileHeight: number;
+  /** original / stored */
+  scale: number;
+}
+
+/** Boxes smaller than this (stored pixels) on a side are refused, as in the labeler. */
+export const MIN_BOX_SIDE = 2;
+
+/**
+ * The labels for one decoded image from its samples, boxes converted into the stored frame:
+ * format frame → file (original) pixels → / scale → clamped to the stored image. Grounding boxes
+ * of several samples merge into one image; each further text sample (VQA, preference) becomes its
+ * own copy of the image (one question/answer per image record).
+ */
+export function labelsForImage(samples: ParsedSample[], size: DecodedSize, opts: ResizeOpts): { labels: Labels[]; warnings: string[] } {
+  const warnings: string[] = [];
+  const W = Math.round(size.fileWidth / size.scale);
+  const H = Math.round(size.fileHeight / size.scale);
+  const out: Labels[] = [];
+  let clamped = 0;
+  for (const s of samples) {
+    const boxes: Box[] = [];
+    for (const b of s.boxes) {
+      let f = toFilePixels(b, b.frame, size.fileWidth, size.fileHeight, opts);
+      if (b.frame === 'abs' && s.stated && (s.stated[0] !== size.fileWidth || s.stated[1] !== size.fileHeight) && s.stated[0] > 0 && s.stated[1] > 0) {
+        const sx = size.fileWidth / s.stated[0];
+        const sy = size.fileHeight / s.stated[1];
+        f = { x1: f.x1 * sx, y1: f.y1 * sy, x2: f.x2 * sx, y2: f.y2 * sy };
+      }
+      const st = { x1: f.x1 / size.scale, y1: f.y1 / size.scale, x2: f.x2 / size.scale, y2: f.y2 / size.scale };
+      const n = normalizeBox(st, W, H);
+      const tol = 1;
+      if (Math.min(st.x1, st.x2) < -tol || Math.min(st.y1, st.y2) < -tol || Math.max(st.x1, st.x2) > W + tol || Math.max(st.y1, st.y2) > H + tol) clamped++;
+      if (n.x2 - n.x1 < MIN_BOX_SIDE || n.y2 - n.y1 < MIN_BOX_SIDE) {
+        warnings.push(`${s.file ? s.file + ' ' : ''}line ${s.line}: box [${[b.x1, b.y1, b.x2, b.y2].join(', ')}] is smaller than ${MIN_BOX_SIDE} px inside the image; skipped`);
+        continue;
+      }
+      boxes.push({ id: uid('b'), x1: round2(n.x1), y1: round2(n.y1), x2: round2(n.x2), y2: round2(n.y2), label: b.label, question: b.question });
+    }
+    const hasText = !!(s.answer || s.chosen || s.rejected) && s.kind !== 'grounding';
+    let target = out[0];
+    if (hasText && target && (target.answer || target.chosen || target.rejected)) target = undefined as unknown as Labels;
+    if (!target) {
+      target = emptyLabels();
+      out.push(target);
+    }
+    target.boxes.push(...boxes);
+    if (!target.question && s.question && s.kind !== 'grounding') target.question = s.question;
+    if (hasText) {
+      target.answer = s.answer;
+      target.chosen = s.chosen;
+      target.rejected = s.rejected;
+      if (s.question) target.question = s.question;
+    }
+  }
+  if (clamped) warnings.push(`${clamped} box${clamped > 1 ? 'es' : ''} reached outside the image and ${clamped > 1 ? 'were' : 'was'} clamped`);
+  if (out.length === 0) out.push(emptyLabels());
+  return { labels: out, warnings };
+}
+
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
+}
