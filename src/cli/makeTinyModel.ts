@@ -1,6 +1,6 @@
 // Write the built-in tiny model as a Hugging Face folder (for serving over HTTP, the local-folder
 // source, or loading in transformers to compare):
-//   npx tsx src/cli/makeTinyModel.ts <dir> [--seed N] [--shard-mb M] [--layout hub|transformers] [--untied]
+//   npx tsx src/cli/makeTinyModel.ts <dir> [--seed N] [--shard-mb M] [--layout hub|transformers] [--tied]
 import { writeTinyModelFolder } from '../model/sources/node.ts';
 
 const args = process.argv.slice(2);
@@ -10,7 +10,7 @@ const opt = (name: string) => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 if (!dir) {
-  console.error('usage: makeTinyModel <dir> [--seed N] [--shard-mb M] [--layout hub|transformers] [--untied]');
+  console.error('usage: makeTinyModel <dir> [--seed N] [--shard-mb M] [--layout hub|transformers] [--tied]');
   process.exit(2);
 }
 const layout = (opt('layout') ?? 'hub') as 'hub' | 'transformers';
@@ -19,6 +19,6 @@ const files = await writeTinyModelFolder(dir, {
   seed: Number(opt('seed') ?? 0),
   maxShardBytes: opt('shard-mb') ? Number(opt('shard-mb')) * 2 ** 20 : undefined,
   layout,
-  tieWordEmbeddings: !args.includes('--untied'),
+  tieWordEmbeddings: args.includes('--tied'),
 });
 console.log(`wrote ${files.length} files to ${dir}: ${files.join(', ')}`);

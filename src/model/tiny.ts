@@ -29,7 +29,7 @@ export interface TinyOptions {
   seed?: number;
   /** default 151936 (Qwen's); smaller for fast unit tests */
   vocabSize?: number;
-  /** default true, as Qwen2.5-VL-3B */
+  /** default false: a tied 64-wide model mostly repeats its input token (3B itself is tied) */
   tieWordEmbeddings?: boolean;
   /** tensor names to write (default 'hub', as published checkpoints) */
   layout?: TensorLayout;
@@ -79,7 +79,7 @@ export function tinyConfigJson(opts: TinyOptions = {}): Record<string, unknown> 
     rms_norm_eps: 1e-6,
     rope_theta: 1000000.0,
     sliding_window: 32768,
-    tie_word_embeddings: opts.tieWordEmbeddings ?? true,
+    tie_word_embeddings: opts.tieWordEmbeddings ?? false,
     torch_dtype: 'bfloat16',
     transformers_version: '4.49.0',
     use_cache: true,
@@ -112,13 +112,21 @@ export function tinyConfig(opts: TinyOptions = {}): QwenVLConfig {
   return parseConfig(tinyConfigJson(opts), 'tiny config.json');
 }
 
+// Output-embedding scale of the demo model. The final RMSNorm leaves |h| = sqrt(hidden), so logits
+// have std sqrt(hidden)·std(row): with N(0, 1) rows (torch's Embedding default) a 64-wide model is
+// absurdly sure of itself (initial loss ~60, sampling = argmax), which makes it useless for showing
+// SFT/RL. These scales give logits of std ~2-3: a diffuse start that training visibly sharpens.
+const LM_HEAD_STD = 0.3;
+const TIED_EMBED_STD = 0.3;
+
 /** Deterministic f32 values of one tensor (before BF16 rounding); `fanIn` of the weight it belongs to. */
-function initTensor(seed: number, name: string, shape: number[], fanIn: number): Float32Array {
+function initTensor(seed: number, name: string, shape: number[], fanIn: number, embedStd: number): Float32Array {
   const n = shape.reduce((a, b) => a * b, 1);
   const out = new Float32Array(n);
   const rng = rngFor(seed, name);
   if (name.endsWith('embed_tokens.weight') || name === 'lm_head.weight') {
-    for (let i = 0; i < n; i++) out[i] = rng.normal();
+    const std = name === 'lm_head.weight' ? LM_HEAD_STD : embedStd;
+    for (let i = 0; i < n; i++) out[i] = std * rng.normal();
   } else if (shape.length === 1 && /norm|ln_q/.test(name)) {
     for (let i = 0; i < n; i++) out[i] = 1 + rng.uniform(-0.1, 0.1);
   } else {
@@ -136,7 +144,8 @@ export function tinyWeights(cfg: QwenVLConfig, seed = 0): WeightMap {
     return s && s.length > 1 ? s.slice(1).reduce((a, b) => a * b, 1) : 1;
   };
   const out: WeightMap = {};
-  for (const [name, shape] of shapes) out[name] = { dtype: 'bf16', shape, data: f32ToBf16(initTensor(seed, name, shape, fanIn(name, shape))) };
+  const embedStd = cfg.text.tieWordEmbeddings ? TIED_EMBED_STD : 1;
+  for (const [name, shape] of shapes) out[name] = { dtype: 'bf16', shape, data: f32ToBf16(initTensor(seed, name, shape, fanIn(name, shape), embedStd)) };
   return out;
 }
 

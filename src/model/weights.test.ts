@@ -13,7 +13,7 @@ import {
 import { dirCache, dirSource, serveModelFolders, writeFiles, type ModelServer } from './sources/node.ts';
 
 // small vocabulary: these tests are about files, not sizes
-const SMALL: TinyOptions = { seed: 7, vocabSize: 1000 };
+const SMALL: TinyOptions = { seed: 7, vocabSize: 1000, tieWordEmbeddings: true };
 const golden = fileURLToPath(new URL('../../../shared/golden/', import.meta.url));
 const enc = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));
 

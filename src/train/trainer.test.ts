@@ -121,3 +121,22 @@ describe('Trainer', () => {
     m.dispose();
   });
 });
+
+describe('PPO', () => {
+  it('takes steps with a value head, reports trl metrics, and checkpoints the head', async () => {
+    const m = await model();
+    const prompts = syntheticRlPrompts({ count: 2, seed: 6 }).map((r): TrainExample => ({ kind: 'rl', images: [r.image], prompt: r.prompt, reference: r.reference }));
+    const tr = new Trainer(m, tok, prompts, opts({ maxSteps: 2 }, { method: 'ppo', ppo: { maxNewTokens: 4, temperature: 1, rewards: [{ name: 'length', weight: 1, fn: (c: string) => c.length / 10 }] } }), 'ppo');
+    for (let i = 0; i < 2; i++) {
+      const s = await tr.trainStep();
+      expect(Number.isFinite(s.loss)).toBe(true);
+      for (const k of ['objective/kl', 'objective/scores', 'policy/clipfrac_avg', 'loss/policy_avg', 'loss/value_avg', 'val/clipfrac_avg']) expect([k, Number.isFinite(s[k])]).toEqual([k, true]);
+      expect(s.grad_norm).toBeGreaterThan(0);
+    }
+    expect(tr.valueHead!.w.some((x) => x !== 0)).toBe(true);
+    const ck = await tr.checkpoint();
+    expect(Array.from(ck.extra!['v_head.weight'].data)).toEqual(Array.from(tr.valueHead!.w));
+    tr.dispose();
+    m.dispose();
+  });
+});

@@ -16,9 +16,11 @@ import { sftLoss } from './sft.ts';
 import { dpoLoss } from './dpo.ts';
 import { completionMetrics, grpoAdvantages, grpoLoss, type GrpoLossType } from './grpo.ts';
 import { computeRewards, type RewardReference, type RewardSpec } from './rewards.ts';
+import { PPO_DEFAULTS, ppoLoss, ppoRollout, type PpoConfig } from './ppo.ts';
+import { adamwCpu } from '../ops/cpu/adamw.ts';
 import { loadLatestCheckpoint, saveCheckpoint, type Checkpoint, type KV } from './checkpoint.ts';
 
-export type Method = 'sft' | 'dpo' | 'grpo';
+export type Method = 'sft' | 'dpo' | 'grpo' | 'ppo';
 
 /** One training record, already decoded (images as raw pixels). */
 export type TrainExample =
@@ -59,6 +61,8 @@ export interface TrainOptions {
     topK?: number;
     topP?: number;
   };
+  /** PPO: trl's names; generation settings as GRPO's (one completion per prompt) */
+  ppo?: Partial<PpoConfig> & { temperature?: number; maxNewTokens?: number; rewards?: (string | RewardSpec)[] };
   /** save a checkpoint every N optimizer steps (0 = only when asked) */
   checkpointEvery?: number;
 }
@@ -114,6 +118,8 @@ export class Trainer {
   position = 0;
   readonly history: StepMetrics[] = [];
   private encoded = new Map<number, Encoded>();
+  /** PPO value head: H weights + a bias, on the CPU (it is tiny), with its AdamW moments */
+  valueHead?: { w: Float32Array; m: Float32Array; v: Float32Array; step: number };
   private totalTokens = 0;
   readonly imageConfig: ImageProcessorConfig;
 
@@ -126,6 +132,10 @@ export class Trainer {
   ) {
     if (!examples.length) throw new Error('The dataset is empty: add at least one labelled example.');
     const want = cfg.method === 'sft' ? 'sft' : cfg.method === 'dpo' ? 'dpo' : 'rl';
+    if (cfg.method === 'ppo') {
+      const H = model.config.text.hiddenSize;
+      this.valueHead = { w: new Float32Array(H + 1), m: new Float32Array(H + 1), v: new Float32Array(H + 1), step: 0 };
+    }
     const wrong = examples.findIndex((e) => e.kind !== want);
     if (wrong >= 0) throw new Error(`Example ${wrong} is a ${examples[wrong].kind} record but the method ${cfg.method} needs ${want} records.`);
     const o = cfg.optim;
@@ -215,7 +225,8 @@ export class Trainer {
   async trainStep(): Promise<StepMetrics> {
     const t0 = performance.now();
     const idx = this.nextIndices(this.perStep);
-    const { loss, metrics, tokens } = this.cfg.method === 'sft' ? await this.sftStep(idx) : this.cfg.method === 'dpo' ? await this.dpoStep(idx) : await this.grpoStep(idx);
+    const step = { sft: this.sftStep, dpo: this.dpoStep, grpo: this.grpoStep, ppo: this.ppoStep }[this.cfg.method];
+    const { loss, metrics, tokens } = await step.call(this, idx);
     if (!Number.isFinite(loss)) {
       this.opt.zeroGrads();
       throw new TrainingFault(`The loss became ${loss} at step ${this.step + 1}: training stopped. Lower the learning rate or check the data; the last saved checkpoint is kept.`);
@@ -282,13 +293,34 @@ export class Trainer {
     const g = this.cfg.grpo;
     const G = g.numGenerations;
     const specs: RewardSpec[] = g.rewards.map((r) => (typeof r === 'string' ? { name: r, weight: 1 } : r));
+    const { seqs, refs, texts, terminated, T, mask } = await this.rollout(idx, G, g);
+    const rewards = computeRewards(texts, refs, specs);
+    const adv = grpoAdvantages(rewards.total, G, { perFunc: rewards.perFunc });
+    const R = seqs.length;
+    const logps = new Float64Array(R * T), ref = g.beta ? new Float64Array(R * T) : undefined;
+    // Reference passes first (adapter off, nothing kept), then every train forward (the model stacks
+    // their activations), the loss over the whole group, and the backwards in reverse order.
+    if (ref) for (const [r, s] of seqs.entries()) (await this.model.logps(s, { lora: false, train: false })).logps.forEach((v, t) => (ref[r * T + t] = v));
+    let tokens = 0;
+    for (const [r, s] of seqs.entries()) {
+      (await this.model.logps(s, { lora: true, train: true })).logps.forEach((v, t) => (logps[r * T + t] = v));
+      tokens += s.inputIds.length;
+    }
+    const res = grpoLoss({ logps, mask, advantages: adv.advantages, cols: T, refLogps: ref }, {
+      beta: g.beta, epsilon: g.epsilon ?? 0.2, epsilonHigh: g.epsilonHigh, lossType: g.lossType ?? 'grpo', maxCompletionLength: g.maxNewTokens,
+    });
+    for (let r = R - 1; r >= 0; r--) this.model.backward(Float32Array.from(res.dlogps.subarray(r * T, r * T + seqs[r].inputIds.length - seqs[r].scoreStart)));
+    return { loss: res.loss, metrics: { ...adv.metrics, ...res.metrics, ...completionMetrics(mask, T, terminated) }, tokens };
+  }
+
+  /** Sample completions for the prompts `idx` (n per prompt) and build their scored sequences. */
+  private async rollout(idx: number[], n: number, gen: { temperature: number; maxNewTokens: number; topK?: number; topP?: number }) {
     const imEnd = this.tokenizer.special.imEnd, eos = this.tokenizer.special.endOfText;
     const seqs: SeqInput[] = [], refs: RewardReference[] = [], texts: string[] = [], terminated: boolean[] = [];
     for (const [k, i] of idx.entries()) {
       const e = this.encode(i);
-      const prompts = Array.from({ length: G }, () => ({ inputIds: e.prompt!, images: e.image }));
-      const outs = await this.model.generate(prompts, {
-        maxNewTokens: g.maxNewTokens, temperature: g.temperature, topK: g.topK, topP: g.topP, stopIds: [imEnd, eos],
+      const outs = await this.model.generate(Array.from({ length: n }, () => ({ inputIds: e.prompt!, images: e.image })), {
+        maxNewTokens: gen.maxNewTokens, temperature: gen.temperature, topK: gen.topK, topP: gen.topP, stopIds: [imEnd, eos],
         seed: this.cfg.optim.seed * 7919 + this.step * 131 + k, lora: true,
       });
       for (const out of outs) {
@@ -300,26 +332,65 @@ export class Trainer {
         refs.push(e.reference!);
       }
     }
-    const rewards = computeRewards(texts, refs, specs);
-    const adv = grpoAdvantages(rewards.total, G, { perFunc: rewards.perFunc });
     const T = Math.max(...seqs.map((s) => s.inputIds.length - s.scoreStart));
+    const mask = new Float64Array(seqs.length * T);
+    seqs.forEach((s, r) => mask.fill(1, r * T, r * T + s.inputIds.length - s.scoreStart));
+    return { seqs, refs, texts, terminated, T, mask };
+  }
+
+  private values(hidden: Float32Array): Float64Array {
+    const { w } = this.valueHead!;
+    const H = w.length - 1, n = hidden.length / H;
+    const out = new Float64Array(n);
+    for (let t = 0; t < n; t++) {
+      let s = w[H];
+      for (let j = 0; j < H; j++) s += w[j] * hidden[t * H + j];
+      out[t] = s;
+    }
+    return out;
+  }
+
+  private async ppoStep(idx: number[]) {
+    const p = { ...PPO_DEFAULTS, ...this.cfg.ppo };
+    const specs: RewardSpec[] = (this.cfg.ppo?.rewards ?? this.cfg.grpo.rewards).map((r) => (typeof r === 'string' ? { name: r, weight: 1 } : r));
+    const { seqs, refs, texts, terminated, T, mask } = await this.rollout(idx, 1, { temperature: this.cfg.ppo?.temperature ?? this.cfg.grpo.temperature, maxNewTokens: this.cfg.ppo?.maxNewTokens ?? this.cfg.grpo.maxNewTokens });
     const R = seqs.length;
-    const logps = new Float64Array(R * T), mask = new Float64Array(R * T), ref = g.beta ? new Float64Array(R * T) : undefined;
-    // Reference passes first (adapter off, nothing kept), then every train forward (the model stacks
-    // their activations), the loss over the whole group, and the backwards in reverse order.
-    if (ref) for (const [r, s] of seqs.entries()) (await this.model.logps(s, { lora: false, train: false })).logps.forEach((v, t) => (ref[r * T + t] = v));
+    const scores = computeRewards(texts, refs, specs).total;
+    const oldLogps = new Float64Array(R * T), refLogps = new Float64Array(R * T), oldValues = new Float64Array(R * T);
+    for (const [r, s] of seqs.entries()) {
+      const pol = await this.model.logps(s, { lora: true, train: false, hidden: true });
+      pol.logps.forEach((v, t) => (oldLogps[r * T + t] = v));
+      oldValues.set(this.values(pol.lastHidden!), r * T);
+      (await this.model.logps(s, { lora: false, train: false })).logps.forEach((v, t) => (refLogps[r * T + t] = v));
+    }
+    const roll = ppoRollout({ logps: oldLogps, refLogps, values: oldValues, scores, mask, cols: T }, p);
+    // One PPO epoch over the batch: train forwards (stacked), the clipped losses, backwards last first.
+    const logps = new Float64Array(R * T), values = new Float64Array(R * T), hidden: Float32Array[] = [];
     let tokens = 0;
     for (const [r, s] of seqs.entries()) {
-      (await this.model.logps(s, { lora: true, train: true })).logps.forEach((v, t) => ((logps[r * T + t] = v), (mask[r * T + t] = 1)));
+      const res = await this.model.logps(s, { lora: true, train: true, hidden: true });
+      res.logps.forEach((v, t) => (logps[r * T + t] = v));
+      values.set(this.values(res.lastHidden!), r * T);
+      hidden.push(res.lastHidden!);
       tokens += s.inputIds.length;
     }
-    const res = grpoLoss({ logps, mask, advantages: adv.advantages, cols: T, refLogps: ref }, {
-      beta: g.beta, epsilon: g.epsilon ?? 0.2, epsilonHigh: g.epsilonHigh, lossType: g.lossType ?? 'grpo', maxCompletionLength: g.maxNewTokens,
-    });
-    for (let r = R - 1; r >= 0; r--) this.model.backward(Float32Array.from(res.dlogps.subarray(r * T, r * T + seqs[r].inputIds.length - seqs[r].scoreStart)));
-    const lengths = seqs.map((s) => s.inputIds.length - s.scoreStart);
-    const cm = completionMetrics(mask, T, terminated);
-    return { loss: res.loss, metrics: { ...adv.metrics, ...res.metrics, ...cm, 'completions/mean_length': lengths.reduce((a, b) => a + b, 0) / R }, tokens };
+    const res = ppoLoss({ logps, values, oldLogps, oldValues, advantages: roll.advantages, returns: roll.returns, mask, cols: T }, p);
+    const vh = this.valueHead!, H = vh.w.length - 1, dw = new Float64Array(H + 1);
+    for (let r = R - 1; r >= 0; r--) {
+      const n = seqs[r].inputIds.length - seqs[r].scoreStart, hr = hidden[r];
+      const dh = new Float32Array(n * H);
+      for (let t = 0; t < n; t++) {
+        const dv = res.dvalues[r * T + t];
+        for (let j = 0; j < H; j++) { dh[t * H + j] = dv * vh.w[j]; dw[j] += dv * hr[t * H + j]; }
+        dw[H] += dv;
+      }
+      this.model.backward(Float32Array.from(res.dlogps.subarray(r * T, r * T + n)), dh);
+    }
+    // The value head is updated on the CPU with the same AdamW settings (clipped on its own norm).
+    const o = this.opt.cfg, norm = Math.hypot(...dw), clip = o.maxGradNorm > 0 ? Math.min(1, o.maxGradNorm / (norm + 1e-6)) : 1;
+    const lr = this.cfg.optim.learningRate * lrFactor({ kind: this.cfg.optim.lrScheduler, warmupSteps: this.cfg.optim.warmupSteps, totalSteps: this.totalSteps }, this.step);
+    adamwCpu(vh.w, dw, vh.m, vh.v, { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, step: ++vh.step }, clip);
+    return { loss: res.loss, metrics: { ...roll.metrics, ...res.metrics, 'val/grad_norm': norm, ...completionMetrics(mask, T, terminated) }, tokens };
   }
 
   // ---- checkpoints ------------------------------------------------------------------------------
@@ -329,6 +400,7 @@ export class Trainer {
     return {
       runId: this.runId, step: this.step, epoch: this.epoch, dataPosition: this.position, rngState: new Rng(this.cfg.optim.seed).state,
       config: this.cfg, lora: sd.params, optimizer: { m: sd.m, v: sd.v }, metrics: this.history.slice(), savedAt: Date.now(),
+      ...(this.valueHead ? { extra: { 'v_head.weight': { shape: [this.valueHead.w.length], data: this.valueHead.w.slice() }, 'v_head.exp_avg': { shape: [this.valueHead.w.length], data: this.valueHead.m.slice() }, 'v_head.exp_avg_sq': { shape: [this.valueHead.w.length], data: this.valueHead.v.slice() }, 'v_head.step': { shape: [1], data: Float32Array.of(this.valueHead.step) } } } : {}),
     };
   }
 
@@ -351,6 +423,12 @@ export class Trainer {
     this.position = ck.dataPosition;
     this.history.length = 0;
     this.history.push(...(ck.metrics as StepMetrics[]));
+    if (this.valueHead && ck.extra?.['v_head.weight']) {
+      this.valueHead.w.set(ck.extra['v_head.weight'].data);
+      this.valueHead.m.set(ck.extra['v_head.exp_avg'].data);
+      this.valueHead.v.set(ck.extra['v_head.exp_avg_sq'].data);
+      this.valueHead.step = ck.extra['v_head.step'].data[0];
+    }
   }
 
   dispose(): void {
