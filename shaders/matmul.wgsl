@@ -32,7 +32,8 @@ struct Params {
 
 // B is packed bf16 (pipeline constant; binds bh / bh4 instead of b / b4)
 override BF16: bool = false;
-// register kernels: threads of a 64-wide workgroup along n (the rest go along m)
+// register kernels: WG threads per workgroup, TX of them along n, WG / TX along m
+override WG: u32 = 64u;
 override TX: u32 = 16u;
 
 fn bf16lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }
@@ -71,14 +72,14 @@ fn store4(z: u32, m: u32, n0: u32, v: vec4f) {
   store(z, m, n0 + 3u, v.w);
 }
 
-// 64 threads: TX along n, 64/TX along m; each thread a 4x4 block
+// WG threads: TX along n, WG/TX along m; each thread a 4x4 block
 fn origin(wid: vec3u, li: u32) -> vec2u {
-  let ty = 64u / TX;
+  let ty = WG / TX;
   return vec2u((wid.x * TX + li % TX) * 4u, (wid.y * ty + li / TX) * 4u); // (n0, m0)
 }
 
 // y = x·Wᵀ: A [M,K] and B stored [N,K] (both K-contiguous), K % 4 == 0
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn nt4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
   let o = origin(wid, li);
   let n0 = o.x; let m0 = o.y;
@@ -103,7 +104,7 @@ fn nt4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u
 }
 
 // dx = dy·W: A [M,K] K-contiguous, B stored [K,N] N-contiguous; K % 4 == 0, N % 4 == 0
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn nn4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
   let o = origin(wid, li);
   let n0 = o.x; let m0 = o.y;
@@ -128,7 +129,7 @@ fn nn4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u
 }
 
 // dW = dyᵀ·x: A stored [K,M] M-contiguous, B stored [K,N] N-contiguous; M % 4 == 0, N % 4 == 0
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn tn4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
   let o = origin(wid, li);
   let n0 = o.x; let m0 = o.y;
@@ -157,7 +158,7 @@ fn tn4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u
 }
 
 // Any shape, any layout: scalar strided loads, out-of-range rows/cols clamped (never stored).
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn gen(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
   let o = origin(wid, li);
   let n0 = o.x; let m0 = o.y;

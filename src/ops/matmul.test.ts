@@ -25,7 +25,8 @@ function expectClose(got: ArrayLike<number>, exp: ArrayLike<number>, what: strin
 }
 
 // odd shapes (not tile multiples) plus multiples of 4 that take the vec4 kernels
-const SHAPES: [number, number, number][] = [[37, 53, 29], [1, 1, 1], [65, 130, 67], [12, 20, 16], [36, 44, 40], [5, 8, 12]];
+// (the last three are big enough for the 64-thread register kernels; the rest take 16-thread ones)
+const SHAPES: [number, number, number][] = [[37, 53, 29], [1, 1, 1], [65, 130, 67], [12, 20, 16], [36, 44, 40], [5, 8, 12], [70, 260, 33], [100, 132, 68], [100, 68, 132]];
 const VARIANTS: MatmulVariant[] = ['reg', 'tiled'];
 
 describe.each(VARIANTS)('matmul (%s)', (variant) => {
