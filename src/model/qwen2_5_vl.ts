@@ -374,7 +374,7 @@ export class Qwen2_5_VL {
       x = r.out;
     }
     const nf = rmsnorm(x, this.w.get('model.norm.weight'), this.config.text.rmsNormEps);
-    const blocks = S ? lmHeadScore(ctx, nf.y, rows, targets) : [];
+    const blocks = S ? lmHeadScore(ctx, nf.y, rows, targets, opts.train) : [];
     nf.y.release();
     const back = await readMany([...blocks.flatMap((b) => [b.logp, b.argmax]), ...(opts.hidden ? blocks.map((b) => b.hs) : [])]);
     const logps = new Float32Array(S), hits = new Uint8Array(S);

@@ -195,11 +195,16 @@ export interface ScoreBlock {
   logp: Tensor;
   lse: Tensor;
   argmax: Tensor;
+  /** the logits chunks, kept from the forward when small enough (else the backward recomputes them) */
+  logits?: Tensor[];
 }
 
 export function releaseBlocks(bs: ScoreBlock[]): void {
-  for (const b of bs) for (const t of [b.hs, b.targets, b.logp, b.lse, b.argmax]) t.release();
+  for (const b of bs) for (const t of [b.hs, b.targets, b.logp, b.lse, b.argmax, ...(b.logits ?? [])]) t.release();
 }
+
+/** Keep a block's logits for the backward up to this many bytes: recomputing them is a third of the lm_head work. */
+const KEEP_LOGITS_BYTES = 64 * 2 ** 20;
 
 /** Rows per block so that a [rows, vocabChunk] f32 logits chunk fits one binding. */
 export function rowsPerBlock(ctx: TextCtx): number {
@@ -217,7 +222,7 @@ export function logitsChunk(ctx: TextCtx, hs: Tensor, shard: number): Tensor {
  * log p(targets[i] | row rows[i]) of the final-norm hidden states `last` [L, H], with the lm_head
  * applied one vocabulary shard at a time (a [T, V] logits tensor never exists).
  */
-export function lmHeadScore(ctx: TextCtx, last: Tensor, rows: Int32Array, targets: Int32Array): ScoreBlock[] {
+export function lmHeadScore(ctx: TextCtx, last: Tensor, rows: Int32Array, targets: Int32Array, forBackward = false): ScoreBlock[] {
   const per = rowsPerBlock(ctx), blocks: ScoreBlock[] = [];
   for (let start = 0; start < rows.length; start += per) {
     const n = Math.min(per, rows.length - start);
@@ -226,13 +231,16 @@ export function lmHeadScore(ctx: TextCtx, last: Tensor, rows: Int32Array, target
     idx.release();
     const tg = fromData(targets.subarray(start, start + n), [n], 'i32', 'score.targets');
     const st = lsgBegin(tg);
-    ctx.w.lmHead.forEach((s, i) => {
+    const keep = forBackward && n * ctx.cfg.text.vocabSize * 4 <= KEEP_LOGITS_BYTES;
+    const logits = ctx.w.lmHead.map((s, i) => {
       const lg = logitsChunk(ctx, hs, i);
       lsgChunk(st, lg, s.v0);
+      if (keep) return lg;
       lg.release();
+      return undefined;
     });
     const r = lsgFinish(st);
-    blocks.push({ start, n, hs, targets: tg, logp: r.logp, lse: r.lse, argmax: r.argmax });
+    blocks.push({ start, n, hs, targets: tg, logp: r.logp, lse: r.lse, argmax: r.argmax, ...(keep ? { logits: logits as Tensor[] } : {}) });
   }
   return blocks;
 }
@@ -248,9 +256,9 @@ export function lmHeadBackward(ctx: TextCtx, blocks: ScoreBlock[], rows: Int32Ar
     const dl = fromData(dlogp.subarray(b.start, b.start + b.n), [b.n], 'f32', 'dlogp');
     const dhs = dhidden ? fromData(dhidden.subarray(b.start * H, (b.start + b.n) * H), [b.n, H], 'f32', 'dhs') : zeros([b.n, H], 'f32', 'dhs');
     ctx.w.lmHead.forEach((s, i) => {
-      const lg = logitsChunk(ctx, b.hs, i);
+      const lg = b.logits?.[i] ?? logitsChunk(ctx, b.hs, i);
       const dlg = lsgBackwardChunk(lg, b.targets, b.lse, dl, s.v0);
-      lg.release();
+      if (!b.logits) lg.release();
       matmulBackwardInput(dlg, s.t, { out: dhs, accumulate: true });
       dlg.release();
     });
