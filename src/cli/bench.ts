@@ -1,11 +1,13 @@
-// npm run bench [-- --quick] [-- --peers=tfjs,ort,jax] [-- --rounds=N]
+// npm run bench [-- --quick] [-- --peers=tfjs,ort,jax] [-- --rounds=N] [-- --no-train]
 // Matmul GFLOP/s of ours (f32 and packed-bf16 weights) and of peers on the same WebGPU device in
 // the same run (tf.js WebGPU, ONNX Runtime Web WebGPU EP, jax-js), then time per call of
-// attention, RMSNorm and log-softmax gather at Qwen2.5-VL-3B shapes, and memory in use.
+// attention, RMSNorm and log-softmax gather at Qwen2.5-VL-3B shapes, training steps/s and tokens/s
+// per method on the tiny model, and memory in use.
 import { nodeGpu, closeGpu } from '../gpu/node.ts';
 import { matmulVariant, setMatmulVariant, tuneMatmul } from '../ops/matmul.ts';
 import { benchMatmul, benchOps, type MatmulShape } from '../bench/matmul.ts';
 import { fmtBytes, memory } from '../gpu/tensor.ts';
+import { benchTraining } from '../bench/train.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
@@ -41,6 +43,7 @@ const rounds = Number(opt('rounds') ?? (quick ? 3 : 2));
 
 await benchMatmul(shapes, { peers, rounds, log: console.log });
 if (!quick) await benchOps({ log: console.log });
+if (!args.includes('--no-train')) await benchTraining({ steps: quick ? 1 : 3, log: console.log });
 console.log(`memory (ours, pool): live ${fmtBytes(memory.live)}, pooled ${fmtBytes(memory.pooled)}, peak ${fmtBytes(memory.peak)}`);
 await closeGpu();
 process.exit(0);
