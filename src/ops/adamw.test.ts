@@ -3,14 +3,8 @@ import { closeGpu, nodeGpu } from '../gpu/node.ts';
 import { fromData, readMany, write, type Tensor } from '../gpu/tensor.ts';
 import { adamwStep, clipGrads, gradNorm, parseGradState, readGradState } from './adamw.ts';
 import { adamwCpu, gradNormCpu, type AdamWHyper } from './cpu/adamw.ts';
+import { rand } from './testUtil.ts';
 
-function rand(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return ((s / 2 ** 32) * 2 - 1) * scale;
-  });
-}
 /** elementwise: |got − exp| ≤ rtol·|exp| + atol */
 function expectNear(got: ArrayLike<number>, exp: ArrayLike<number>, what: string, rtol = 1e-6, atol = 1e-12): void {
   expect(got.length, what).toBe(exp.length);

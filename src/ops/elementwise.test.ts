@@ -3,14 +3,8 @@ import { closeGpu, nodeGpu } from '../gpu/node.ts';
 import { fromData, readMany, zeros } from '../gpu/tensor.ts';
 import { add, addInPlace, copy, fill, gatherRows, scaleInPlace, scatterRows } from './elementwise.ts';
 import { gatherRowsCpu, scatterRowsCpu } from './cpu/elementwise.ts';
+import { rand } from './testUtil.ts';
 
-function rand(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return ((s / 2 ** 32) * 2 - 1) * scale;
-  });
-}
 const f = Math.fround;
 
 beforeAll(async () => { await nodeGpu(); });

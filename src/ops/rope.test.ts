@@ -6,20 +6,8 @@ import { fromData, readMany, zeros } from '../gpu/tensor.ts';
 import { GoldenCase } from '../parity/golden.ts';
 import { mropeTables, ropeApply, ropeBackward, visionRopeTables } from './rope.ts';
 import { mropeCosSin, ropeApplyCpu, ropeBackwardCpu, visionCosSin, visionPatchPos, visionRopeFreqs, windowOrderPatchPos } from './cpu/rope.ts';
+import { rand, expectClose } from './testUtil.ts';
 
-function rand(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return ((s / 2 ** 32) * 2 - 1) * scale;
-  });
-}
-function expectClose(got: ArrayLike<number>, exp: ArrayLike<number>, what: string, atol = 1e-5, rtol = 1e-4): void {
-  expect(got.length, what).toBe(exp.length);
-  let err = 0, scale = 0;
-  for (let i = 0; i < exp.length; i++) { err = Math.max(err, Math.abs(got[i] - exp[i])); scale = Math.max(scale, Math.abs(exp[i])); if (Number.isNaN(got[i])) err = Infinity; }
-  expect(err, `${what}: max err ${err} vs scale ${scale}`).toBeLessThanOrEqual(atol + rtol * scale);
-}
 /** position_ids [3, L] as rope_index makes them: text, then a gh×gw image block, then text */
 function positions(L: number, gh: number, gw: number): Int32Array {
   const p = new Int32Array(3 * L);

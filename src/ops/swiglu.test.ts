@@ -3,20 +3,7 @@ import { closeGpu, nodeGpu } from '../gpu/node.ts';
 import { fromData, readMany } from '../gpu/tensor.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
 import { swigluBackwardCpu, swigluCpu } from './cpu/swiglu.ts';
-
-function rand(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return ((s / 2 ** 32) * 2 - 1) * scale;
-  });
-}
-function expectClose(got: ArrayLike<number>, exp: ArrayLike<number>, what: string, atol = 1e-5, rtol = 1e-4): void {
-  expect(got.length, what).toBe(exp.length);
-  let err = 0, scale = 0;
-  for (let i = 0; i < exp.length; i++) { err = Math.max(err, Math.abs(got[i] - exp[i])); scale = Math.max(scale, Math.abs(exp[i])); if (Number.isNaN(got[i])) err = Infinity; }
-  expect(err, `${what}: max err ${err} vs scale ${scale}`).toBeLessThanOrEqual(atol + rtol * scale);
-}
+import { rand, expectClose } from './testUtil.ts';
 
 beforeAll(async () => { await nodeGpu(); });
 afterAll(async () => { await closeGpu(); });
