@@ -54,7 +54,7 @@ export function getPipeline(k: Kernel): GPUComputePipeline {
     } catch { /* compilation info unavailable */ }
     g.pendingErrors.push(`shader ${k.file} entry "${k.entry}" failed to compile: ${err.message}${detail ? '\n' + detail : ''}`);
     pm!.delete(key);
-  });
+  }, () => undefined); // rejects when the device is lost meanwhile ("Instance dropped"): the loss is reported by device.lost
   pm.set(key, p);
   return p;
 }

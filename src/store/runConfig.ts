@@ -41,6 +41,8 @@ export interface TrainConfig {
     maxGradNorm: number;
     weightDecay: number;
     seed: number;
+    /** save a checkpoint every N optimizer steps (0 = only on pause, stop and the end) */
+    saveSteps?: number;
   };
   data: { minPixels: number; maxPixels: number; maxLength: number };
   dpo: { beta: number };
@@ -52,7 +54,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   model: { source: 'tiny', hubId: 'Qwen/Qwen2.5-VL-3B-Instruct', endpoint: 'https://huggingface.co', revision: 'main', local: null },
   method: 'sft',
   lora: { r: 16, alpha: 32, dropout: 0.05, targetModules: [...DECODER_TARGETS], useRslora: false },
-  optim: { learningRate: 2e-4, lrScheduler: 'cosine', warmupSteps: 10, numEpochs: 3, maxSteps: 0, batchSize: 1, gradAccumSteps: 4, maxGradNorm: 1, weightDecay: 0, seed: 42 },
+  optim: { learningRate: 2e-4, lrScheduler: 'cosine', warmupSteps: 10, numEpochs: 3, maxSteps: 0, batchSize: 1, gradAccumSteps: 4, maxGradNorm: 1, weightDecay: 0, seed: 42, saveSteps: 20 },
   data: { minPixels: 3136, maxPixels: 512 * 28 * 28, maxLength: 2048 },
   dpo: { beta: 0.1 },
   grpo: { numGenerations: 4, beta: 0.04, temperature: 0.9, maxNewTokens: 128, rewards: ['iou', 'format'] },
@@ -169,6 +171,7 @@ export function validateConfig(c: TrainConfig): Record<string, string> {
   if (!(o.maxGradNorm >= 0)) e['optim.maxGradNorm'] = 'Max grad norm is ≥ 0 (0 = no clipping).';
   if (!(o.weightDecay >= 0)) e['optim.weightDecay'] = 'Weight decay is ≥ 0.';
   if (!int(o.seed) || o.seed < 0 || o.seed > 2 ** 32 - 1) e['optim.seed'] = 'The seed is a whole number from 0 to 4294967295.';
+  if (o.saveSteps !== undefined && (!int(o.saveSteps) || o.saveSteps < 0)) e['optim.saveSteps'] = 'Checkpoint every is a whole number of steps ≥ 0 (0 = only on pause, stop and the end).';
   const d = c.data;
   if (!int(d.minPixels) || d.minPixels < 28 * 28) e['data.minPixels'] = 'Min pixels is a whole number ≥ 784 (one 28×28 patch).';
   if (!int(d.maxPixels) || d.maxPixels < d.minPixels) e['data.maxPixels'] = 'Max pixels must be a whole number ≥ min pixels.';

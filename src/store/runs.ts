@@ -1,6 +1,7 @@
 // Run history: every training run with its settings and metric series, persisted in IndexedDB so
-// charts come back after a reload. The engine's progress callback (once `train` exists) appends
-// one row of metrics per optimizer step through `appendMetrics`.
+// charts come back after a reload. The engine's progress callback (store/training.ts) appends one
+// row of metrics per optimizer step through `appendMetrics`; the checkpoints themselves live in the
+// worker's IndexedDB store (patchwork-checkpoints), keyed by the run id.
 import { create } from 'zustand';
 import { persist } from 'zustand/middleware';
 import { idbStorage } from './runPersist.ts';
@@ -19,8 +20,12 @@ export interface RunRecord {
   /** model id shown in the history ("tiny", hub id or folder name) */
   model: string;
   config: TrainConfig;
+  /** the dataset it trains on */
+  datasetId?: string;
   status: RunStatus;
   error?: string;
+  /** step of its last checkpoint (what Resume continues from); null or absent: none yet */
+  checkpointStep?: number | null;
   metrics: Record<string, Series>;
   /** drawn on the charts */
   visible: boolean;
@@ -33,10 +38,13 @@ export const RUN_COLORS = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f'
 interface RunsStore {
   runs: RunRecord[];
   /** create a run record (status running) and return its id */
-  addRun(r: { name?: string; method: Method; model: string; config: TrainConfig }): string;
+  addRun(r: { name?: string; method: Method; model: string; config: TrainConfig; datasetId?: string }): string;
   /** one optimizer step's metrics (loss, lr, grad_norm, tokens_per_s, ...) */
   appendMetrics(id: string, step: number, values: Record<string, number>): void;
+  /** drop points after `step` (a run resumed from its checkpoint at `step` redoes them) */
+  truncateMetrics(id: string, step: number): void;
   setStatus(id: string, status: RunStatus, error?: string): void;
+  setCheckpoint(id: string, step: number | null): void;
   rename(id: string, name: string): void;
   toggleVisible(id: string): void;
   remove(id: string): void;
@@ -50,7 +58,7 @@ export const useRuns = create<RunsStore>()(
   persist(
     (set, get) => ({
       runs: [],
-      addRun({ name, method, model, config }) {
+      addRun({ name, method, model, config, datasetId }) {
         const id = newId();
         const n = get().runs.length;
         const run: RunRecord = {
@@ -60,6 +68,7 @@ export const useRuns = create<RunsStore>()(
           method,
           model,
           config,
+          ...(datasetId ? { datasetId } : {}),
           status: 'running',
           metrics: {},
           visible: true,
@@ -81,6 +90,20 @@ export const useRuns = create<RunsStore>()(
           }),
         }));
       },
+      truncateMetrics(id, step) {
+        set((s) => ({
+          runs: s.runs.map((r) => {
+            if (r.id !== id) return r;
+            const metrics: Record<string, Series> = {};
+            for (const [k, v] of Object.entries(r.metrics)) {
+              const n = v.step.findIndex((x) => x > step);
+              metrics[k] = n < 0 ? v : { step: v.step.slice(0, n), value: v.value.slice(0, n) };
+            }
+            return { ...r, metrics };
+          }),
+        }));
+      },
+      setCheckpoint: (id, step) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, checkpointStep: step } : r)) })),
       setStatus: (id, status, error) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, status, error } : r)) })),
       rename: (id, name) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, name } : r)) })),
       toggleVisible: (id) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, visible: !r.visible } : r)) })),

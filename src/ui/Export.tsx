@@ -1,25 +1,90 @@
-// The Export screen: the trained adapter in peft's layout, and its adapter_config.json.
-import { useState } from 'react';
+// The Export screen: a run's adapter in peft's layout (adapter_model.safetensors + adapter_config.json),
+// importing a peft adapter, the dataset, and "train on a cluster" (dataset + train.py + configs).
+import { useEffect, useMemo, useState } from 'react';
+import { zipSync } from 'fflate';
 import { useTrainConfig } from '../store/runConfig.ts';
 import { useRuns } from '../store/runs.ts';
-import { useRuntime } from '../store/runtime.ts';
+import { trainer, useRuntime } from '../store/runtime.ts';
+import { modelSpec, useTraining } from '../store/training.ts';
+import { exportCurrent, initDatasets, useDatasetStore } from '../store/dataset.ts';
+import { EXPORT_FORMATS, type ExportFormat } from '../data/formats/export.ts';
+import type { AdapterFile } from '../worker/api.ts';
 import { adapterConfig, type AdapterLayout } from './recipe.ts';
+import { fmtBytes } from './GpuInfo.tsx';
+
+/** Save bytes as a file through a temporary link. */
+function download(name: string, data: Blob | Uint8Array, type = 'application/octet-stream'): void {
+  const blob = data instanceof Blob ? data : new Blob([data as BlobPart], { type });
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+}
+
+const safeName = (s: string) => s.replace(/[^\w.-]+/g, '_').replace(/^_+|_+$/g, '') || 'adapter';
 
 export function Export() {
   const config = useTrainConfig((s) => s.config);
   const runs = useRuns((s) => s.runs);
   const gpu = useRuntime((s) => s.gpu);
-  const hasExport = useRuntime((s) => s.methods.includes('exportAdapter'));
+  const methods = useRuntime((s) => s.methods);
+  const active = useTraining((s) => s.active);
   const [layout, setLayout] = useState<AdapterLayout>('transformers');
-  const [runId, setRunId] = useState('');
+  const withCheckpoint = useMemo(() => runs.filter((r) => r.checkpointStep != null), [runs]);
+  const [runPick, setRunPick] = useState<string | null>(null);
+  const runId = runPick ?? withCheckpoint.at(-1)?.id ?? '';
   const run = runs.find((r) => r.id === runId);
-  const json = JSON.stringify(adapterConfig(run?.config ?? config, layout), null, 2);
+  const [busy, setBusy] = useState<string | null>(null);
+  const [note, setNote] = useState<{ level: 'ok' | 'error'; text: string } | null>(null);
+  const [exported, setExported] = useState<{ runId: string; layout: AdapterLayout; json: string } | null>(null);
+  const preview = exported && exported.runId === runId && exported.layout === layout ? exported.json : JSON.stringify(adapterConfig(run?.config ?? config, layout), null, 2);
 
+  const engineOk = gpu.status !== 'unavailable' && gpu.status !== 'starting';
   let reason: string | undefined;
   if (gpu.status === 'unavailable') reason = 'WebGPU unavailable: see the message at the top';
   else if (gpu.status === 'starting') reason = 'engine starting…';
-  else if (!hasExport) reason = 'engine not loaded yet';
-  else if (!run) reason = 'choose a run';
+  else if (!methods.includes('exportAdapter')) reason = 'engine not loaded yet';
+  else if (!run) reason = withCheckpoint.length ? 'choose a run' : 'train a run first: its checkpoint is what gets exported';
+  else if (run.checkpointStep == null) reason = 'this run has no checkpoint yet';
+
+  async function files(): Promise<AdapterFile[]> {
+    const api = trainer();
+    if (!api || !run) throw new Error('no run chosen');
+    const f = await api.exportAdapter(layout === 'transformers' ? 'peft' : 'peft-legacy', run.id);
+    const cfg = f.find((x) => x.name === 'adapter_config.json');
+    if (cfg) setExported({ runId: run.id, layout, json: new TextDecoder().decode(cfg.bytes).trim() });
+    return f;
+  }
+
+  async function act(what: string, fn: () => Promise<string>) {
+    setBusy(what);
+    setNote(null);
+    try {
+      setNote({ level: 'ok', text: await fn() });
+    } catch (e) {
+      setNote({ level: 'error', text: (e as Error).message });
+    } finally {
+      setBusy(null);
+    }
+  }
+
+  const base = run ? `${safeName(run.name)}-step${run.checkpointStep ?? 0}` : 'adapter';
+  const downloadZip = () =>
+    act('zip', async () => {
+      const f = await files();
+      const zip = zipSync(Object.fromEntries(f.map((x) => [`${base}/${x.name}`, x.bytes])));
+      download(`${base}-adapter.zip`, zip, 'application/zip');
+      return `Saved ${base}-adapter.zip (${fmtBytes(zip.length)}): adapter_model.safetensors + adapter_config.json.`;
+    });
+  const downloadOne = (name: AdapterFile['name']) =>
+    act(name, async () => {
+      const f = (await files()).find((x) => x.name === name)!;
+      download(name, f.bytes, name.endsWith('.json') ? 'application/json' : 'application/octet-stream');
+      return `Saved ${name} (${fmtBytes(f.bytes.length)}).`;
+    });
 
   return (
     <div className="screen export-screen" data-testid="export-screen">
@@ -28,17 +93,18 @@ export function Export() {
           <h2>LoRA adapter (peft)</h2>
         </div>
         <p className="help">
-          <code>adapter_model.safetensors</code> and <code>adapter_config.json</code>, loadable with{' '}
+          <code>adapter_model.safetensors</code> and <code>adapter_config.json</code> from the run's last checkpoint, loadable with{' '}
           <code>PeftModel.from_pretrained(model, folder)</code> in transformers / peft, or imported here to continue training.
         </p>
         <div className="grid">
           <label className="field">
             <span className="field-label">Run</span>
-            <select name="run" value={runId} onChange={(e) => setRunId(e.target.value)}>
+            <select name="run" value={runId} onChange={(e) => setRunPick(e.target.value)} data-testid="export-run-select">
               <option value="">{runs.length ? 'choose a run…' : 'no runs yet'}</option>
               {runs.map((r) => (
                 <option key={r.id} value={r.id}>
                   {r.name} — {r.method.toUpperCase()}, {r.status}
+                  {r.checkpointStep != null ? `, checkpoint step ${r.checkpointStep}` : ', no checkpoint'}
                 </option>
               ))}
             </select>
@@ -54,18 +120,171 @@ export function Export() {
           </label>
         </div>
         <div className="run-buttons">
-          <span title={reason ?? 'Download the adapter'}>
-            <button className="primary" disabled={reason !== undefined} data-testid="export-adapter">
-              Download adapter
+          <span title={reason ?? 'Download the adapter as a zip'}>
+            <button className="primary" disabled={reason !== undefined || busy !== null} data-testid="export-adapter" onClick={() => void downloadZip()}>
+              {busy === 'zip' ? 'Exporting…' : 'Download adapter (.zip)'}
             </button>
           </span>
+          <button disabled={reason !== undefined || busy !== null} data-testid="export-safetensors" onClick={() => void downloadOne('adapter_model.safetensors')}>
+            adapter_model.safetensors
+          </button>
+          <button disabled={reason !== undefined || busy !== null} data-testid="export-config" onClick={() => void downloadOne('adapter_config.json')}>
+            adapter_config.json
+          </button>
           {reason && <span className="muted small">{reason.charAt(0).toUpperCase() + reason.slice(1)}.</span>}
         </div>
+        {note && (
+          <p className={note.level === 'error' ? 'error-text' : 'muted'} data-testid="export-note" role={note.level === 'error' ? 'alert' : undefined}>
+            {note.text}
+          </p>
+        )}
         <details className="code-preview" open>
-          <summary>adapter_config.json</summary>
-          <pre data-testid="adapter-config">{json}</pre>
+          <summary>adapter_config.json{exported?.runId === runId && exported.layout === layout ? '' : ' (preview)'}</summary>
+          <pre data-testid="adapter-config">{preview}</pre>
         </details>
       </section>
+      <ImportAdapter disabled={!engineOk || !methods.includes('importAdapter') || (active !== null && active.state !== 'paused')} />
+      <DatasetExport />
+      <ClusterExport runConfig={run?.config} />
     </div>
+  );
+}
+
+function ImportAdapter({ disabled }: { disabled: boolean }) {
+  const config = useTrainConfig((s) => s.config);
+  const imported = useTraining((s) => s.imported);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string>();
+  async function onFiles(list: FileList | null) {
+    const api = trainer();
+    if (!api || !list?.length) return;
+    setBusy(true);
+    setError(undefined);
+    try {
+      const files = await Promise.all([...list].map(async (f) => ({ name: f.webkitRelativePath || f.name, bytes: new Uint8Array(await f.arrayBuffer()) })));
+      const info = await api.importAdapter(files, await modelSpec(config));
+      useTraining.setState({ imported: info });
+    } catch (e) {
+      setError((e as Error).message);
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <section className="card" data-testid="import-adapter">
+      <div className="card-head">
+        <h2>Import a peft adapter</h2>
+      </div>
+      <p className="help">
+        Pick <code>adapter_config.json</code> and <code>adapter_model.safetensors</code> (either tensor-name layout). The adapter goes on the Train screen's model: evaluate it
+        in Predictions ("adapter on the model now"), or continue training it (Train → "continue from the imported adapter").
+      </p>
+      <div className="run-buttons">
+        <input type="file" multiple accept=".json,.safetensors" disabled={disabled || busy} onChange={(e) => void onFiles(e.target.files)} data-testid="import-adapter-files" />
+        {busy && <span className="muted small">Loading…</span>}
+      </div>
+      {imported && (
+        <p className="ok-text" data-testid="import-adapter-info">
+          {imported.label}: {imported.modules} modules, r = {imported.r}, {(imported.params / 1e6).toFixed(3)} M parameters.
+        </p>
+      )}
+      {error && <p className="error-text">{error}</p>}
+    </section>
+  );
+}
+
+function DatasetExport() {
+  const ds = useDatasetStore((s) => s.datasets.find((d) => d.id === s.currentId));
+  useEffect(() => void initDatasets(), []);
+  const formats = ds ? EXPORT_FORMATS.filter((f) => f.kinds.includes(ds.kind)) : [];
+  const [format, setFormat] = useState<ExportFormat>('swift');
+  const fmt = formats.find((f) => f.format === format) ?? formats[0];
+  const [busy, setBusy] = useState(false);
+  const [note, setNote] = useState<string>();
+  async function run() {
+    if (!fmt) return;
+    setBusy(true);
+    try {
+      const r = await exportCurrent(fmt.format, true);
+      if (r) {
+        download(r.filename, r.blob);
+        setNote(`Saved ${r.filename}${r.warnings.length ? ` — ${r.warnings.join('; ')}` : ''}.`);
+      }
+    } catch (e) {
+      setNote(`Export failed: ${(e as Error).message}`);
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <section className="card" data-testid="export-dataset">
+      <div className="card-head">
+        <h2>Dataset</h2>
+        {ds && <span className="muted small">{ds.name}</span>}
+      </div>
+      {!ds ? (
+        <p className="muted">No dataset open: add images on the Dataset screen.</p>
+      ) : (
+        <>
+          <div className="run-buttons">
+            <select value={fmt?.format} onChange={(e) => setFormat(e.target.value as ExportFormat)} name="dataset-format">
+              {formats.map((f) => (
+                <option key={f.format} value={f.format}>
+                  {f.title}
+                </option>
+              ))}
+            </select>
+            <button onClick={() => void run()} disabled={busy} data-testid="export-dataset-run">
+              {busy ? 'Exporting…' : 'Download dataset (.zip)'}
+            </button>
+          </div>
+          <p className="help">{fmt?.hint}. Images included, as <code>images/&lt;name&gt;</code>.</p>
+          {note && <p className="muted small">{note}</p>}
+        </>
+      )}
+    </section>
+  );
+}
+
+function ClusterExport({ runConfig }: { runConfig?: ReturnType<typeof useTrainConfig.getState>['config'] }) {
+  const current = useTrainConfig((s) => s.config);
+  const config = runConfig ?? current;
+  const dsId = useDatasetStore((s) => s.currentId);
+  const ds = useDatasetStore((s) => s.datasets.find((d) => d.id === s.currentId));
+  const can = useRuntime((s) => s.methods.includes('clusterBundle'));
+  const [busy, setBusy] = useState(false);
+  const [note, setNote] = useState<{ level: 'ok' | 'error'; text: string }>();
+  async function run() {
+    const api = trainer();
+    if (!api || !dsId) return;
+    setBusy(true);
+    try {
+      const b = await api.clusterBundle(config, dsId);
+      download(b.name, b.bytes, 'application/zip');
+      setNote({ level: 'ok', text: `Saved ${b.name} (${fmtBytes(b.bytes.length)}): ${b.files.filter((f) => !f.startsWith('images/')).join(', ')} and ${b.files.filter((f) => f.startsWith('images/')).length} images.` });
+    } catch (e) {
+      setNote({ level: 'error', text: (e as Error).message });
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <section className="card" data-testid="export-cluster">
+      <div className="card-head">
+        <h2>Train on a cluster</h2>
+      </div>
+      <p className="help">
+        When one browser is not enough: the dataset (trl JSONL + images), <code>train.py</code> with these settings ({config.method.toUpperCase()}, r = {config.lora.r}, lr{' '}
+        {config.optim.learningRate}), an accelerate config with DeepSpeed ZeRO-2, and a README with the command. It trains the same LoRA with trl on GPUs; the adapter
+        comes back through "Import a peft adapter".
+      </p>
+      <div className="run-buttons">
+        <button onClick={() => void run()} disabled={!can || !ds || busy} data-testid="export-cluster-run">
+          {busy ? 'Packing…' : 'Download cluster bundle (.zip)'}
+        </button>
+        {!ds && <span className="muted small">Open a dataset first.</span>}
+      </div>
+      {note && <p className={note.level === 'error' ? 'error-text' : 'muted small'}>{note.text}</p>}
+    </section>
   );
 }

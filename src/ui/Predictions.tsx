@@ -1,53 +1,87 @@
 // The Predictions screen: run an adapter on chosen images, draw its boxes over the labelled ones,
-// IoU per image and the mean, and the base model side by side. Running needs the engine's
-// `generate` (and a loaded model); until the worker has it the run button says so.
-import { useState } from 'react';
+// IoU per image and the mean, and the base model side by side (before / after).
+import { useEffect, useMemo, useState } from 'react';
 import { useRuns } from '../store/runs.ts';
 import { useTrainConfig } from '../store/runConfig.ts';
 import { useRuntime } from '../store/runtime.ts';
+import { useTraining } from '../store/training.ts';
+import { currentDataset, initDatasets, useDatasetStore } from '../store/dataset.ts';
+import { meanIou, questionOf, runPredictions, usePredictions, type Prediction } from '../store/predictions.ts';
+import { isLabelled } from '../data/formats/types.ts';
+import { useUrl } from './dataset/urls.ts';
+import { fmtValue } from './Charts.tsx';
+
+const MAX_IMAGES = 12;
 
 export function Predictions() {
   const runs = useRuns((s) => s.runs);
-  const data = useTrainConfig((s) => s.config.data);
+  const config = useTrainConfig((s) => s.config);
   const gpu = useRuntime((s) => s.gpu);
   const hasGenerate = useRuntime((s) => s.methods.includes('generate'));
-  const [runId, setRunId] = useState<string>('');
+  const active = useTraining((s) => s.active);
+  const images = useDatasetStore((s) => s.images);
+  const dsId = useDatasetStore((s) => s.currentId);
+  const datasets = useDatasetStore((s) => s.datasets);
+  const ds = useMemo(() => (dsId ? datasets.find((d) => d.id === dsId) : undefined), [dsId, datasets]);
+  const { running, done, total, results, adapterLabel, error } = usePredictions();
+  useEffect(() => void initDatasets(), []);
+
+  const trained = useMemo(() => runs.filter((r) => r.checkpointStep != null || r.status === 'done' || r.status === 'stopped'), [runs]);
+  const [runId, setRunId] = useState<string | null>(null);
+  const chosenRun = runId ?? trained.at(-1)?.id ?? '';
   const [compare, setCompare] = useState(true);
-  const [maxNewTokens, setMaxNewTokens] = useState(128);
+  const [maxNewTokens, setMaxNewTokens] = useState(48);
+  const labelled = useMemo(() => (ds ? images.filter((r) => isLabelled(ds.kind, r.labels, ds.reward)) : []), [images, ds]);
+  const [picked, setPicked] = useState<string[] | null>(null);
+  const selected = (picked ?? labelled.slice(0, 3).map((r) => r.id)).filter((id) => labelled.some((r) => r.id === id));
 
   let reason: string | undefined;
   if (gpu.status === 'unavailable') reason = 'WebGPU unavailable: see the message at the top';
   else if (gpu.status === 'lost') reason = 'GPU device lost: reconnect first';
   else if (gpu.status === 'starting') reason = 'engine starting…';
   else if (!hasGenerate) reason = 'engine not loaded yet';
+  else if (active && active.state !== 'paused') reason = 'a run is training: pause or stop it first';
+  else if (!ds) reason = 'open a dataset on the Dataset screen';
+  else if (!selected.length) reason = 'choose at least one labelled image';
+  else if (running) reason = 'running…';
+
+  const toggle = (id: string) => setPicked(selected.includes(id) ? selected.filter((x) => x !== id) : [...selected, id].slice(-MAX_IMAGES));
+  const run = () => {
+    if (!ds) return;
+    void runPredictions({ runId: chosenRun, compare, maxNewTokens, dataset: currentDataset() ?? ds, images: labelled.filter((r) => selected.includes(r.id)), config });
+  };
+  const mA = meanIou(results, 'adapter'), mB = meanIou(results, 'base');
 
   return (
     <div className="screen predictions-screen" data-testid="predictions-screen">
       <section className="card">
         <div className="card-head">
           <h2>Predictions</h2>
+          {ds && <span className="muted small">dataset: {ds.name}</span>}
         </div>
         <p className="help">
-          Runs the model on images of the current dataset and draws the predicted boxes (dashed) over the labelled ones, with the IoU
-          per image and the mean. With comparison on, the base model (LoRA off) answers the same questions side by side.
+          Runs the model on labelled images of the current dataset and draws the predicted boxes (dashed) over the labelled ones (solid), with the
+          IoU per image and the mean. With comparison on, the base model (LoRA off) answers the same questions: before / after.
         </p>
         <div className="grid">
           <label className="field">
             <span className="field-label">Adapter</span>
-            <select value={runId} onChange={(e) => setRunId(e.target.value)} name="adapter">
+            <select value={chosenRun} onChange={(e) => setRunId(e.target.value)} name="adapter" data-testid="predict-adapter">
               <option value="">base model (no adapter)</option>
+              <option value="current">adapter on the model now (last run or import)</option>
               {runs.map((r) => (
                 <option key={r.id} value={r.id}>
                   {r.name} — {r.method.toUpperCase()}, {r.status}
+                  {r.checkpointStep != null ? `, step ${r.checkpointStep}` : ''}
                 </option>
               ))}
             </select>
-            <span className="field-help">{runs.length ? 'A run from the history.' : 'No runs yet: train one on the Train screen.'}</span>
+            <span className="field-help">{runs.length ? "A run's last checkpoint." : 'No runs yet: train one on the Train screen.'}</span>
           </label>
           <label className="field toggle">
             <span className="field-label">Before / after</span>
             <span>
-              <input type="checkbox" checked={compare} onChange={(e) => setCompare(e.target.checked)} /> also run the base model
+              <input type="checkbox" checked={compare} onChange={(e) => setCompare(e.target.checked)} name="compare" /> also run the base model
             </span>
             <span className="field-help">Shows what the fine-tuning changed.</span>
           </label>
@@ -57,19 +91,109 @@ export function Predictions() {
             <span className="field-help">Greedy decoding; one box answer is ~30 tokens.</span>
           </label>
         </div>
-        <p className="help">
-          Images are resized with min pixels {data.minPixels.toLocaleString('en-US')} and max pixels {data.maxPixels.toLocaleString('en-US')}, the
-          values of the Train screen: boxes are predicted in that frame and mapped back to the original pixels.
-        </p>
+        {ds && (
+          <p className="help">
+            Images are resized with the dataset's min pixels {ds.minPixels.toLocaleString('en-US')} and max pixels {ds.maxPixels.toLocaleString('en-US')}, the frame its
+            box answers were trained in; predicted boxes are mapped back to the original pixels.
+          </p>
+        )}
+        <div className="pick-grid" data-testid="predict-images">
+          {labelled.length === 0 && <span className="muted">No labelled images in this dataset yet.</span>}
+          {labelled.map((r) => (
+            <PickTile key={r.id} id={r.id} name={r.name} checked={selected.includes(r.id)} onToggle={() => toggle(r.id)} question={questionOf(r).question} />
+          ))}
+        </div>
         <div className="run-buttons">
           <span title={reason ?? 'Run predictions'}>
-            <button className="primary" disabled={reason !== undefined} data-testid="predict-button">
+            <button className="primary" disabled={reason !== undefined} data-testid="predict-button" onClick={run}>
               Run predictions
             </button>
           </span>
-          {reason && <span className="muted small">{reason.charAt(0).toUpperCase() + reason.slice(1)}.</span>}
+          {running ? (
+            <span className="muted small" data-testid="predict-progress">
+              {done} / {total} images…
+            </span>
+          ) : (
+            reason && <span className="muted small">{reason.charAt(0).toUpperCase() + reason.slice(1)}.</span>
+          )}
         </div>
+        {error && (
+          <p className="error-text" role="alert" data-testid="predict-error">
+            {error}
+          </p>
+        )}
       </section>
+      {results.length > 0 && (
+        <section className="card" data-testid="predict-results">
+          <div className="card-head">
+            <h2>Results</h2>
+            <span className="small" data-testid="predict-mean">
+              mean IoU: {results.some((r) => r.adapter) && <b className="iou-adapter">{adapterLabel}: {fmtIou(mA)}</b>}
+              {results.some((r) => r.base) && <b className="iou-base"> base: {fmtIou(mB)}</b>}
+            </span>
+          </div>
+          <div className="legend small">
+            <span className="key key-label" /> labelled <span className="key key-adapter" /> adapter <span className="key key-base" /> base model
+          </div>
+          <div className="pred-grid">
+            {results.map((p) => (
+              <PredictionCard key={p.imageId} p={p} />
+            ))}
+          </div>
+        </section>
+      )}
+    </div>
+  );
+}
+
+const fmtIou = (v: number | null | undefined) => (v === null || v === undefined ? '–' : v.toFixed(3));
+
+function PickTile({ id, name, checked, onToggle, question }: { id: string; name: string; checked: boolean; onToggle: () => void; question: string }) {
+  const url = useUrl(id, 'thumb');
+  return (
+    <label className={checked ? 'pick on' : 'pick'} title={question} data-testid="predict-pick">
+      <input type="checkbox" checked={checked} onChange={onToggle} />
+      {url ? <img src={url} alt={name} /> : <span className="pick-ph" />}
+      <span className="pick-name">{name}</span>
+    </label>
+  );
+}
+
+function PredictionCard({ p }: { p: Prediction }) {
+  const url = useUrl(p.imageId, 'image');
+  const box = (b: number[], cls: string, k: string) => <rect key={k} className={cls} x={b[0]} y={b[1]} width={Math.max(0, b[2] - b[0])} height={Math.max(0, b[3] - b[1])} />;
+  return (
+    <figure className="pred" data-testid="prediction">
+      <div className="pred-img">
+        {url && <img src={url} alt={p.name} />}
+        <svg viewBox={`0 0 ${p.width} ${p.height}`} preserveAspectRatio="none">
+          {p.labelled.map((b, i) => box(b, 'bx-label', `l${i}`))}
+          {p.base?.boxes.map((b, i) => box(b.bbox, 'bx-base', `b${i}`))}
+          {p.adapter?.boxes.map((b, i) => box(b.bbox, 'bx-adapter', `a${i}`))}
+        </svg>
+      </div>
+      <figcaption>
+        <div className="pred-q">
+          <b>{p.name}</b> — {p.question}
+        </div>
+        {p.error && <div className="error-text">{p.error}</div>}
+        {p.adapter && <Answer who="adapter" g={p.adapter} />}
+        {p.base && <Answer who="base" g={p.base} />}
+      </figcaption>
+    </figure>
+  );
+}
+
+function Answer({ who, g }: { who: 'adapter' | 'base'; g: NonNullable<Prediction['adapter']> }) {
+  return (
+    <div className={`answer answer-${who}`} data-testid={`answer-${who}`}>
+      <span className="answer-who">{who === 'adapter' ? 'adapter' : 'base'}</span>
+      <span className="answer-iou" data-testid={`iou-${who}`} title="IoU with the labelled box(es)">
+        IoU {fmtIou(g.iou)}
+      </span>
+      <code className="answer-text" title={`${g.tokens} tokens, ${fmtValue(g.ms / 1000)} s`}>
+        {g.text || '(empty)'}
+      </code>
     </div>
   );
 }

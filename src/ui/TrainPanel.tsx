@@ -18,7 +18,12 @@ import {
 } from '../store/runConfig.ts';
 import { runDb } from '../store/runPersist.ts';
 import { useRuns, type RunRecord } from '../store/runs.ts';
-import { useRuntime } from '../store/runtime.ts';
+import { trainer, useRuntime } from '../store/runtime.ts';
+import { initDatasets, useDatasetStore } from '../store/dataset.ts';
+import {
+  continueRun, deleteRunEverywhere, localModelFiles, pauseRun, resumeRun, setLocalModelFiles, startRun, stopRun, useTraining, type ActiveRun,
+} from '../store/training.ts';
+import type { EstimateResult } from '../worker/api.ts';
 import { MetricChart, SmoothingSlider, fmtValue, useSmoothing, type ChartSeries } from './Charts.tsx';
 import { GpuInfo, fmtBytes } from './GpuInfo.tsx';
 
@@ -108,8 +113,14 @@ function ModelPicker({ c, errors, update }: { c: TrainConfig; errors: Record<str
     try {
       const handle = await w.showDirectoryPicker({ mode: 'read' });
       const files: string[] = [];
+      const picked: File[] = [];
       const it = (handle as unknown as { values(): AsyncIterable<FileSystemHandle> }).values();
-      for await (const entry of it) if (entry.kind === 'file') files.push(entry.name);
+      for await (const entry of it) {
+        if (entry.kind !== 'file') continue;
+        files.push(entry.name);
+        picked.push(await (entry as FileSystemFileHandle).getFile());
+      }
+      setLocalModelFiles(picked);
       // The handle itself is kept in IndexedDB so the engine can reopen the folder after a reload.
       await idbSet('model.localHandle', handle, runDb());
       update({ model: { local: { name: handle.name, files: files.sort() } } });
@@ -121,7 +132,9 @@ function ModelPicker({ c, errors, update }: { c: TrainConfig; errors: Record<str
   function fromInput(list: FileList | null) {
     if (!list?.length) return;
     const first = list[0].webkitRelativePath.split('/')[0] || 'folder';
-    const files = [...list].map((f) => f.webkitRelativePath.split('/')).filter((p) => p.length === 2).map((p) => p[1]);
+    const top = [...list].filter((f) => f.webkitRelativePath.split('/').length === 2);
+    setLocalModelFiles(top);
+    const files = top.map((f) => f.name);
     update({ model: { local: { name: first, files: files.sort() } } });
   }
 
@@ -267,10 +280,10 @@ function RewardPicker({ value, error, onChange }: { value: Reward[]; error?: str
   );
 }
 
-function LoraSettings({ c, errors, update }: { c: TrainConfig; errors: Record<string, string>; update: Update }) {
+function LoraSettings({ c, errors, update, engineParams }: { c: TrainConfig; errors: Record<string, string>; update: Update; engineParams?: number }) {
   const l = c.lora;
   const known = c.model.source === 'hub' ? KNOWN_DECODERS[c.model.hubId.trim()] : undefined;
-  const params = known ? loraParamCount(known, l) : undefined;
+  const params = engineParams ?? (known ? loraParamCount(known, l) : undefined);
   return (
     <Section title="LoRA" aside={<span className="muted small">scale = {l.useRslora ? 'α/√r' : 'α/r'} = {fmtValue(loraScale(l))}</span>}>
       <div className="grid">
@@ -280,7 +293,7 @@ function LoraSettings({ c, errors, update }: { c: TrainConfig; errors: Record<st
         <Field label="Alpha α" error={errors['lora.alpha']} help="Scales the update; often 2·r.">
           <NumInput name="lora.alpha" value={l.alpha} onChange={(v) => update({ lora: { alpha: v } })} />
         </Field>
-        <Field label="Dropout" error={errors['lora.dropout']} help="On the LoRA input during training; 0–0.1.">
+        <Field label="Dropout" error={errors['lora.dropout']} help="On the LoRA input during training; 0–0.1. Written to adapter_config.json; a run says so if the engine cannot apply it.">
           <NumInput name="lora.dropout" value={l.dropout} onChange={(v) => update({ lora: { dropout: v } })} />
         </Field>
         <label className="field toggle">
@@ -318,7 +331,7 @@ function LoraSettings({ c, errors, update }: { c: TrainConfig; errors: Record<st
             state {fmtBytes(params * 16)} on the GPU, besides the frozen base weights.
           </>
         ) : (
-          <>The trainable parameter count is shown for known hub models, and after the model is loaded.</>
+          <>The trainable parameter count is shown for known hub models, and once the engine has read the model's config.</>
         )}
       </p>
     </Section>
@@ -368,6 +381,9 @@ function OptimizerSettings({ c, errors, update }: { c: TrainConfig; errors: Reco
         <Field label="Seed" error={errors['optim.seed']} help="Same seed, data and settings → the same run.">
           <NumInput name="optim.seed" value={o.seed} onChange={(v) => update({ optim: { seed: v } })} />
         </Field>
+        <Field label="Checkpoint every" error={errors['optim.saveSteps']} help="Steps between checkpoints in the browser (also on pause, stop and the end); 0 = only then.">
+          <NumInput name="optim.saveSteps" value={o.saveSteps ?? 20} onChange={(v) => update({ optim: { saveSteps: v } })} />
+        </Field>
       </div>
     </Section>
   );
@@ -390,8 +406,9 @@ function DataSettings({ c, errors, update }: { c: TrainConfig; errors: Record<st
         </Field>
       </div>
       <p className="help">
-        Images are resized to multiples of 28 within these bounds, and boxes are answered in that resized frame: use the same values
-        for predictions, or boxes come out offset.
+        Images are resized to multiples of 28 within these bounds, and boxes are answered in that resized frame. A dataset carries its own
+        bounds (Dataset → settings): training, predictions and the cluster export use the dataset's, so its boxes stay in their frame; these
+        values size the estimate when no dataset is chosen.
       </p>
     </Section>
   );
@@ -399,9 +416,63 @@ function DataSettings({ c, errors, update }: { c: TrainConfig; errors: Record<st
 
 // ---- run controls, charts, history -------------------------------------------------------------
 
-function RunControls({ errors }: { errors: Record<string, string> }) {
+function fmtDuration(sec: number): string {
+  if (!Number.isFinite(sec)) return '–';
+  if (sec < 90) return `${Math.max(1, Math.round(sec))} s`;
+  if (sec < 5400) return `${Math.round(sec / 60)} min`;
+  return `${(sec / 3600).toFixed(1)} h`;
+}
+
+const STATE_TEXT: Record<string, string> = {
+  loading: 'Loading', running: 'Training', pausing: 'Pausing after this step…', paused: 'Paused', stopping: 'Stopping after this step…',
+};
+
+function RunStatusLine({ a }: { a: ActiveRun }) {
+  const p = a.progress;
+  if (a.state === 'loading') {
+    const pct = p && p.total > 0 ? Math.round((100 * p.loaded) / p.total) : undefined;
+    const what = p ? { config: 'reading config.json', tokenizer: 'loading the tokenizer', weights: 'uploading weights to the GPU', data: 'decoding images' }[p.phase] : 'starting';
+    return (
+      <div className="run-status" data-testid="run-state" data-state={a.state}>
+        <span>Loading: {what}{pct !== undefined ? ` ${pct}%` : '…'}</span>
+        <progress max={100} value={pct ?? undefined} />
+      </div>
+    );
+  }
+  const left = a.totalSteps > a.step && a.secPerStep ? (a.totalSteps - a.step) * a.secPerStep : undefined;
+  return (
+    <div className="run-status" data-testid="run-state" data-state={a.state}>
+      <span className={`status status-${a.state === 'paused' ? 'paused' : 'running'}`}>{STATE_TEXT[a.state] ?? a.state}</span>
+      <span>
+        step <b data-testid="current-step">{a.step}</b>
+        {a.totalSteps ? ` / ${a.totalSteps}` : ''}
+      </span>
+      <span>
+        loss <b data-testid="current-loss">{fmtValue(a.loss)}</b>
+      </span>
+      {a.tokensPerS !== undefined && <span>{Math.round(a.tokensPerS).toLocaleString('en-US')} tok/s</span>}
+      {a.epoch !== undefined && <span>epoch {a.epoch.toFixed(2)}</span>}
+      {a.gpuBytes !== undefined && <span title="GPU memory the engine's tensors hold">GPU {fmtBytes(a.gpuBytes)}</span>}
+      {left !== undefined && <span className="muted">≈ {fmtDuration(left)} left</span>}
+      {a.totalSteps > 0 && <progress max={a.totalSteps} value={a.step} />}
+      {a.data && (
+        <span className="muted small run-data">
+          {a.data.examples} example{a.data.examples === 1 ? '' : 's'}; images resized within the dataset's {a.data.minPixels.toLocaleString('en-US')}–
+          {a.data.maxPixels.toLocaleString('en-US')} pixels
+        </span>
+      )}
+    </div>
+  );
+}
+
+function RunControls({ errors, config, datasetId, setDatasetId }: { errors: Record<string, string>; config: TrainConfig; datasetId: string; setDatasetId: (id: string) => void }) {
   const gpu = useRuntime((s) => s.gpu);
   const hasTrain = useRuntime((s) => s.methods.includes('train'));
+  const datasets = useDatasetStore((s) => s.datasets);
+  const counts = useDatasetStore((s) => s.counts);
+  const { active, warnings, message, busy, imported } = useTraining();
+  const [fromImported, setFromImported] = useState(true);
+  const live = datasets.filter((d) => !d.deletedAt);
   const nErr = Object.keys(errors).length;
   let reason: string | undefined;
   if (gpu.status === 'starting') reason = 'engine starting…';
@@ -409,25 +480,162 @@ function RunControls({ errors }: { errors: Record<string, string> }) {
   else if (gpu.status === 'lost') reason = 'GPU device lost: reconnect first';
   else if (!hasTrain) reason = 'engine not loaded yet';
   else if (nErr) reason = `fix ${nErr} setting${nErr > 1 ? 's' : ''} first`;
+  else if (!live.length) reason = 'add images on the Dataset screen first';
+  else if (!datasetId) reason = 'choose a dataset';
+  else if (active) reason = 'a run is in progress';
+  const state = active?.state;
   return (
-    <section className="card run-controls">
+    <section className="card run-controls" data-testid="run-controls">
+      <div className="run-dataset">
+        <label className="field">
+          <span className="field-label">Dataset</span>
+          <select name="dataset" value={datasetId} onChange={(e) => setDatasetId(e.target.value)} disabled={!!active} data-testid="train-dataset">
+            {!live.length && <option value="">no datasets yet</option>}
+            {live.map((d) => (
+              <option key={d.id} value={d.id}>
+                {d.name} — {d.kind}, {counts[d.id] ?? 0} images
+              </option>
+            ))}
+          </select>
+        </label>
+      </div>
+      {imported && !active && (
+        <label className="toggle-inline small" data-testid="train-from-imported">
+          <input type="checkbox" checked={fromImported} onChange={(e) => setFromImported(e.target.checked)} /> continue from the imported adapter ({imported.label}, r = {imported.r}); its LoRA
+          settings replace the ones below
+        </label>
+      )}
       <div className="run-buttons">
-        {/* A disabled button gets no pointer events in some browsers: the wrapper carries the tooltip. */}
-        <span title={reason ?? 'Start training with these settings'} data-testid="train-tooltip">
-          <button className="primary" disabled={reason !== undefined} data-testid="train-button">
-            Train
-          </button>
-        </span>
+        {!active ? (
+          /* A disabled button gets no pointer events in some browsers: the wrapper carries the tooltip. */
+          <span title={reason ?? 'Start training with these settings'} data-testid="train-tooltip">
+            <button className="primary" disabled={reason !== undefined} data-testid="train-button" onClick={() => void startRun(config, datasetId, { startFrom: imported && fromImported ? 'imported' : 'fresh' })}>
+              Train
+            </button>
+          </span>
+        ) : (
+          <>
+            {state === 'paused' ? (
+              <button className="primary" onClick={() => void continueRun()} disabled={busy} data-testid="resume-button">
+                Resume
+              </button>
+            ) : (
+              <button onClick={() => void pauseRun()} disabled={busy || state !== 'running'} data-testid="pause-button" title="Pause after the current step; a checkpoint is saved">
+                Pause
+              </button>
+            )}
+            <button onClick={() => void stopRun()} disabled={state === 'stopping'} data-testid="stop-button" title="Stop after the current step; a checkpoint is saved">
+              Stop
+            </button>
+          </>
+        )}
         <span className="muted small" data-testid="train-reason">
-          {reason ? reason.charAt(0).toUpperCase() + reason.slice(1) + '.' : 'Ready.'}
+          {active ? '' : reason ? reason.charAt(0).toUpperCase() + reason.slice(1) + '.' : 'Ready.'}
         </span>
       </div>
+      {active && <RunStatusLine a={active} />}
       {nErr > 0 && (
         <ul className="error-list">
           {Object.entries(errors).map(([k, v]) => (
             <li key={k}>{v}</li>
           ))}
         </ul>
+      )}
+      {warnings.length > 0 && (
+        <ul className="warn-list" data-testid="train-warnings">
+          {warnings.map((w) => (
+            <li key={w}>{w}</li>
+          ))}
+        </ul>
+      )}
+      {message && (
+        <p className={message.level === 'error' ? 'error-text run-message' : 'muted run-message'} data-testid="train-message" role={message.level === 'error' ? 'alert' : undefined}>
+          {message.text}
+        </p>
+      )}
+    </section>
+  );
+}
+
+/** The engine's memory and time estimate for these settings, refreshed as they change. */
+function useEstimate(config: TrainConfig, datasetId: string, errors: Record<string, string>): { est?: EstimateResult; error?: string; loading: boolean } {
+  const ready = useRuntime((s) => s.gpu.status === 'ready' && s.methods.includes('estimate'));
+  const busy = useTraining((s) => s.active !== null);
+  const [out, setOut] = useState<{ est?: EstimateResult; error?: string; loading: boolean }>({ loading: false });
+  const key = JSON.stringify([config.model, config.method, config.lora, config.optim, config.data, config.grpo.numGenerations, config.grpo.maxNewTokens, datasetId]);
+  const nErr = Object.keys(errors).length;
+  useEffect(() => {
+    const api = trainer();
+    if (!ready || busy || !api || nErr) return;
+    let cancelled = false;
+    setOut((o) => ({ ...o, loading: true }));
+    const t = setTimeout(async () => {
+      try {
+        const files = config.model.source === 'local' ? await localModelFiles().catch(() => undefined) : undefined;
+        const est = await api.estimate(config, datasetId || undefined, files);
+        if (!cancelled) setOut({ est, loading: false });
+      } catch (e) {
+        if (!cancelled) setOut({ error: (e as Error).message, loading: false });
+      }
+    }, 400);
+    return () => {
+      cancelled = true;
+      clearTimeout(t);
+    };
+    // config is read through `key`
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [key, ready, busy, nErr]);
+  return out;
+}
+
+function EstimateCard({ e }: { e: ReturnType<typeof useEstimate> }) {
+  const est = e.est;
+  return (
+    <section className="card" data-testid="estimate">
+      <div className="card-head">
+        <h2>Estimate</h2>
+        {e.loading && <span className="muted small">updating…</span>}
+      </div>
+      {e.error && <p className="error-text">{e.error}</p>}
+      {!est && !e.error && <p className="muted">The memory and time of a step appear here once the engine has started.</p>}
+      {est && (
+        <>
+          <dl className="kv">
+            <dt>GPU memory</dt>
+            <dd data-testid="estimate-memory">
+              {est.memory.ok ? <span className="ok-text">fits</span> : <span className="error-text">does not fit</span>} — about {fmtBytes(est.memory.totalBytes)} per step: weights {fmtBytes(est.memory.weightsBytes)}, LoRA + AdamW{' '}
+              {fmtBytes(est.memory.loraBytes)}, activations {fmtBytes(est.memory.activationBytes)} ({est.memory.seqLen} tokens, {est.memory.imageTokens} of them image)
+            </dd>
+            <dt>Time</dt>
+            <dd data-testid="estimate-time">
+              {est.secondsPerStep !== undefined ? (
+                <>
+                  ~{est.secondsPerStep < 10 ? est.secondsPerStep.toFixed(1) : Math.round(est.secondsPerStep)} s a step
+                  {est.totalSteps ? ` × ${est.totalSteps} steps ≈ ${fmtDuration(est.totalSeconds ?? NaN)}` : ''}{' '}
+                  <span className="muted small">({est.timeBasis === 'measured' ? 'from the last run of this model here' : 'rough: FLOPs ÷ this GPU’s measured matmul rate'})</span>
+                </>
+              ) : (
+                <span className="muted">after the first steps</span>
+              )}
+            </dd>
+            {est.examples !== undefined && (
+              <>
+                <dt>Examples</dt>
+                <dd>{est.examples}</dd>
+              </>
+            )}
+          </dl>
+          {!est.memory.ok && <p className="error-text">{est.memory.message}</p>}
+          {est.notes.map((n) => (
+            <p key={n} className="help">
+              {n}
+            </p>
+          ))}
+          <details className="code-preview">
+            <summary>breakdown</summary>
+            <pre>{est.memory.text}</pre>
+          </details>
+        </>
       )}
     </section>
   );
@@ -472,7 +680,9 @@ export function RunCharts() {
 
 function RunHistory() {
   const runs = useRuns((s) => s.runs);
-  const { toggleVisible, remove, rename } = useRuns.getState();
+  const active = useTraining((s) => s.active);
+  const canTrain = useRuntime((s) => s.gpu.status === 'ready' && s.methods.includes('resumeRun'));
+  const { toggleVisible, rename } = useRuns.getState();
   if (runs.length === 0) return null;
   return (
     <section className="card">
@@ -494,7 +704,15 @@ function RunHistory() {
         </thead>
         <tbody>
           {[...runs].reverse().map((r) => (
-            <RunRow key={r.id} r={r} onToggle={() => toggleVisible(r.id)} onRemove={() => confirm(`Delete the run "${r.name}" and its charts?`) && remove(r.id)} onRename={(n) => rename(r.id, n)} />
+            <RunRow
+              key={r.id}
+              r={r}
+              live={active?.runId === r.id}
+              onResume={r.datasetId && (r.status === 'stopped' || r.status === 'failed') && !active && canTrain ? () => void resumeRun(r.id) : undefined}
+              onToggle={() => toggleVisible(r.id)}
+              onRemove={() => confirm(`Delete the run "${r.name}", its charts and its checkpoints?`) && void deleteRunEverywhere(r.id)}
+              onRename={(n) => rename(r.id, n)}
+            />
           ))}
         </tbody>
       </table>
@@ -502,10 +720,10 @@ function RunHistory() {
   );
 }
 
-function RunRow({ r, onToggle, onRemove, onRename }: { r: RunRecord; onToggle: () => void; onRemove: () => void; onRename: (n: string) => void }) {
+function RunRow({ r, live, onResume, onToggle, onRemove, onRename }: { r: RunRecord; live: boolean; onResume?: () => void; onToggle: () => void; onRemove: () => void; onRename: (n: string) => void }) {
   const loss = r.metrics.loss;
   return (
-    <tr>
+    <tr data-testid="run-row" data-run={r.id}>
       <td>
         <input type="checkbox" checked={r.visible} onChange={onToggle} aria-label={`show ${r.name}`} />
       </td>
@@ -519,14 +737,23 @@ function RunRow({ r, onToggle, onRemove, onRename }: { r: RunRecord; onToggle: (
       <td>{loss?.step.at(-1) ?? 0}</td>
       <td>{fmtValue(loss?.value.at(-1))}</td>
       <td>
-        <span className={`status status-${r.status}`} title={r.error}>
+        <span className={`status status-${r.status}`} title={r.error} data-testid="run-status">
           {r.status}
         </span>
+        {r.error && <div className="run-error small">{r.error}</div>}
+        {r.checkpointStep != null && <div className="muted small">checkpoint: step {r.checkpointStep}</div>}
       </td>
-      <td>
-        <button className="link danger" onClick={onRemove}>
-          delete
-        </button>
+      <td className="run-actions">
+        {onResume && (
+          <button className="link" onClick={onResume} data-testid="run-resume" title="Continue from the last checkpoint (reloads the model if needed)">
+            resume
+          </button>
+        )}
+        {!live && (
+          <button className="link danger" onClick={onRemove}>
+            delete
+          </button>
+        )}
       </td>
     </tr>
   );
@@ -542,6 +769,12 @@ export function TrainPanel() {
   const [hydrated, setHydrated] = useState(() => useTrainConfig.persist.hasHydrated());
   useEffect(() => useTrainConfig.persist.onFinishHydration(() => setHydrated(true)), []);
   const errors = useMemo(() => validateConfig(config), [config]);
+  const currentDataset = useDatasetStore((s) => s.currentId);
+  const [datasetPick, setDatasetPick] = useState('');
+  useEffect(() => void initDatasets(), []);
+  const datasets = useDatasetStore((s) => s.datasets);
+  const datasetId = datasetPick && datasets.some((d) => d.id === datasetPick && !d.deletedAt) ? datasetPick : (currentDataset ?? '');
+  const estimate = useEstimate(config, datasetId, errors);
 
   return (
     <div className="train-screen" data-testid="train-screen">
@@ -561,7 +794,7 @@ export function TrainPanel() {
           <>
             <ModelPicker c={config} errors={errors} update={update} />
             <MethodPicker c={config} errors={errors} update={update} />
-            <LoraSettings c={config} errors={errors} update={update} />
+            <LoraSettings c={config} errors={errors} update={update} engineParams={estimate.est?.loraParams} />
             <OptimizerSettings c={config} errors={errors} update={update} />
             <DataSettings c={config} errors={errors} update={update} />
           </>
@@ -570,7 +803,8 @@ export function TrainPanel() {
         )}
       </div>
       <div className="train-side">
-        <RunControls errors={errors} />
+        <RunControls errors={errors} config={config} datasetId={datasetId} setDatasetId={setDatasetPick} />
+        <EstimateCard e={estimate} />
         <RunCharts />
         <RunHistory />
         <section className="card">

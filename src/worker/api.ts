@@ -1,18 +1,13 @@
 // Types of the Trainer API that src/worker/trainer.worker.ts exposes through comlink. The page
 // holds a `Remote<TrainerApi>` (src/worker/client.ts); every call is async across the thread
 // boundary, and every value crossing it is structured-cloned (no classes, no GPU objects).
+// Long work takes its callback wrapped in `Comlink.proxy(...)` on the page side, so the worker can
+// call back (progress of a model load, one event per training step).
 //
-// Only methods that really work are here. Later methods follow the same shape — long work takes
-// its callbacks wrapped in `Comlink.proxy(...)` on the page side, so the worker can call back:
-//
-//   loadModel(source: ModelSource, onProgress: (p: { phase: string; loaded: number; total: number }) => void): Promise<ModelInfo>
-//   train(config: TrainConfig, onStep: (m: { step: number; metrics: Record<string, number> }) => void): Promise<RunSummary>
-//   pause(): Promise<void>;  resume(): Promise<void>;  stop(): Promise<void>
-//   generate(images: Blob[], prompt: string, opts: GenerateOptions): Promise<string[]>
-//   exportAdapter(layout: 'peft' | 'peft-legacy'): Promise<{ name: string; bytes: Uint8Array }[]>
-//
-// The page learns which of these a worker build has from `InitResult.methods`, so a button is
+// The page learns which methods a worker build has from `InitResult.methods`, so a button is
 // enabled only when its method exists.
+import type { TrainConfig } from '../store/runConfig.ts';
+import type { TaskRecord } from '../data/formats/records.ts';
 
 /** The limits the studio shows; the full set is in `GpuReport.limits`. */
 export const KEY_LIMITS = [
@@ -76,6 +71,183 @@ export interface DeviceLost {
   reason: string;
 }
 
+// ---- models ------------------------------------------------------------------------------------
+
+/** Where the base model comes from. A local folder's Files only live as long as the page: after a reload the page passes them again. */
+export type ModelSpec =
+  | { source: 'tiny' }
+  | { source: 'hub'; repo: string; endpoint?: string; revision?: string }
+  | { source: 'local'; name?: string; files?: File[] };
+
+/** The studio's LoRA settings (TrainConfig['lora']): peft names in camelCase, decoder module names. */
+export interface LoraSettings {
+  r: number;
+  alpha: number;
+  dropout: number;
+  targetModules: string[];
+  useRslora: boolean;
+}
+
+export interface LoadProgress {
+  phase: 'config' | 'tokenizer' | 'weights' | 'data';
+  loaded: number;
+  total: number;
+  /** what is being read (a tensor or file name) */
+  label?: string;
+}
+
+/** The memory estimate of one LoRA step (src/model/memory.ts), in numbers and in words. */
+export interface MemoryReport {
+  /** fits this adapter's buffer limits (and the budget, when one was given) */
+  ok: boolean;
+  /** one line: the total, or why it cannot train here, with the numbers */
+  message: string;
+  totalBytes: number;
+  weightsBytes: number;
+  loraBytes: number;
+  activationBytes: number;
+  seqLen: number;
+  imageTokens: number;
+  recompute: boolean;
+  /** formatEstimate(): the breakdown line by line */
+  text: string;
+}
+
+export interface ModelInfo {
+  /** identifies the source (same key = same weights) */
+  key: string;
+  /** "tiny model (seed 0)", "hub Qwen/Qwen2.5-VL-3B-Instruct@main", ... */
+  sourceId: string;
+  /** what the run history shows: "tiny", the hub id or the folder name */
+  name: string;
+  config: {
+    layers: number;
+    hidden: number;
+    heads: number;
+    kvHeads: number;
+    intermediate: number;
+    vocab: number;
+    visionDepth: number;
+    visionHidden: number;
+    tiedEmbeddings: boolean;
+  };
+  /** parameters of the base model */
+  params: number;
+  lora: { params: number; modules: number; r: number; alpha: number; scale: number } | null;
+  memory: MemoryReport;
+  /** GPU bytes the weights and adapter hold */
+  gpuBytes: number;
+  /** settings the engine does not honour (e.g. LoRA dropout) */
+  warnings: string[];
+  loadMs: number;
+}
+
+export interface EstimateResult {
+  memory: MemoryReport;
+  loraParams: number;
+  /** training examples the dataset gives under the method (undefined without a dataset) */
+  examples?: number;
+  totalSteps?: number;
+  /** forward + backward FLOPs of one optimizer step (rough) */
+  flopsPerStep: number;
+  secondsPerStep?: number;
+  totalSeconds?: number;
+  /** where the time comes from: a previous run of this model here, or FLOPs ÷ a measured matmul rate */
+  timeBasis?: 'measured' | 'flops';
+  /** why no estimate could be made for something (e.g. a hub config that could not be fetched) */
+  notes: string[];
+}
+
+// ---- training ----------------------------------------------------------------------------------
+
+/** A training record with its images, for callers that do not train on a stored dataset. */
+export interface ExampleInput {
+  images: Blob[];
+  record: TaskRecord;
+}
+
+export interface TrainRequest {
+  /** the run in the page's run history; checkpoints are stored under it */
+  runId: string;
+  config: TrainConfig;
+  /** the model (defaults to config.model; a local folder needs its files here) */
+  model?: ModelSpec;
+  data: { datasetId: string } | { examples: ExampleInput[]; minPixels?: number; maxPixels?: number };
+  /** continue from the imported adapter instead of a fresh peft initialisation */
+  startFrom?: 'fresh' | 'imported';
+  /** save a checkpoint every N optimizer steps (default config.optim.saveSteps; 0 = only on pause/stop/end) */
+  checkpointEvery?: number;
+}
+
+export type RunState = 'loading' | 'running' | 'pausing' | 'paused' | 'stopping' | 'stopped' | 'done' | 'failed' | 'device-lost';
+
+export type TrainEvent =
+  | { type: 'status'; status: RunState; message?: string; step?: number }
+  | { type: 'progress'; progress: LoadProgress }
+  | { type: 'model'; info: ModelInfo }
+  | { type: 'data'; examples: number; skipped: number; minPixels: number; maxPixels: number }
+  | { type: 'warning'; message: string }
+  /** the run continues from a checkpoint: steps after `step` in the page's history are void */
+  | { type: 'resumed'; step: number }
+  | { type: 'step'; step: number; totalSteps: number; metrics: Record<string, number> }
+  | { type: 'checkpoint'; step: number };
+
+export interface RunSummary {
+  runId: string;
+  status: 'done' | 'stopped' | 'failed' | 'device-lost';
+  step: number;
+  totalSteps: number;
+  /** step of the last checkpoint saved (what Resume continues from) */
+  checkpointStep: number | null;
+  message?: string;
+}
+
+/** Thrown (as its message) when another tab trains this run. */
+export const RUN_LOCKED = 'is being trained in another tab';
+
+// ---- inference and adapters ----------------------------------------------------------------------
+
+export interface GenerateOptions {
+  maxNewTokens?: number;
+  /** apply the adapter (default true); false = the base model */
+  adapter?: boolean;
+  /** the smart_resize bounds the boxes were trained with (the dataset's) */
+  minPixels: number;
+  maxPixels: number;
+  /** the images' original sizes (default: their decoded sizes), for mapping boxes back */
+  original?: { width: number; height: number }[];
+}
+
+export interface GenerateResult {
+  text: string;
+  /** parsed bbox_2d boxes in original pixels of the first image */
+  boxes: { bbox: [number, number, number, number]; label?: string }[];
+  /** the same boxes as the model wrote them (resized frame) */
+  resizedBoxes: [number, number, number, number][];
+  /** size of the resized frame of each image */
+  resized: { width: number; height: number }[];
+  tokens: number;
+  ms: number;
+}
+
+/** The adapter generate() applies. */
+export type AdapterChoice = { kind: 'run'; runId: string } | { kind: 'current' };
+
+export interface AdapterInfo {
+  /** "run-…", "imported: name", "fresh" */
+  label: string;
+  runId?: string;
+  step?: number;
+  modules: number;
+  params: number;
+  r: number;
+}
+
+export interface AdapterFile {
+  name: 'adapter_model.safetensors' | 'adapter_config.json';
+  bytes: Uint8Array;
+}
+
 export interface TrainerApi {
   /** Create the WebGPU device inside the worker. Never throws for a missing GPU: returns a GpuFailure. */
   init(): Promise<InitResult>;
@@ -83,4 +255,35 @@ export interface TrainerApi {
   selfTest(): Promise<SelfTestResult>;
   /** Register a callback (pass `Comlink.proxy(fn)`) called once when the current device is lost. */
   watchDeviceLost(cb: (e: DeviceLost) => void): Promise<void>;
+
+  /** Load a base model with a fresh adapter. Refuses, with the numbers, what would not fit; a failed load leaves nothing on the GPU. */
+  loadModel(spec: ModelSpec, lora: LoraSettings | null, onProgress?: (p: LoadProgress) => void): Promise<ModelInfo>;
+  /** The loaded model, or null. */
+  modelInfo(): Promise<ModelInfo | null>;
+  /** Memory and time of a run with these settings, before it starts (sizes from the dataset when given). */
+  estimate(config: TrainConfig, datasetId?: string, files?: File[]): Promise<EstimateResult>;
+  /** Train until done, stopped or failed; `onEvent` gets the status, each step's metrics and checkpoints. */
+  train(req: TrainRequest, onEvent: (e: TrainEvent) => void): Promise<RunSummary>;
+  /** Pause after the current step (a checkpoint is saved); resolves once paused. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** Stop after the current step (a checkpoint is saved); resolves once stopped. */
+  stop(): Promise<void>;
+  /** Continue a run from its last checkpoint (after a reload, a stop, a fault or a lost device). */
+  resumeRun(runId: string, onEvent: (e: TrainEvent) => void, files?: File[]): Promise<RunSummary>;
+  /** Forget a run's checkpoints. */
+  deleteRun(runId: string): Promise<void>;
+  /** Whether a run has a checkpoint, and at which step. */
+  checkpointStep(runId: string): Promise<number | null>;
+
+  /** Put a run's adapter (its last checkpoint) on the loaded model, loading the run's model if needed. */
+  useAdapter(choice: AdapterChoice): Promise<AdapterInfo>;
+  /** Greedy answer for images + prompt with the current adapter (or the base model), boxes mapped to original pixels. */
+  generate(images: Blob[], prompt: string, opts: GenerateOptions): Promise<GenerateResult>;
+  /** peft files of a run (from its checkpoint, no GPU needed) or of the adapter on the model. */
+  exportAdapter(layout: 'peft' | 'peft-legacy', runId?: string): Promise<AdapterFile[]>;
+  /** Load a peft adapter (adapter_config.json + adapter_model.safetensors) onto the model, to evaluate or continue training. */
+  importAdapter(files: { name: string; bytes: Uint8Array }[], spec?: ModelSpec): Promise<AdapterInfo>;
+  /** "Train on a cluster": the dataset, train.py and configs as one zip. */
+  clusterBundle(config: TrainConfig, datasetId: string): Promise<{ name: string; bytes: Uint8Array; files: string[] }>;
 }

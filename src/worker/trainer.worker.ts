@@ -1,11 +1,66 @@
 // The engine's only door to the UI: a dedicated Worker that owns the WebGPU device and exposes
-// the Trainer API (src/worker/api.ts) through comlink. Keep it thin: engine code lives in
-// src/gpu, src/ops, src/model, src/train; this file adapts it to structured-clonable calls.
+// the Trainer API (src/worker/api.ts) through comlink. Keep it thin: the work is in engine.ts (and
+// below it src/gpu, src/ops, src/model, src/train); this file gives it the browser's IndexedDB,
+// Web Locks and image decoder, and adapts it to structured-clonable calls.
 import * as Comlink from 'comlink';
 import { GpuError, gpu, hasGpu, initGpu, onDeviceLost } from '../gpu/device.ts';
 import { fromData, packBf16, read, unpackBf16, type Tensor } from '../gpu/tensor.ts';
 import { matmul, matmulVariant } from '../ops/matmul.ts';
+import { idbKV, type KV } from '../train/checkpoint.ts';
+import { loadDefaultTokenizer } from '../data/tokenizer.ts';
+import type { RawImage } from '../data/image.ts';
+import { loadSamples } from '../store/datasetSamples.ts';
+import { Engine } from './engine.ts';
 import type { DeviceLost, InitResult, SelfTestResult, TrainerApi } from './api.ts';
+
+// ---- the engine's host services -------------------------------------------------------------------
+
+let kv: Promise<KV> | undefined;
+
+/** RGBA pixels of an image Blob, as stored (no colour-space conversion, no premultiplied alpha). */
+async function decodeImage(blob: Blob): Promise<RawImage> {
+  let bmp: ImageBitmap;
+  try {
+    bmp = await createImageBitmap(blob, { premultiplyAlpha: 'none', colorSpaceConversion: 'none' });
+  } catch {
+    throw new Error(`An image (${blob.type || 'unknown type'}, ${blob.size} bytes) could not be decoded.`);
+  }
+  try {
+    const c = new OffscreenCanvas(bmp.width, bmp.height);
+    const g = c.getContext('2d', { willReadFrequently: true });
+    if (!g) throw new Error('no 2D canvas in this worker to read image pixels');
+    g.drawImage(bmp, 0, 0);
+    const d = g.getImageData(0, 0, bmp.width, bmp.height);
+    return { data: d.data, width: d.width, height: d.height, channels: 4 };
+  } finally {
+    bmp.close();
+  }
+}
+
+/** Web Locks: the release function of `name` if no other tab holds it, else null. */
+function lock(name: string): Promise<(() => void) | null> {
+  const locks = (self.navigator as Navigator).locks;
+  if (!locks) return Promise.resolve(() => {}); // no Web Locks: single-tab semantics
+  return new Promise((resolve, reject) => {
+    locks
+      .request(name, { ifAvailable: true }, async (l) => {
+        if (!l) return resolve(null);
+        let release!: () => void;
+        const held = new Promise<void>((r) => (release = r));
+        resolve(release);
+        await held; // held until the run ends
+      })
+      .catch(reject);
+  });
+}
+
+const engine = new Engine({
+  kv: () => (kv ??= idbKV()),
+  decodeImage,
+  loadSamples: (id) => loadSamples(id),
+  lock,
+  defaultTokenizer: loadDefaultTokenizer,
+});
 
 // ---- device loss ------------------------------------------------------------------------------
 
@@ -116,6 +171,28 @@ const api: TrainerApi = {
   async watchDeviceLost(cb: (e: DeviceLost) => void): Promise<void> {
     if (!hasGpu()) throw new GpuError('No WebGPU device to watch: call init() first.');
     lostWatchers.add(cb);
+  },
+
+  loadModel: (spec, lora, onProgress) => engine.loadModel(spec, lora, onProgress),
+  modelInfo: async () => engine.modelInfo(),
+  estimate: (config, datasetId, files) => engine.estimate(config, datasetId, files),
+  train: (req, onEvent) => engine.train(req, onEvent),
+  pause: () => engine.pause(),
+  resume: () => engine.resume(),
+  stop: () => engine.stop(),
+  resumeRun: (runId, onEvent, files) => engine.resumeRun(runId, onEvent, files),
+  deleteRun: (runId) => engine.deleteRun(runId),
+  checkpointStep: (runId) => engine.checkpointStep(runId),
+  useAdapter: (choice) => engine.useAdapter(choice),
+  generate: (images, prompt, opts) => engine.generate(images, prompt, opts),
+  async exportAdapter(layout, runId) {
+    const files = await engine.exportAdapter(layout, runId);
+    return Comlink.transfer(files, [...new Set(files.map((f) => f.bytes.buffer as ArrayBuffer))]);
+  },
+  importAdapter: (files, spec) => engine.importAdapter(files, spec),
+  async clusterBundle(config, datasetId) {
+    const b = await engine.clusterBundle(config, datasetId);
+    return Comlink.transfer(b, [b.bytes.buffer as ArrayBuffer]);
   },
 };
 

@@ -1,0 +1,832 @@
+// What the Trainer worker does, as a plain class so Node tests can drive it on Dawn: the worker
+// (trainer.worker.ts) hands it the browser's IndexedDB, Web Locks and image decoder and exposes it
+// through comlink; tests hand it a MemoryKV, an in-memory lock and raw pixels.
+//
+//   loadModel ─ Qwen2_5_VL.load (memory check first; on failure nothing stays on the GPU)
+//   train     ─ run lock → dataset records → TrainExamples → model → Trainer (+ resume from the
+//               run's last checkpoint) → step loop, checked between steps for pause / stop;
+//               checkpoints every N steps and on pause / stop / end (atomic, checkpoint.ts)
+//   generate / exportAdapter / importAdapter / clusterBundle ─ the rest of the studio's needs
+import { zipSync } from 'fflate';
+import { GpuError, gpu, hasGpu } from '../gpu/device.ts';
+import { fromData, readMany, write } from '../gpu/tensor.ts';
+import { matmul } from '../ops/matmul.ts';
+import { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
+import { tinySource } from '../model/tiny.ts';
+import { hubSource } from '../model/sources/hub.ts';
+import { localSource } from '../model/sources/local.ts';
+import type { ModelSource } from '../model/sources/source.ts';
+import { parseConfig, type QwenVLConfig } from '../model/config.ts';
+import { adapterConfigJson, parseAdapterConfig, targetRegex, targetedModules, type LoraConfig } from '../model/lora.ts';
+import { estimateMemory, formatEstimate, gib } from '../model/memory.ts';
+import { writeSafetensors, type StWriteTensor } from '../model/safetensors.ts';
+import { canonicalName, expectedWeights, layoutName } from '../model/weights.ts';
+import { Trainer, TrainingFault, type TrainExample, type TrainOptions } from '../train/trainer.ts';
+import { deleteRun, loadLatestCheckpoint, saveCheckpoint, type Checkpoint, type KV } from '../train/checkpoint.ts';
+import { clusterBundle } from '../train/cluster.ts';
+import { QwenTokenizer, loadDefaultTokenizer } from '../data/tokenizer.ts';
+import { DEFAULT_IMAGE_CONFIG, preprocessImage, smartResize, stackImages, type RawImage } from '../data/image.ts';
+import { buildPrompt, type ChatMessage } from '../data/template.ts';
+import { boxToOriginal, parseGroundings, type Box } from '../data/bbox.ts';
+import { exportDataset } from '../data/formats/export.ts';
+import type { TaskRecord } from '../data/formats/records.ts';
+import type { DatasetMeta, ImageRecord } from '../data/formats/types.ts';
+import type { TrainConfig } from '../store/runConfig.ts';
+import {
+  RUN_LOCKED,
+  type AdapterChoice, type AdapterFile, type AdapterInfo, type EstimateResult, type GenerateOptions, type GenerateResult,
+  type LoadProgress, type LoraSettings, type MemoryReport, type ModelInfo, type ModelSpec, type RunState, type RunSummary,
+  type TrainEvent, type TrainRequest,
+} from './api.ts';
+
+/** What the engine needs from its host (the worker, or a test). */
+export interface EngineDeps {
+  kv(): Promise<KV>;
+  /** pixels of an image Blob (the worker: createImageBitmap + OffscreenCanvas) */
+  decodeImage(blob: Blob): Promise<RawImage>;
+  /** a stored dataset: its meta and its images with their Blobs and records (store/datasetSamples.ts) */
+  loadSamples(datasetId: string): Promise<{ dataset: DatasetMeta; samples: { imageId: string; name: string; blob: Blob; image: ImageRecord; records: TaskRecord[] }[] }>;
+  /** take a named exclusive lock if free: its release function, or null when another holder has it (Web Locks) */
+  lock(name: string): Promise<(() => void) | null>;
+  /** the built-in tokenizer (tiny model; a folder without tokenizer.json) */
+  defaultTokenizer?(): Promise<QwenTokenizer>;
+}
+
+/** The run's facts kept next to its checkpoints, so a reload can resume it. */
+interface RunMeta {
+  runId: string;
+  config: TrainConfig;
+  /** the model without File objects */
+  model: ModelSpec;
+  datasetId?: string;
+  /** the adapter config the run trains (from the settings, or from an imported adapter) */
+  lora: LoraConfig;
+  baseModel: string;
+  createdAt: number;
+}
+
+const metaKey = (runId: string) => `run/${runId}/meta`;
+
+/** The studio's LoRA settings → peft's LoraConfig (decoder modules as one full-match regex). */
+export function loraConfigOf(l: LoraSettings, baseModel: string | null = null): LoraConfig {
+  return {
+    r: l.r, loraAlpha: l.alpha, loraDropout: l.dropout, useRslora: l.useRslora,
+    targetModules: targetRegex(l.targetModules.length ? l.targetModules : undefined), baseModelNameOrPath: baseModel,
+  };
+}
+
+/** The model a TrainConfig names. */
+export function specOf(c: TrainConfig, files?: File[]): ModelSpec {
+  if (c.model.source === 'hub') return { source: 'hub', repo: c.model.hubId.trim(), endpoint: c.model.endpoint, revision: c.model.revision };
+  if (c.model.source === 'local') return { source: 'local', name: c.model.local?.name, files };
+  return { source: 'tiny' };
+}
+
+function specKey(s: ModelSpec): string {
+  if (s.source === 'hub') return `hub:${s.endpoint ?? ''}:${s.repo}@${s.revision ?? 'main'}`;
+  if (s.source === 'local') return `local:${s.name ?? ''}:${(s.files ?? []).map((f) => `${f.name}/${f.size}`).sort().join(',')}`;
+  return 'tiny';
+}
+
+function specName(s: ModelSpec): string {
+  return s.source === 'hub' ? s.repo : s.source === 'local' ? (s.name ?? 'local folder') : 'tiny';
+}
+
+/** peft's base_model_name_or_path for the adapter_config.json. */
+function baseModelId(s: ModelSpec): string {
+  return s.source === 'hub' ? s.repo : s.source === 'local' ? (s.name ?? 'local-model') : 'patchwork-builtin-tiny';
+}
+
+function storableSpec(s: ModelSpec): ModelSpec {
+  return s.source === 'local' ? { source: 'local', name: s.name } : s;
+}
+
+function sourceOf(s: ModelSpec): ModelSource {
+  if (s.source === 'hub') return hubSource(s.repo, { endpoint: s.endpoint, revision: s.revision });
+  if (s.source === 'local') {
+    if (!s.files?.length) throw new Error(`The local model folder${s.name ? ` "${s.name}"` : ''} has to be chosen again (a browser cannot reopen a folder by itself after a reload).`);
+    return localSource(s.files, `local folder ${s.name ?? ''}`.trim());
+  }
+  return tinySource();
+}
+
+/** TrainConfig (what the UI edits) → TrainOptions (what the Trainer reads). */
+export function trainOptionsOf(c: TrainConfig, data: { minPixels: number; maxPixels: number }, checkpointEvery: number): TrainOptions {
+  const o = c.optim;
+  const opts = {
+    method: c.method,
+    optim: {
+      learningRate: o.learningRate, lrScheduler: o.lrScheduler, warmupSteps: o.warmupSteps, numEpochs: o.numEpochs, maxSteps: o.maxSteps,
+      batchSize: o.batchSize, gradAccumSteps: o.gradAccumSteps, maxGradNorm: o.maxGradNorm, weightDecay: o.weightDecay, seed: o.seed,
+    },
+    data: { minPixels: data.minPixels, maxPixels: data.maxPixels, maxLength: c.data.maxLength },
+    dpo: { beta: c.dpo.beta },
+    grpo: { numGenerations: c.grpo.numGenerations, beta: c.grpo.beta, temperature: c.grpo.temperature, maxNewTokens: c.grpo.maxNewTokens, rewards: [...c.grpo.rewards] },
+    // trl's PPO names (train/ppo.ts PpoConfig); generation as GRPO's with one completion per prompt
+    ppo: {
+      cliprange: c.ppo.clipRange, vfCoef: c.ppo.vfCoef, klCoef: c.ppo.klCoef, gamma: c.ppo.gamma, lam: c.ppo.lam,
+      temperature: c.ppo.temperature, maxNewTokens: c.ppo.maxNewTokens, rewards: [...c.ppo.rewards],
+    },
+    checkpointEvery,
+  };
+  return opts as TrainOptions;
+}
+
+const userTurn = (text: string, images: number): ChatMessage => ({
+  role: 'user',
+  content: [...Array.from({ length: images }, () => ({ type: 'image' as const })), { type: 'text' as const, text }],
+});
+
+/** A dataset record with its decoded images → the Trainer's example (undefined when the method takes another kind). */
+export function exampleOf(r: TaskRecord, images: RawImage[], method: TrainConfig['method']): TrainExample | undefined {
+  if (r.kind === 'sft') {
+    if (method !== 'sft') return undefined;
+    return { kind: 'sft', images, messages: [userTurn(r.question, images.length), { role: 'assistant', content: r.answer }] };
+  }
+  if (r.kind === 'preference') {
+    if (method !== 'dpo') return undefined;
+    return { kind: 'dpo', images, prompt: [userTurn(r.prompt, images.length)], chosen: r.chosen, rejected: r.rejected };
+  }
+  if (method !== 'grpo' && method !== 'ppo') return undefined;
+  const boxes = r.boxes?.map((b): Box => [b.x1, b.y1, b.x2, b.y2]);
+  return { kind: 'rl', images, prompt: [userTurn(r.prompt, images.length)], reference: { ...(boxes?.length ? { boxes } : {}), ...(r.reward === 'exact' ? { answer: r.reference } : {}) } };
+}
+
+const KIND_NAMES: Record<TaskRecord['kind'], string> = { sft: 'question/answer (SFT)', preference: 'preference-pair (DPO)', rl: 'prompt + reward (GRPO)' };
+
+function isDeviceLoss(e: unknown): boolean {
+  return !hasGpu() || (e instanceof GpuError && /lost/i.test(e.message)) || /device (was )?lost|Device is lost|destroyed/i.test(String((e as Error)?.message ?? e));
+}
+
+const TERMINAL: RunState[] = ['stopped', 'done', 'failed', 'device-lost'];
+
+interface Active {
+  runId: string;
+  state: RunState;
+  control: 'run' | 'pause' | 'stop';
+  /** wakes the loop while paused */
+  wake?: () => void;
+  setState(state: RunState, message?: string, step?: number): void;
+  waiters: { states: RunState[]; resolve: () => void }[];
+}
+
+interface Loaded {
+  model: Qwen2_5_VL;
+  tokenizer: QwenTokenizer;
+  info: ModelInfo;
+  device: GPUDevice;
+  spec: ModelSpec;
+  /** whose weights the adapter holds */
+  adapter: { label: string; runId?: string; step?: number; lora: LoraConfig } | null;
+}
+
+export class Engine {
+  private loaded?: Loaded;
+  private active?: Active;
+  /** seconds per optimizer step seen here, per model key and method (for the time estimate) */
+  private measured = new Map<string, { secPerStep: number; tokensPerStep: number }>();
+  private matmulRate?: number;
+  private configs = new Map<string, QwenVLConfig>();
+  private tokenizers = new Map<string, Promise<QwenTokenizer>>();
+
+  constructor(private deps: EngineDeps) {}
+
+  // ---- models --------------------------------------------------------------------------------
+
+  private alive(): Loaded | undefined {
+    const l = this.loaded;
+    if (l && hasGpu() && gpu().device === l.device) return l;
+    if (l) this.dropModel();
+    return undefined;
+  }
+
+  private dropModel(): void {
+    const l = this.loaded;
+    this.loaded = undefined;
+    if (!l) return;
+    try {
+      l.model.dispose();
+    } catch {
+      /* its device is gone: so are its buffers */
+    }
+  }
+
+  private async modelConfig(spec: ModelSpec, source?: ModelSource): Promise<QwenVLConfig> {
+    const key = specKey(spec);
+    const hit = this.configs.get(key);
+    if (hit) return hit;
+    const src = source ?? sourceOf(spec);
+    const cfg = parseConfig(new TextDecoder().decode(await src.read('config.json')), `${src.id}: config.json`);
+    this.configs.set(key, cfg);
+    return cfg;
+  }
+
+  private tokenizerFor(spec: ModelSpec, source: ModelSource): Promise<QwenTokenizer> {
+    const key = specKey(spec);
+    let t = this.tokenizers.get(key);
+    if (!t) {
+      const fallback = () => (this.deps.defaultTokenizer ?? loadDefaultTokenizer)();
+      t = spec.source === 'tiny' ? fallback() : (async () => {
+        const files = await source.list();
+        if (!files.includes('tokenizer.json')) return fallback();
+        const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+        const cfg = files.includes('tokenizer_config.json') ? dec(await source.read('tokenizer_config.json')) : '{}';
+        return QwenTokenizer.fromJSON(dec(await source.read('tokenizer.json')), cfg);
+      })();
+      t.catch(() => this.tokenizers.delete(key));
+      this.tokenizers.set(key, t);
+    }
+    return t;
+  }
+
+  private memoryReport(config: QwenVLConfig, lora: LoraConfig, plan: { images: { height: number; width: number }[]; textTokens: number }): MemoryReport {
+    const est = estimateMemory({ config, lora, images: plan.images, textTokens: plan.textTokens, recompute: false });
+    let ok = true;
+    let message = `A LoRA step of ${est.seqLen} tokens (${est.imageTokens} image) needs about ${gib(est.totalBytes)}: weights ${gib(est.weights.bytes)}, LoRA + AdamW ${gib(est.lora.bytes)}, activations ${gib(est.activations.peakBytes)}.`;
+    try {
+      Qwen2_5_VL.checkMemory(config, gpu().limits, { lora, plan });
+    } catch (e) {
+      ok = false;
+      message = (e as Error).message;
+    }
+    return {
+      ok, message, totalBytes: est.totalBytes, weightsBytes: est.weights.bytes, loraBytes: est.lora.bytes, activationBytes: est.activations.peakBytes,
+      seqLen: est.seqLen, imageTokens: est.imageTokens, recompute: est.recompute, text: formatEstimate(est),
+    };
+  }
+
+  private infoOf(spec: ModelSpec, sourceId: string, model: Qwen2_5_VL, lora: LoraConfig | null, plan: Plan, loadMs: number): ModelInfo {
+    const c = model.config;
+    let params = 0;
+    for (const shape of expectedWeights(c).values()) params += shape.reduce((a, b) => a * b, 1);
+    const mods = lora ? targetedModules(c, lora) : [];
+    return {
+      key: specKey(spec), sourceId, name: specName(spec),
+      config: {
+        layers: c.text.numHiddenLayers, hidden: c.text.hiddenSize, heads: c.text.numAttentionHeads, kvHeads: c.text.numKeyValueHeads,
+        intermediate: c.text.intermediateSize, vocab: c.text.vocabSize, visionDepth: c.vision.depth, visionHidden: c.vision.hiddenSize, tiedEmbeddings: c.text.tieWordEmbeddings,
+      },
+      params,
+      lora: lora ? { params: mods.reduce((a, m) => a + m.r * (m.inFeatures + m.outFeatures), 0), modules: mods.length, r: lora.r, alpha: lora.loraAlpha, scale: lora.useRslora ? lora.loraAlpha / Math.sqrt(lora.r) : lora.loraAlpha / lora.r } : null,
+      memory: this.memoryReport(c, lora ?? loraConfigOf({ r: 16, alpha: 32, dropout: 0, targetModules: [], useRslora: false }), plan),
+      gpuBytes: model.gpuBytes,
+      warnings: [...model.warnings],
+      loadMs,
+    };
+  }
+
+  /**
+   * The model of `spec` with a fresh adapter `lora` (null: keep the adapter as it is). Reuses the
+   * loaded weights when the source is the same.
+   */
+  async loadModel(spec: ModelSpec, lora: LoraSettings | LoraConfig | null, onProgress?: (p: LoadProgress) => void, plan: Plan = DEFAULT_PLAN, loraSeed = 0): Promise<ModelInfo> {
+    const cfg = lora === null ? null : 'loraAlpha' in lora ? lora : loraConfigOf(lora, baseModelId(spec));
+    const key = specKey(spec);
+    const cur = this.alive();
+    if (cur && cur.info.key === key) {
+      if (cfg) {
+        cur.model.initAdapter(cfg, loraSeed);
+        cur.adapter = { label: 'fresh', lora: cfg };
+      }
+      cur.info = this.infoOf(spec, cur.info.sourceId, cur.model, cur.adapter?.lora ?? null, plan, cur.info.loadMs);
+      return cur.info;
+    }
+    this.dropModel(); // one model on the GPU at a time
+    const t0 = performance.now();
+    const source = sourceOf(spec);
+    onProgress?.({ phase: 'config', loaded: 0, total: 1, label: 'config.json' });
+    const config = await this.modelConfig(spec, source);
+    onProgress?.({ phase: 'tokenizer', loaded: 0, total: 1, label: 'tokenizer.json' });
+    const tokenizer = await this.tokenizerFor(spec, source);
+    // Qwen2_5_VL.load refuses, with the numbers, what does not fit, and frees everything if it fails.
+    const model = await Qwen2_5_VL.load(source, {
+      lora: cfg ?? undefined, loraSeed, plan,
+      onProgress: (p) => onProgress?.({ phase: 'weights', loaded: p.bytes, total: p.total, label: p.tensor }),
+    });
+    if (tokenizer.vocabSize > config.text.vocabSize) {
+      model.dispose();
+      throw new Error(`${source.id}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${config.text.vocabSize}`);
+    }
+    const info = this.infoOf(spec, source.id, model, cfg, plan, performance.now() - t0);
+    this.loaded = { model, tokenizer, info, device: gpu().device, spec: storableSpec(spec), adapter: cfg ? { label: 'fresh', lora: cfg } : null };
+    if (spec.source === 'local') this.loaded.spec = spec; // keep the Files for a reload of the same folder in this session
+    return info;
+  }
+
+  modelInfo(): ModelInfo | null {
+    return this.alive()?.info ?? null;
+  }
+
+  // ---- estimate ------------------------------------------------------------------------------
+
+  async estimate(c: TrainConfig, datasetId?: string, files?: File[]): Promise<EstimateResult> {
+    const spec = specOf(c, files);
+    const notes: string[] = [];
+    const lora = loraConfigOf(c.lora, baseModelId(spec));
+    let config: QwenVLConfig;
+    try {
+      config = this.alive()?.info.key === specKey(spec) ? this.loaded!.model.config : await this.modelConfig(spec);
+    } catch (e) {
+      throw new Error(`Cannot read the model's config.json for an estimate: ${(e as Error).message}`);
+    }
+    let plan = DEFAULT_PLAN;
+    let examples: number | undefined;
+    if (datasetId) {
+      try {
+        const d = await this.datasetPlan(datasetId, c.method);
+        plan = d.plan;
+        examples = d.examples;
+      } catch (e) {
+        notes.push((e as Error).message);
+      }
+    } else notes.push(`No dataset chosen: sized for one ${DEFAULT_PLAN.images[0].width}×${DEFAULT_PLAN.images[0].height} image and ${DEFAULT_PLAN.textTokens} text tokens.`);
+    const memory = this.memoryReport(config, lora, plan);
+    const perStep = Math.max(1, c.optim.batchSize) * Math.max(1, c.optim.gradAccumSteps);
+    const totalSteps = c.optim.maxSteps > 0 ? c.optim.maxSteps : examples ? Math.ceil((c.optim.numEpochs * examples) / perStep) : undefined;
+    const flopsPerStep = stepFlops(config, c, plan) * perStep;
+    let secondsPerStep: number | undefined;
+    let timeBasis: EstimateResult['timeBasis'];
+    const seen = this.measured.get(`${specKey(spec)}|${c.method}`);
+    const tokens = plan.textTokens + memory.imageTokens;
+    if (seen) {
+      secondsPerStep = (seen.secPerStep * (tokens * perStep)) / Math.max(1, seen.tokensPerStep);
+      timeBasis = 'measured';
+    } else if (hasGpu() && !this.active) {
+      secondsPerStep = flopsPerStep / (await this.matmulFlops()) / 0.5; // kernels other than matmul (attention, norms, readbacks) take about as long again
+      timeBasis = 'flops';
+    }
+    const loraParams = targetedModules(config, lora).reduce((a, m) => a + m.r * (m.inFeatures + m.outFeatures), 0);
+    return { memory, loraParams, examples, totalSteps, flopsPerStep, secondsPerStep, totalSeconds: secondsPerStep && totalSteps ? secondsPerStep * totalSteps : undefined, timeBasis, notes };
+  }
+
+  private async datasetPlan(datasetId: string, method: TrainConfig['method']): Promise<{ plan: Plan; examples: number }> {
+    const { dataset, samples } = await this.deps.loadSamples(datasetId);
+    let examples = 0, biggest = { height: 448, width: 448 }, textChars = 0;
+    for (const s of samples) {
+      for (const r of s.records) {
+        if (!exampleOfKind(r, method)) continue;
+        examples++;
+        const t = r.kind === 'sft' ? r.question + r.answer : r.kind === 'preference' ? r.prompt + r.chosen + r.rejected : r.prompt + r.reference;
+        textChars = Math.max(textChars, t.length);
+      }
+      const [h, w] = smartResize(s.image.height, s.image.width, 28, dataset.minPixels, dataset.maxPixels);
+      if (h * w > biggest.height * biggest.width || s === samples[0]) biggest = { height: h, width: w };
+    }
+    // ~3.5 characters per token for English and JSON, plus the chat template's ~25 tokens
+    return { plan: { images: [biggest], textTokens: 25 + Math.ceil(textChars / 3.5) }, examples };
+  }
+
+  /** f32 matmul rate of this device (FLOP/s), measured once on a model-sized product. */
+  private async matmulFlops(): Promise<number> {
+    if (this.matmulRate) return this.matmulRate;
+    const [M, N, K] = [128, 256, 256];
+    const x = fromData(new Float32Array(M * K).fill(0.01), [M, K], 'f32', 'calib.x');
+    const w = fromData(new Float32Array(N * K).fill(0.02), [N, K], 'f32', 'calib.W');
+    try {
+      await readMany([matmul(x, w, { name: 'calib.warm' })]).then(() => undefined); // compile
+      const reps = 4, t0 = performance.now();
+      const ys = Array.from({ length: reps }, (_, i) => matmul(x, w, { name: `calib.y${i}` }));
+      await readMany([ys[reps - 1]]);
+      for (const y of ys) y.release();
+      this.matmulRate = (2 * M * N * K * reps) / Math.max(1e-4, (performance.now() - t0) / 1000);
+    } finally {
+      x.release();
+      w.release();
+    }
+    return this.matmulRate;
+  }
+
+  // ---- training ------------------------------------------------------------------------------
+
+  async train(req: TrainRequest, onEvent: (e: TrainEvent) => void): Promise<RunSummary> {
+    if (this.active) throw new Error(`A run (${this.active.runId}) is already training in this tab: pause or stop it first.`);
+    const release = await this.deps.lock(`patchwork-run-${req.runId}`);
+    if (!release) throw new Error(`The run ${req.runId} ${RUN_LOCKED}: stop it there, or close that tab, to continue it here.`);
+    const emit = (e: TrainEvent) => {
+      try {
+        onEvent(e);
+      } catch {
+        /* the page went away */
+      }
+    };
+    const active: Active = {
+      runId: req.runId, state: 'loading', control: 'run', waiters: [],
+      setState(state, message, step) {
+        active.state = state;
+        emit({ type: 'status', status: state, message, step });
+        active.waiters = active.waiters.filter((w) => (w.states.includes(state) ? (w.resolve(), false) : true));
+      },
+    };
+    const setState = active.setState;
+    this.active = active;
+    let trainer: Trainer | undefined;
+    let checkpointStep: number | null = null;
+    let status: RunSummary['status'] = 'stopped';
+    let message: string | undefined;
+    try {
+      setState('loading');
+      const c = req.config;
+      const spec = req.model ?? specOf(c);
+      const kv = await this.deps.kv();
+      // data first: a dataset that cannot train fails before the model download
+      const data = await this.examples(req, (p) => emit({ type: 'progress', progress: p }));
+      emit({ type: 'data', examples: data.examples.length, skipped: data.skipped, minPixels: data.minPixels, maxPixels: data.maxPixels });
+      for (const w of data.warnings) emit({ type: 'warning', message: w });
+      if (this.stopRequested(active)) throw new StopBeforeStart();
+      const every = req.checkpointEvery ?? c.optim.saveSteps ?? 0;
+      const opts = trainOptionsOf(c, data, every);
+
+      const prev = (await kv.get<RunMeta>(metaKey(req.runId))) ?? undefined;
+      const ck = await loadLatestCheckpoint(kv, req.runId);
+      let lora: LoraConfig;
+      if (req.startFrom === 'imported' && !ck) {
+        const cur = this.alive();
+        if (!cur?.adapter || !cur.adapter.label.startsWith('imported') || cur.info.key !== specKey(spec)) throw new Error('No imported adapter on this model to continue from: import one on the Export screen first (with the same base model).');
+        lora = cur.adapter.lora;
+        await this.loadModel(spec, null, (p) => emit({ type: 'progress', progress: p }), data.plan);
+      } else {
+        lora = prev?.lora ?? loraConfigOf(c.lora, baseModelId(spec));
+        await this.loadModel(spec, lora, (p) => emit({ type: 'progress', progress: p }), data.plan, c.optim.seed);
+      }
+      const l = this.loaded!;
+      emit({ type: 'model', info: l.info });
+      for (const w of l.info.warnings) emit({ type: 'warning', message: `${w}.` });
+      if (!l.info.memory.ok) emit({ type: 'warning', message: l.info.memory.message });
+      const meta: RunMeta = {
+        runId: req.runId, config: c, model: storableSpec(spec), lora, baseModel: baseModelId(spec), createdAt: prev?.createdAt ?? Date.now(),
+        ...('datasetId' in req.data ? { datasetId: req.data.datasetId } : {}),
+      };
+      await kv.set(metaKey(req.runId), meta);
+
+      trainer = new Trainer(l.model, l.tokenizer, data.examples, opts, req.runId);
+      if (ck) {
+        trainer.restore(ck);
+        checkpointStep = ck.step;
+        emit({ type: 'resumed', step: ck.step });
+      } else emit({ type: 'resumed', step: 0 });
+      l.adapter = { label: req.runId, runId: req.runId, step: trainer.step, lora };
+      const save = async () => {
+        // Never persist a state that cannot continue: parameters that overflowed are a fault too.
+        const ck = await trainer!.checkpoint();
+        const bad = Object.entries(ck.lora).find(([, t]) => !t.data.every(Number.isFinite));
+        if (bad) throw new TrainingFault(`The adapter weight ${bad[0]} became NaN/Inf by step ${ck.step}: training stopped. Lower the learning rate; the last saved checkpoint is kept.`);
+        await saveCheckpoint(kv, ck);
+        checkpointStep = trainer!.step;
+        l.adapter = { label: req.runId, runId: req.runId, step: trainer!.step, lora };
+        emit({ type: 'checkpoint', step: trainer!.step });
+      };
+      if (this.stopRequested(active)) throw new StopBeforeStart();
+      setState('running', undefined, trainer.step);
+      const mkey = `${l.info.key}|${c.method}`;
+      // (read through a function: the flags change from pause() / stop() while this loop awaits)
+      const control = () => active.control;
+      while (true) {
+        if (control() === 'stop') break;
+        if (control() === 'pause') {
+          if (checkpointStep !== trainer.step) await save();
+          setState('paused', undefined, trainer.step);
+          await new Promise<void>((r) => (active.wake = r));
+          active.wake = undefined;
+          if (control() !== 'run') continue; // stop (or pause again) while paused
+          setState('running', undefined, trainer.step);
+        }
+        if (trainer.done) break;
+        const m = await trainer.trainStep();
+        const metrics: Record<string, number> = {};
+        for (const [k, v] of Object.entries(m)) if (typeof v === 'number') metrics[k] = v;
+        emit({ type: 'step', step: m.step, totalSteps: trainer.totalSteps, metrics });
+        if (m.samples_per_s > 0) {
+          const sec = trainer.perStep / m.samples_per_s;
+          this.measured.set(mkey, { secPerStep: sec, tokensPerStep: m.tokens_per_s * sec });
+        }
+        if (every > 0 && trainer.step % every === 0) await save();
+      }
+      if (checkpointStep !== trainer.step) await save();
+      status = trainer.done ? 'done' : 'stopped';
+    } catch (e) {
+      // A destroyed device fails the next call before its `lost` promise settles: give it a moment.
+      const dev = this.loaded?.device;
+      if (dev && !(e instanceof TrainingFault) && !(e instanceof StopBeforeStart)) await Promise.race([dev.lost, new Promise((r) => setTimeout(r, 300))]);
+      if (e instanceof StopBeforeStart) status = 'stopped';
+      else if (e instanceof TrainingFault) {
+        status = 'failed';
+        message = `${e.message}${checkpointStep !== null ? ` (last checkpoint: step ${checkpointStep})` : ''}`;
+      } else if (isDeviceLoss(e)) {
+        status = 'device-lost';
+        const at = trainer ? ` at step ${trainer.step + 1}` : '';
+        message = `The GPU device was lost${at} (${gpuLostReason() ?? (e as Error).message}). Reconnect the GPU, then Resume continues from ${checkpointStep !== null ? `the checkpoint of step ${checkpointStep}` : 'the start (no checkpoint yet)'}.`;
+        this.dropModel();
+      } else {
+        status = 'failed';
+        message = (e as Error)?.message ?? String(e);
+      }
+    } finally {
+      try {
+        trainer?.dispose();
+      } catch {
+        /* lost device */
+      }
+      this.active = undefined;
+      release();
+    }
+    setState(status, message, trainer?.step);
+    return { runId: req.runId, status, step: trainer?.step ?? checkpointStep ?? 0, totalSteps: trainer?.totalSteps ?? 0, checkpointStep, message };
+  }
+
+  /** Decoded examples of a request, with the smart_resize bounds the records' boxes assume. */
+  private async examples(req: TrainRequest, onProgress: (p: LoadProgress) => void) {
+    const method = req.config.method;
+    const warnings: string[] = [];
+    const examples: TrainExample[] = [];
+    let skipped = 0, minPixels: number, maxPixels: number;
+    const kinds = new Map<TaskRecord['kind'], number>();
+    let inputs: { blobs: Blob[]; records: TaskRecord[] }[];
+    let name = 'the examples';
+    if ('datasetId' in req.data) {
+      const { dataset, samples } = await this.deps.loadSamples(req.data.datasetId);
+      name = `"${dataset.name}"`;
+      // Grounding answers are in the resized frame of the dataset's bounds: train with exactly those
+      // (the 'data' event tells the page which bounds were used).
+      minPixels = dataset.minPixels;
+      maxPixels = dataset.maxPixels;
+      inputs = samples.map((s) => ({ blobs: [s.blob], records: s.records }));
+    } else {
+      minPixels = req.data.minPixels ?? req.config.data.minPixels;
+      maxPixels = req.data.maxPixels ?? req.config.data.maxPixels;
+      inputs = req.data.examples.map((e) => ({ blobs: e.images, records: [e.record] }));
+    }
+    let biggest = { height: 0, width: 0 }, textChars = 0;
+    for (const [i, inp] of inputs.entries()) {
+      onProgress({ phase: 'data', loaded: i, total: inputs.length, label: 'decoding images' });
+      const wanted = inp.records.filter((r) => exampleOfKind(r, method));
+      for (const r of inp.records) kinds.set(r.kind, (kinds.get(r.kind) ?? 0) + 1);
+      skipped += inp.records.length - wanted.length;
+      if (!wanted.length) continue;
+      const images = await Promise.all(inp.blobs.map((b) => this.deps.decodeImage(b)));
+      for (const r of wanted) {
+        examples.push(exampleOf(r, images, method)!);
+        const t = r.kind === 'sft' ? r.question + r.answer : r.kind === 'preference' ? r.prompt + r.chosen + r.rejected : r.prompt + r.reference;
+        textChars = Math.max(textChars, t.length);
+      }
+      for (const im of images) {
+        const [h, w] = smartResize(im.height, im.width, 28, minPixels, maxPixels);
+        if (h * w > biggest.height * biggest.width) biggest = { height: h, width: w };
+      }
+    }
+    onProgress({ phase: 'data', loaded: inputs.length, total: inputs.length, label: 'decoding images' });
+    // the memory check sizes activations for the largest image and the longest text (~3.5 chars a token, + the template)
+    const plan: Plan = biggest.height ? { images: [biggest], textTokens: 25 + Math.ceil(textChars / 3.5) } : DEFAULT_PLAN;
+    if (!examples.length) {
+      const have = [...kinds].map(([k, n]) => `${n} ${KIND_NAMES[k]} record${n > 1 ? 's' : ''}`).join(', ');
+      throw new Error(have
+        ? `${name} has ${have}, but ${method.toUpperCase()} trains on ${method === 'sft' ? KIND_NAMES.sft : method === 'dpo' ? KIND_NAMES.preference : KIND_NAMES.rl} records: pick the matching method or dataset kind.`
+        : `${name} has no labelled examples yet: draw a box and ask a question (or write an answer) on at least one image.`);
+    }
+    if (skipped) warnings.push(`${skipped} record${skipped > 1 ? 's' : ''} of another kind than ${method.toUpperCase()} takes ${skipped > 1 ? 'were' : 'was'} left out.`);
+    return { examples, skipped, minPixels, maxPixels, warnings, plan };
+  }
+
+  private stopRequested(a: Active): boolean {
+    return a.control === 'stop';
+  }
+
+  private async waitFor(states: RunState[]): Promise<void> {
+    const a = this.active;
+    if (!a || states.includes(a.state)) return;
+    await new Promise<void>((resolve) => a.waiters.push({ states, resolve }));
+  }
+
+  async pause(): Promise<void> {
+    const a = this.active;
+    if (!a) throw new Error('No run is training.');
+    if (a.state === 'paused' || a.control === 'stop') return;
+    a.control = 'pause';
+    if (a.state === 'running') a.setState('pausing', undefined);
+    await this.waitFor(['paused', ...TERMINAL]);
+  }
+
+  async resume(): Promise<void> {
+    const a = this.active;
+    if (!a) throw new Error('No run is paused.');
+    if (a.control !== 'pause') return;
+    a.control = 'run';
+    if (a.state === 'pausing') return a.setState('running'); // the loop had not paused yet
+    a.wake?.();
+    await this.waitFor(['running', ...TERMINAL]);
+  }
+
+  async stop(): Promise<void> {
+    const a = this.active;
+    if (!a) return;
+    a.control = 'stop';
+    if (a.state === 'running' || a.state === 'pausing') a.setState('stopping');
+    a.wake?.();
+    await this.waitFor(TERMINAL);
+  }
+
+  /** Continue a dataset run from its last checkpoint (a fresh start of the same run when it has none). */
+  async resumeRun(runId: string, onEvent: (e: TrainEvent) => void, files?: File[]): Promise<RunSummary> {
+    const kv = await this.deps.kv();
+    const meta = await kv.get<RunMeta>(metaKey(runId));
+    if (!meta) throw new Error(`Run ${runId} has no saved settings in this browser: it never reached the training loop. Start a new run instead.`);
+    if (!meta.datasetId) throw new Error(`Run ${runId} trained on examples passed by the caller, not a stored dataset: call train() with them again.`);
+    const model = meta.model.source === 'local' ? { ...meta.model, files } : meta.model;
+    return this.train({ runId, config: meta.config, model, data: { datasetId: meta.datasetId } }, onEvent);
+  }
+
+  async deleteRun(runId: string): Promise<void> {
+    if (this.active?.runId === runId) throw new Error('This run is training: stop it first.');
+    const kv = await this.deps.kv();
+    await deleteRun(kv, runId);
+    await kv.del(metaKey(runId));
+  }
+
+  async checkpointStep(runId: string): Promise<number | null> {
+    const ck = await loadLatestCheckpoint(await this.deps.kv(), runId).catch(() => undefined);
+    return ck ? ck.step : null;
+  }
+
+  // ---- adapters and inference ------------------------------------------------------------------
+
+  /** Refuse work that would race the training loop; `pausedOk`: work that leaves the adapter alone may run while paused. */
+  private idle(what: string, pausedOk = false): void {
+    const a = this.active;
+    if (a && !(pausedOk && a.state === 'paused')) throw new Error(`Cannot ${what} while a run is ${a.state === 'paused' ? 'paused (stop it first)' : 'training: pause or stop it first'}.`);
+  }
+
+  async useAdapter(choice: AdapterChoice): Promise<AdapterInfo> {
+    this.idle('switch adapters', choice.kind === 'current' || choice.runId === this.active?.runId);
+    if (choice.kind === 'current') {
+      const l = this.alive();
+      if (!l) throw new Error('No model is loaded: train a run or import an adapter first.');
+      return this.adapterInfo(l);
+    }
+    const kv = await this.deps.kv();
+    const meta = await kv.get<RunMeta>(metaKey(choice.runId));
+    const ck = await loadLatestCheckpoint(kv, choice.runId);
+    if (!meta || !ck) throw new Error(`Run ${choice.runId} has no checkpoint in this browser yet.`);
+    let l = this.alive();
+    if (this.active?.runId === choice.runId && l) return this.adapterInfo(l); // paused mid-run: its live adapter
+    if (l?.adapter?.runId === choice.runId && l.adapter.step === ck.step) return this.adapterInfo(l);
+    // a local folder's Files are only known for the folder loaded in this session
+    const want = meta.model.source === 'local' && l?.spec.source === 'local' && l.spec.name === meta.model.name ? l.spec : meta.model;
+    if (!l || l.info.key !== specKey(want)) {
+      await this.loadModel(want, meta.lora);
+      l = this.loaded!;
+    } else l.model.initAdapter(meta.lora);
+    for (const p of l.model.loraParams()) {
+      const t = ck.lora[p.name];
+      if (!t || t.data.length !== p.param.numel) throw new Error(`Run ${choice.runId}: its checkpoint does not match the adapter (${p.name}).`);
+      write(p.param, t.data);
+    }
+    l.adapter = { label: choice.runId, runId: choice.runId, step: ck.step, lora: meta.lora };
+    return this.adapterInfo(l);
+  }
+
+  private adapterInfo(l: Loaded): AdapterInfo {
+    const a = l.adapter;
+    if (!a) return { label: 'none', modules: 0, params: 0, r: 0 };
+    const mods = targetedModules(l.model.config, a.lora);
+    return { label: a.label, runId: a.runId, step: a.step, modules: mods.length, params: mods.reduce((s, m) => s + m.r * (m.inFeatures + m.outFeatures), 0), r: a.lora.r };
+  }
+
+  async generate(images: Blob[], prompt: string, opts: GenerateOptions): Promise<GenerateResult> {
+    this.idle('run predictions', true);
+    const l = this.alive();
+    if (!l) throw new Error('No model is loaded: train a run first, or pick a run whose adapter to use.');
+    const t0 = performance.now();
+    const raws = await Promise.all(images.map((b) => this.deps.decodeImage(b)));
+    const cfg = { ...DEFAULT_IMAGE_CONFIG, minPixels: opts.minPixels, maxPixels: opts.maxPixels };
+    const processed = raws.map((r) => preprocessImage(r, cfg));
+    const tok = l.tokenizer;
+    const p = buildPrompt({ messages: [userTurn(prompt, processed.length)], images: processed.map((x) => ({ gridThw: x.imageGridThw })), tokenizer: tok });
+    const [out] = await l.model.generate([{ inputIds: p.inputIds, images: processed.length ? stackImages(processed) : undefined }], {
+      maxNewTokens: opts.maxNewTokens ?? 128, stopIds: [tok.special.imEnd, tok.special.endOfText], lora: (opts.adapter ?? true) && !!l.adapter,
+    });
+    const ids = Array.from(out);
+    if (ids.length && (ids[ids.length - 1] === tok.special.imEnd || ids[ids.length - 1] === tok.special.endOfText)) ids.pop();
+    const text = tok.decode(ids, { skipSpecialTokens: true });
+    const resized = processed.map((x) => ({ width: x.width, height: x.height }));
+    const groundings = parseGroundings(text);
+    const orig = opts.original?.[0] ?? (raws[0] ? { width: raws[0].width, height: raws[0].height } : undefined);
+    return {
+      text,
+      resizedBoxes: groundings.map((g) => g.bbox),
+      boxes: resized[0] && orig ? groundings.map((g) => ({ bbox: boxToOriginal(g.bbox, resized[0], orig), ...(g.label ? { label: g.label } : {}) })) : [],
+      resized, tokens: out.length, ms: performance.now() - t0,
+    };
+  }
+
+  async exportAdapter(layout: 'peft' | 'peft-legacy', runId?: string): Promise<AdapterFile[]> {
+    const tl = layout === 'peft-legacy' ? 'hub' : 'transformers';
+    const enc = (o: unknown) => new TextEncoder().encode(JSON.stringify(o, null, 2) + '\n');
+    if (runId) {
+      // From the checkpoint (no GPU, no model): its tensors are keyed by peft name, ≥ 4.52 layout.
+      const kv = await this.deps.kv();
+      const [meta, ck] = [await kv.get<RunMeta>(metaKey(runId)), await loadLatestCheckpoint(kv, runId)];
+      if (!meta || !ck) throw new Error(`Run ${runId} has no checkpoint in this browser: nothing to export yet.`);
+      return [
+        { name: 'adapter_model.safetensors', bytes: checkpointSafetensors(ck, tl) },
+        { name: 'adapter_config.json', bytes: enc(adapterConfigJson({ ...meta.lora, baseModelNameOrPath: meta.baseModel })) },
+      ];
+    }
+    this.idle('export the live adapter', true);
+    const l = this.alive();
+    if (!l?.adapter) throw new Error('No adapter on the model: choose a run to export.');
+    const ex = await l.model.exportAdapter({ layout: tl });
+    return [
+      { name: 'adapter_model.safetensors', bytes: ex.safetensors },
+      { name: 'adapter_config.json', bytes: enc(ex.config) },
+    ];
+  }
+
+  async importAdapter(files: { name: string; bytes: Uint8Array }[], spec: ModelSpec = { source: 'tiny' }): Promise<AdapterInfo> {
+    this.idle('import an adapter');
+    const by = new Map(files.map((f) => [f.name.split('/').pop()!, f.bytes]));
+    const cfg = by.get('adapter_config.json'), st = by.get('adapter_model.safetensors');
+    if (!cfg || !st) throw new Error(`A peft adapter is adapter_config.json + adapter_model.safetensors; got ${files.map((f) => f.name).join(', ') || 'no files'}.`);
+    let l = this.alive();
+    if (!l) {
+      await this.loadModel(spec, null);
+      l = this.loaded!;
+    }
+    await l.model.loadAdapter({ 'adapter_config.json': cfg, 'adapter_model.safetensors': st });
+    const lora = parseAdapterConfig(new TextDecoder().decode(cfg));
+    const name = (files.find((f) => f.name.endsWith('adapter_model.safetensors'))?.name ?? 'adapter').replace(/\/?adapter_model\.safetensors$/, '') || 'adapter';
+    l.adapter = { label: `imported: ${name}`, lora };
+    l.info = { ...l.info, warnings: [...l.model.warnings] };
+    return this.adapterInfo(l);
+  }
+
+  async clusterBundle(config: TrainConfig, datasetId: string): Promise<{ name: string; bytes: Uint8Array; files: string[] }> {
+    const { dataset, samples } = await this.deps.loadSamples(datasetId);
+    const ds = { ...dataset, minPixels: dataset.minPixels, maxPixels: dataset.maxPixels };
+    const ex = exportDataset(ds, samples.map((s) => s.image), 'trl');
+    const jsonl = ex.files.find((f) => f.path === 'data.jsonl')?.text ?? '';
+    const records = jsonl.split('\n').filter((x) => x.trim()).map((x) => JSON.parse(x) as object);
+    const images = await Promise.all(samples.map(async (s) => ({ name: ex.imagePaths.get(s.imageId)!, bytes: new Uint8Array(await s.blob.arrayBuffer()) })));
+    // train.py resizes with the dataset's bounds, the frame its box answers are in
+    const files = clusterBundle({ ...config, data: { ...config.data, minPixels: dataset.minPixels, maxPixels: dataset.maxPixels } }, { records, images });
+    const zip = zipSync(Object.fromEntries(files.map((f) => [f.name, [f.bytes, { level: f.name.startsWith('images/') ? 0 : 6 }]])) as Parameters<typeof zipSync>[0]);
+    const base = dataset.name.replace(/[^\w.-]+/g, '_') || 'dataset';
+    return { name: `${base}-cluster-${config.method}.zip`, bytes: zip, files: files.map((f) => f.name) };
+  }
+}
+
+class StopBeforeStart extends Error {}
+
+type Plan = { images: { height: number; width: number }[]; textTokens: number };
+const DEFAULT_PLAN: Plan = { images: [{ height: 448, width: 448 }], textTokens: 256 };
+
+function exampleOfKind(r: TaskRecord, method: TrainConfig['method']): boolean {
+  return r.kind === 'sft' ? method === 'sft' : r.kind === 'preference' ? method === 'dpo' : method === 'grpo' || method === 'ppo';
+}
+
+function gpuLostReason(): string | undefined {
+  try {
+    gpu();
+    return undefined;
+  } catch (e) {
+    return /lost \((.*)\)\./.exec((e as Error).message)?.[1];
+  }
+}
+
+/** A checkpoint's LoRA tensors as adapter_model.safetensors in the given key layout. */
+export function checkpointSafetensors(ck: Checkpoint, layout: 'hub' | 'transformers'): Uint8Array {
+  const tensors: StWriteTensor[] = Object.entries(ck.lora).map(([key, t]) => {
+    const m = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/.exec(key);
+    if (!m) throw new Error(`checkpoint tensor "${key}" is not a peft LoRA weight`);
+    return { name: `base_model.model.${layoutName(canonicalName(m[1]), layout)}.lora_${m[2]}.weight`, dtype: 'F32', shape: t.shape, data: t.data };
+  });
+  return writeSafetensors(tensors, { format: 'pt' });
+}
+
+/**
+ * Rough FLOPs of one training example: decoder matmuls ×3 (forward, input grads, LoRA grads ≈ a
+ * second backward pass through frozen weights), attention, the scored lm_head rows ×3, the frozen
+ * vision tower forward once; DPO runs two sequences with a reference pass each, GRPO G sampled
+ * sequences plus their generation.
+ */
+function stepFlops(cfg: QwenVLConfig, c: TrainConfig, plan: Plan): number {
+  const t = cfg.text, v = cfg.vision;
+  const q = t.numAttentionHeads * t.headDim, kv = t.numKeyValueHeads * t.headDim;
+  const perTok = t.numHiddenLayers * 2 * (t.hiddenSize * (q + 2 * kv) + q * t.hiddenSize + 3 * t.hiddenSize * t.intermediateSize);
+  let patches = 0;
+  for (const im of plan.images) patches += (im.height / v.patchSize) * (im.width / v.patchSize);
+  const L = plan.textTokens + patches / v.spatialMergeSize ** 2;
+  const attn = t.numHiddenLayers * 4 * L * L * q;
+  const vParams = v.depth * (4 * v.hiddenSize ** 2 + 3 * v.hiddenSize * v.intermediateSize);
+  const vision = 2 * vParams * patches;
+  const answer = Math.min(64, plan.textTokens);
+  const lmHead = 2 * t.vocabSize * t.hiddenSize * answer;
+  const train = 3 * (perTok * L + attn + lmHead);
+  const ref = perTok * L + attn + lmHead;
+  if (c.method === 'dpo') return vision + 2 * (train + ref);
+  if (c.method === 'grpo' || c.method === 'ppo') {
+    const g = c.method === 'grpo' ? c.grpo : c.ppo;
+    const G = c.method === 'grpo' ? c.grpo.numGenerations : 1;
+    const gen = g.maxNewTokens * (perTok + 2 * t.vocabSize * t.hiddenSize) * G;
+    return vision + gen + G * (train + (c.grpo.beta > 0 ? ref : 0));
+  }
+  return vision + train;
+}
