@@ -6,7 +6,8 @@
 // Assumptions (state them when quoting the figures): activations f32; attention is flash-style
 // (a log-sum-exp per query and head is kept, never the [heads, L, L] probabilities); the lm_head +
 // log-softmax work on vocabulary chunks; a frozen vision tower runs forward only, one block live at
-// a time; batch = sequences of the same length.
+// a time (a tower with LoRA keeps its blocks' activations, or their inputs with recomputation);
+// batch = sequences of the same length.
 import type { QwenVLConfig } from './config.ts';
 import { targetedModules, type LoraConfig } from './lora.ts';
 import { expectedWeights } from './weights.ts';
@@ -173,7 +174,10 @@ export function estimateMemory(req: MemoryRequest): MemoryEstimate {
   ];
   const visionPeakBytes = sum(visionWorking);
   const visionTrained = mods.some((m) => m.tower === 'vision');
-  const visionKeptBytes = visionTrained ? v.depth * N * (4 * C + 3 * C + 3 * Iv) * F32 : 0;
+  // a trained tower keeps per block x, h1, q, k, v, attn, x2, h2 and gate, up, act (only each block's
+  // input with recompute, plus the block being rebuilt), and the merger's input, ln_q, mlp.0, GELU
+  const visionBlock = N * (8 * C + 3 * Iv);
+  const visionKeptBytes = visionTrained ? ((req.recompute ? v.depth * N * C + visionBlock : v.depth * visionBlock) + 4 * N * C) * F32 : 0;
 
   // peak: kept activations + the layer being rebuilt + backward scratch + the rest; a frozen
   // vision tower's peak happens earlier, while nothing else is live but its output

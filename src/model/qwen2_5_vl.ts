@@ -1,6 +1,6 @@
 // Qwen2.5-VL on WebGPU: forward to per-token log-probs, backward to every LoRA parameter.
 //
-//   images ─ vision tower (frozen, vision.ts; cached per image content) ─▶ image_embeds [M, H]
+//   images ─ vision tower (vision.ts; cached per image content while it runs without LoRA) ─▶ image_embeds [M, H]
 //   ids ─ embed_tokens ─▶ x [L, H], image_embeds scattered into the <|image_pad|> rows
 //   M-RoPE positions (data/ropeIndex.ts) ─▶ cos/sin tables [L, D/2]
 //   decoder layers (text.ts): RMSNorm → GQA attention (q/k/v bias, M-RoPE) → RMSNorm → SwiGLU,
@@ -14,18 +14,26 @@
 // Saved forwards form a stack: backward() consumes the most recent one not yet backpropagated, so
 // DPO / GRPO can run several train forwards, compute the loss, then backward each (last first).
 // The reference policy is the same weights with lora: false.
+//
+// LoRA dropout (peft's lora_dropout) applies in train forwards only: each module's branch reads
+// dropout(x) with a mask hashed from (seed of the forward, module, element), so nothing is stored;
+// the backward (and a recomputed layer) redraws the same mask from the seed kept with the forward.
+// Vision LoRA: with any vision module adapted (and lora on), the tower runs uncached with the
+// adapter; a train forward keeps its activations and the backward continues from the image rows
+// of d inputs_embeds into the tower (vision.ts visionBackward).
 import { gpu } from '../gpu/device.ts';
 import { flush } from '../gpu/kernel.ts';
 import { fromData, readMany, trimPool, zeros, type Tensor } from '../gpu/tensor.ts';
 import { embedding } from '../ops/embedding.ts';
 import { fill, gatherRows, scatterRows } from '../ops/elementwise.ts';
+import { dropoutStream } from '../ops/cpu/dropout.ts';
 import { rmsnorm, rmsnormBackward } from '../ops/rmsnorm.ts';
 import { mropeTables, type RopeTables } from '../ops/rope.ts';
 import { getRopeIndex } from '../data/ropeIndex.ts';
 import { parseConfig, type QwenVLConfig } from './config.ts';
 import { uploadWeights, type GpuWeights, type UploadProgress } from './gpuWeights.ts';
 import {
-  adapterConfigJson, defaultLoraConfig, initLora, parseAdapter, saveAdapter, targetedModules, peftKey,
+  adapterConfigJson, defaultLoraConfig, initLora, parseAdapter, saveAdapter, peftKey,
   type LoraAdapter, type LoraConfig,
 } from './lora.ts';
 import { checkMemory, estimateMemory, gib, mib, neededSplits } from './memory.ts';
@@ -35,7 +43,7 @@ import {
   layerBackward, layerForward, lmHeadBackward, lmHeadScore, logitsChunk, releaseActs, releaseBlocks, rowsPerBlock,
   type GpuLoraModule, type LayerActs, type ScoreBlock, type TextCtx,
 } from './text.ts';
-import { visionForward, type VisionCapture } from './vision.ts';
+import { releaseVisionSaved, visionAdapted, visionBackward, visionForward, type VisionCapture, type VisionSaved } from './vision.ts';
 import { generate, type GenerateOptions, type GenHost, type Prompt } from './generate.ts';
 
 export interface ImageInput {
@@ -94,9 +102,32 @@ export interface ForwardCapture {
   logits?: Float32Array;
 }
 
+/** Options of a forward to log-probs. */
+export interface LogpsOptions {
+  /** apply the adapter */
+  lora: boolean;
+  /** keep the activations for backward() (needs lora: true); LoRA dropout applies */
+  train: boolean;
+  /** also return the final-norm hidden states of the predicting rows */
+  hidden?: boolean;
+  /**
+   * seed of this train forward's LoRA dropout masks (any number, used as a u32; ignored unless
+   * `train` and lora_dropout > 0); default: an internal counter, so every train forward draws new
+   * masks. Pass a different one per forward (e.g. from step and micro-batch) to make runs repeatable.
+   */
+  dropoutSeed?: number;
+  /** false: no LoRA dropout even in a train forward (trl's DPO disables dropout); default true */
+  dropout?: boolean;
+}
+
 interface Saved {
   L: number;
   loraOn: boolean;
+  /** LoRA dropout of the forward (p, seed): the backward redraws the same masks */
+  dropout?: { p: number; seed: number };
+  /** the vision tower's kept forward (vision LoRA) and the image-pad rows (i32) */
+  vision?: VisionSaved;
+  imgRows?: Tensor;
   rope: RopeTables;
   /** input of every layer (inputs[0] = inputs_embeds) */
   inputs: Tensor[];
@@ -110,6 +141,13 @@ interface Saved {
 }
 
 interface Prepared { x: Tensor; rope: RopeTables; positionIds: Int32Array; ropeDelta: number; L: number }
+
+interface PrepareOptions {
+  /** run the tower with capture (golden intermediates) and return image_embeds */
+  captureVision?: boolean;
+  /** keep the tower's activations for the backward (a train forward with vision LoRA) */
+  keepVision?: boolean;
+}
 
 const MAX_CACHED_IMAGES = 32;
 
@@ -138,9 +176,11 @@ export class Qwen2_5_VL {
   recompute: boolean;
   /** scored rows per lm_head block (default: what one binding of [rows, vocabChunk] logits allows) */
   scoreRowBlock?: number;
-  /** notes about settings this engine does not honour (e.g. LoRA dropout) */
+  /** notes about settings this engine does not honour */
   readonly warnings: string[] = [];
   private lora = new Map<string, GpuLoraModule>();
+  /** seeds of train forwards that are not given one */
+  private dropoutCounter = 0;
   private adapterConfig?: LoraConfig;
   private imageCache = new Map<string, CachedImage>();
   private saved: Saved[] = [];
@@ -166,7 +206,6 @@ export class Qwen2_5_VL {
       throw e;
     }
     const config = parseConfig(new TextDecoder().decode(bytes), `${source.id}: config.json`);
-    if (opts.lora) checkTextOnly(config, opts.lora);
     Qwen2_5_VL.checkMemory(config, g.limits, opts);
     const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal });
     const m = new Qwen2_5_VL(config, w, opts);
@@ -197,18 +236,16 @@ export class Qwen2_5_VL {
   // ---------------------------------------------------------------- adapter
 
   /**
-   * Replace the adapter (text decoder modules only); gradients start at zero, pending train forwards
+   * Replace the adapter (text and vision modules); gradients start at zero, pending train forwards
    * are dropped, and loraParams() returns new tensors (an optimizer must fetch them again).
    */
   setAdapter(a: LoraAdapter): void {
     this.live();
-    const vision = [...a.modules.keys()].filter((n) => n.startsWith('visual.'));
-    if (vision.length) throw new Error(`LoRA on vision modules is not supported yet (the vision tower runs frozen, forward only): ${vision.slice(0, 3).join(', ')}${vision.length > 3 ? ', …' : ''}`);
     this.releaseSaved();
     this.releaseLora();
     try {
       for (const m of a.modules.values()) {
-        const l = { spec: m } as unknown as GpuLoraModule;
+        const l = { spec: m, stream: dropoutStream(m.name) } as unknown as GpuLoraModule;
         this.lora.set(m.name, l); // released with the rest if a later upload fails
         l.A = fromData(m.A, [m.r, m.inFeatures], 'f32', `${m.name}.lora_A`);
         l.B = fromData(m.B, [m.outFeatures, m.r], 'f32', `${m.name}.lora_B`);
@@ -220,14 +257,10 @@ export class Qwen2_5_VL {
       throw e;
     }
     this.adapterConfig = a.config;
-    if (a.config.loraDropout > 0 && !this.warnings.some((w) => w.startsWith('lora_dropout'))) {
-      this.warnings.push(`lora_dropout ${a.config.loraDropout} is not applied: this engine trains LoRA without dropout`);
-    }
   }
 
   /** A fresh peft-initialised adapter (A kaiming-uniform, B zeros). */
   initAdapter(cfg: LoraConfig, seed = 0): void {
-    checkTextOnly(this.config, cfg);
     this.setAdapter(initLora(this.config, cfg, seed));
   }
 
@@ -273,12 +306,12 @@ export class Qwen2_5_VL {
 
   // ---------------------------------------------------------------- forward
 
-  private ctx(loraOn: boolean): TextCtx {
-    return { cfg: this.config, w: this.w, lora: this.lora, loraOn, rowBlock: this.scoreRowBlock };
+  private ctx(loraOn: boolean, dropout?: { p: number; seed: number }): TextCtx {
+    return { cfg: this.config, w: this.w, lora: this.lora, loraOn, rowBlock: this.scoreRowBlock, ...(dropout ? { dropout } : {}) };
   }
 
   /**
-   * Vision tower output [M, H] for the images of a sequence, cached by content (LRU). The cache
+   * Base vision tower output [M, H] (no LoRA) for the images of a sequence, cached by content (LRU). The cache
    * holds promises, so concurrent calls for one image run the tower once. Owned by the cache: do
    * not release.
    */
@@ -288,7 +321,7 @@ export class Qwen2_5_VL {
     let e = this.imageCache.get(key);
     if (e) this.imageCache.delete(key); // re-inserted below as the newest
     else {
-      const entry: CachedImage = { p: visionForward(this.w, this.config, img.pixelValues, img.imageGridThw).then((r) => (entry.t = r.imageEmbeds)) };
+      const entry: CachedImage = { p: visionForward(this.ctx(false), img.pixelValues, img.imageGridThw).then((r) => (entry.t = r.imageEmbeds)) };
       entry.p.catch(() => this.imageCache.get(key) === entry && this.imageCache.delete(key));
       e = entry;
     }
@@ -306,8 +339,11 @@ export class Qwen2_5_VL {
     this.imageCache.clear();
   }
 
-  /** inputs_embeds [L, H] (image rows scattered in), M-RoPE tables and positions. */
-  private async prepare(seq: { inputIds: Int32Array; images?: ImageInput }, captureVision = false): Promise<Prepared & { vision?: VisionCapture; imageEmbeds?: Tensor }> {
+  /**
+   * inputs_embeds [L, H] (image rows scattered in), M-RoPE tables and positions. The tower runs
+   * through the cache unless this pass adapts vision modules (then its output depends on the adapter).
+   */
+  private async prepare(seq: { inputIds: Int32Array; images?: ImageInput }, ctx: TextCtx, o: PrepareOptions = {}): Promise<Prepared & { vision?: VisionCapture; imageEmbeds?: Tensor; visionSaved?: VisionSaved; imgRows?: Int32Array }> {
     this.live();
     const cfg = this.config, t = cfg.text, ids = seq.inputIds, L = ids.length;
     if (!L) throw new Error('input_ids is empty');
@@ -318,16 +354,19 @@ export class Qwen2_5_VL {
       if (!(Number.isInteger(id) && id >= 0 && id < t.vocabSize)) throw new Error(`token id ${id} at position ${i} is outside the vocabulary (${t.vocabSize})`);
       if (id === cfg.imageTokenId) imgRows.push(i);
     }
-    let img: Tensor | undefined, vision: VisionCapture | undefined;
+    let img: Tensor | undefined, vision: VisionCapture | undefined, visionSaved: VisionSaved | undefined;
+    const own = o.captureVision || visionAdapted(ctx); // a tower run of our own, not the cache's
     if (imgRows.length) {
       if (!seq.images) throw new Error(`input_ids hold ${imgRows.length} image tokens but no images were given`);
-      if (captureVision) {
-        const r = await visionForward(this.w, cfg, seq.images.pixelValues, seq.images.imageGridThw, { capture: true });
+      if (own) {
+        const r = await visionForward(ctx, seq.images.pixelValues, seq.images.imageGridThw, { capture: o.captureVision, keep: o.keepVision && visionAdapted(ctx), recompute: this.recompute });
         img = r.imageEmbeds;
         vision = r.capture;
+        visionSaved = r.saved;
       } else img = await this.imageEmbeds(seq.images);
       if (img.shape[0] !== imgRows.length) {
-        if (captureVision) img.release();
+        if (own) img.release();
+        if (visionSaved) releaseVisionSaved(visionSaved);
         throw new Error(`input_ids hold ${imgRows.length} image tokens but the images give ${img.shape[0]} features`);
       }
     }
@@ -344,14 +383,19 @@ export class Qwen2_5_VL {
       idx.release();
     }
     const rope = mropeTables(ri.positionIds, L, t.mropeSection, t.ropeTheta, t.headDim);
-    return { x, rope, positionIds: ri.positionIds, ropeDelta: ri.ropeDeltas[0], L, vision, imageEmbeds: captureVision ? img : undefined };
+    if (img && own && !o.captureVision) img.release();
+    return {
+      x, rope, positionIds: ri.positionIds, ropeDelta: ri.ropeDeltas[0], L, vision, imageEmbeds: o.captureVision ? img : undefined,
+      ...(visionSaved ? { visionSaved, imgRows: Int32Array.from(imgRows) } : {}),
+    };
   }
 
   /**
    * Per-token log-probs of ids[scoreStart..L−1] and argmax hits; with `train`, the activations the
-   * backward needs are kept (needs lora: true: the base weights are frozen).
+   * backward needs are kept (needs lora: true: the base weights are frozen) and LoRA dropout
+   * (the adapter's lora_dropout) applies, with masks seeded by `dropoutSeed`.
    */
-  async logps(seq: SeqInput, opts: { lora: boolean; train: boolean; hidden?: boolean }): Promise<LogpsResult> {
+  async logps(seq: SeqInput, opts: LogpsOptions): Promise<LogpsResult> {
     const L = seq.inputIds.length, H = this.config.text.hiddenSize;
     if (!(Number.isInteger(seq.scoreStart) && seq.scoreStart >= 1 && seq.scoreStart <= L)) throw new Error(`scoreStart ${seq.scoreStart} must be in [1, ${L}] (the first token has no prediction)`);
     if (opts.train && !(opts.lora && this.lora.size)) throw new Error('train: true needs a LoRA adapter and lora: true (the base weights are frozen)');
@@ -361,8 +405,10 @@ export class Qwen2_5_VL {
       rows[i] = seq.scoreStart - 1 + i;
       targets[i] = seq.inputIds[seq.scoreStart + i];
     }
-    const ctx = this.ctx(opts.lora);
-    const p = await this.prepare(seq);
+    const pDrop = this.adapterConfig?.loraDropout ?? 0;
+    const dropout = opts.train && pDrop > 0 && opts.dropout !== false ? { p: pDrop, seed: (opts.dropoutSeed ?? this.dropoutCounter++) >>> 0 } : undefined;
+    const ctx = this.ctx(opts.lora, dropout);
+    const p = await this.prepare(seq, ctx, { keepVision: opts.train });
     const keepActs = opts.train && !this.recompute;
     const inputs: Tensor[] = [], acts: LayerActs[] = [];
     let x = p.x;
@@ -386,7 +432,8 @@ export class Qwen2_5_VL {
       lastHidden?.set(back[2 * blocks.length + i] as Float32Array, b.start * H);
     });
     if (opts.train) {
-      this.saved.push({ L, loraOn: opts.lora, rope: p.rope, inputs, acts: keepActs ? acts : undefined, xFinal: x, rstdF: nf.rstd, rows, blocks });
+      const imgRows = p.imgRows ? fromData(p.imgRows, [p.imgRows.length], 'i32', 'image_rows') : undefined;
+      this.saved.push({ L, loraOn: opts.lora, dropout, vision: p.visionSaved, imgRows, rope: p.rope, inputs, acts: keepActs ? acts : undefined, xFinal: x, rstdF: nf.rstd, rows, blocks });
     } else {
       for (const t of [x, nf.rstd, p.rope.cos, p.rope.sin]) t.release();
       releaseBlocks(blocks);
@@ -412,7 +459,7 @@ export class Qwen2_5_VL {
       const H = this.config.text.hiddenSize;
       if (dlogps.length !== s.rows.length) throw new Error(`backward: dlogps has ${dlogps.length} values but the forward scored ${s.rows.length} tokens`);
       if (dhidden && dhidden.length !== s.rows.length * H) throw new Error(`backward: dhidden has ${dhidden.length} values, expected ${s.rows.length}×${H}`);
-      const ctx = this.ctx(s.loraOn);
+      const ctx = this.ctx(s.loraOn, s.dropout);
       const dlast = lmHeadBackward(ctx, s.blocks, s.rows, dlogps, s.L, dhidden);
       let d = rmsnormBackward(dlast, s.xFinal, this.w.get('model.norm.weight'), s.rstdF).dx;
       dlast.release();
@@ -430,6 +477,12 @@ export class Qwen2_5_VL {
         d.release();
         d = dx;
       }
+      // d inputs_embeds: its image rows are d image_embeds, the tower's upstream gradient
+      if (s.vision && s.imgRows) {
+        const dimg = gatherRows(d, s.imgRows);
+        visionBackward(ctx, s.vision, dimg);
+        dimg.release();
+      }
       d.release();
     } finally {
       releaseSaved(s);
@@ -444,10 +497,10 @@ export class Qwen2_5_VL {
 
   // ---------------------------------------------------------------- debug / parity
 
-  /** The vision tower alone (uncached), image_embeds read back; with capture, its intermediates. */
-  async vision(img: ImageInput, opts: { capture?: boolean } = {}): Promise<{ imageEmbeds: Float32Array; capture?: VisionCapture }> {
+  /** The vision tower alone (uncached, with the adapter when `lora`), image_embeds read back; with capture, its intermediates. */
+  async vision(img: ImageInput, opts: { capture?: boolean; lora?: boolean } = {}): Promise<{ imageEmbeds: Float32Array; capture?: VisionCapture }> {
     this.live();
-    const r = await visionForward(this.w, this.config, img.pixelValues, img.imageGridThw, opts);
+    const r = await visionForward(this.ctx(opts.lora ?? false), img.pixelValues, img.imageGridThw, { capture: opts.capture });
     const [e] = await readMany([r.imageEmbeds]);
     r.imageEmbeds.release();
     return { imageEmbeds: e as Float32Array, capture: r.capture };
@@ -456,7 +509,7 @@ export class Qwen2_5_VL {
   /** Forward with every golden intermediate read back (slow; for parity and debugging). */
   async captureForward(seq: { inputIds: Int32Array; images?: ImageInput }, opts: { lora?: boolean; logits?: boolean; vision?: boolean } = {}): Promise<ForwardCapture> {
     const ctx = this.ctx(opts.lora ?? false);
-    const p = await this.prepare(seq, opts.vision ?? false);
+    const p = await this.prepare(seq, ctx, { captureVision: opts.vision ?? false });
     const out: Partial<ForwardCapture> = { positionIds: p.positionIds, ropeDelta: p.ropeDelta, layerOut: [], vision: p.vision };
     const img = p.imageEmbeds;
     if (img) {
@@ -505,13 +558,14 @@ export class Qwen2_5_VL {
   /** KV-cache generation for a batch of prompts; returns the new tokens of each (stop id included). */
   async generate(prompts: Prompt[], opts: GenerateOptions): Promise<Int32Array[]> {
     this.live();
+    const lora = (opts.lora ?? true) && this.lora.size > 0;
     const host: GenHost = {
       config: this.config,
       contextLength: this.contextLength,
       ctx: (on) => this.ctx(on && this.lora.size > 0),
-      prepare: (p) => this.prepare(p),
+      prepare: (p) => this.prepare(p, this.ctx(lora)),
     };
-    return generate(host, prompts, { ...opts, lora: opts.lora ?? this.lora.size > 0 });
+    return generate(host, prompts, { ...opts, lora });
   }
 
   // ---------------------------------------------------------------- lifetime
@@ -548,9 +602,6 @@ function releaseSaved(s: Saved): void {
   for (const t of [...s.inputs, s.xFinal, s.rstdF, s.rope.cos, s.rope.sin]) t.release();
   for (const a of s.acts ?? []) if (a) releaseActs(a);
   releaseBlocks(s.blocks);
-}
-
-function checkTextOnly(config: QwenVLConfig, cfg: LoraConfig): void {
-  const vision = targetedModules(config, cfg).filter((m) => m.tower === 'vision');
-  if (vision.length) throw new Error(`LoRA on vision modules is not supported yet (the vision tower runs frozen, forward only); target_modules selects ${vision.length} vision module(s), e.g. ${vision[0].name}`);
+  if (s.vision) releaseVisionSaved(s.vision);
+  s.imgRows?.release();
 }

@@ -8,6 +8,8 @@
 //              h2 = RMSNorm(x2)                         post_attention_layernorm
 //              x' = x2 + down(silu(gate(h2)) · up(h2))  (+ LoRA on each)
 //
+// LoRA dropout (ctx.dropout, train passes only) is applied inside each adapted linear by a hash
+// mask of (seed, module, element) that the backward redraws (ops/lora.ts, ops/dropout.ts).
 // A forward with `keep` returns the activations its backward reads (LayerActs); the backward
 // walks them in reverse and accumulates LoRA gradients. The base weights are frozen: only
 // activations get gradients, plus lora_A/lora_B. Attention is a callback so generation can route
@@ -16,7 +18,7 @@ import { gpu } from '../gpu/device.ts';
 import { fromData, zeros, type Tensor } from '../gpu/tensor.ts';
 import { add, addInPlace, gatherRows, scatterRows } from '../ops/elementwise.ts';
 import { lsgBackwardChunk, lsgBegin, lsgChunk, lsgFinish } from '../ops/softmaxGather.ts';
-import { loraLinear, loraLinearBackward } from '../ops/lora.ts';
+import { loraLinear, loraLinearBackward, type DropoutSpec } from '../ops/lora.ts';
 import { matmul, matmulBackwardInput } from '../ops/matmul.ts';
 import { rmsnorm, rmsnormBackward } from '../ops/rmsnorm.ts';
 import { ropeApply, ropeBackward, type RopeTables } from '../ops/rope.ts';
@@ -29,6 +31,8 @@ import type { LoraModuleSpec } from './lora.ts';
 /** One adapted linear: lora_A [r, in], lora_B [out, r] and their gradients, all f32. */
 export interface GpuLoraModule {
   spec: LoraModuleSpec;
+  /** dropout stream of the module (dropoutStream(name)): modules draw independent masks */
+  stream: number;
   A: Tensor;
   B: Tensor;
   gA: Tensor;
@@ -47,6 +51,8 @@ export interface TextCtx {
   loraOn: boolean;
   /** scored rows per lm_head block (default: as many as one binding of logits allows) */
   rowBlock?: number;
+  /** LoRA dropout of this pass (train forwards and their backward only; absent when p = 0) */
+  dropout?: { p: number; seed: number };
 }
 
 /** Everything a layer's backward reads (the layer input x is kept by the caller). */
@@ -75,8 +81,13 @@ export const causalAttend: Attend = (_l, q, k, v, keep) => {
   return r;
 };
 
-function loraOf(ctx: TextCtx, module: string): GpuLoraModule | undefined {
+export function loraOf(ctx: TextCtx, module: string): GpuLoraModule | undefined {
   return ctx.loraOn ? ctx.lora.get(module) : undefined;
+}
+
+/** The dropout mask spec of an adapted module in this pass (undefined: no dropout). */
+export function dropoutOf(ctx: TextCtx, l: GpuLoraModule): DropoutSpec | undefined {
+  return ctx.dropout && ctx.dropout.p > 0 ? { p: ctx.dropout.p, seed: ctx.dropout.seed, stream: l.stream } : undefined;
 }
 
 /** nn.Linear `module` (+ its LoRA branch when on) on x [T, in] → y [T, out], xa when adapted. */
@@ -85,7 +96,7 @@ export function linear(ctx: TextCtx, module: string, x: Tensor, keep: boolean): 
   const bias = ctx.w.has(`${module}.bias`) ? ctx.w.get(`${module}.bias`) : undefined;
   const l = loraOf(ctx, module);
   if (!l) return { y: matmul(x, w, { bias, name: `${module}.y` }) };
-  const r = loraLinear(x, { weight: w, bias, loraA: l.A, loraB: l.B, scaling: l.spec.scaling }, { name: module });
+  const r = loraLinear(x, { weight: w, bias, loraA: l.A, loraB: l.B, scaling: l.spec.scaling }, { name: module, dropout: dropoutOf(ctx, l) });
   if (!keep) {
     r.xa?.release();
     return { y: r.y };
@@ -99,7 +110,7 @@ export function linearBackward(ctx: TextCtx, module: string, dy: Tensor, x: Tens
   const l = loraOf(ctx, module);
   if (!l) return matmulBackwardInput(dy, w, { name: `${module}.dx` });
   if (!xa) throw new Error(`backward of ${module}: the forward kept no x·Aᵀ`);
-  const g = loraLinearBackward(dy, x, xa, { weight: w, loraA: l.A, loraB: l.B, scaling: l.spec.scaling }, { dA: l.gA, dB: l.gB, accumulate: true, name: module });
+  const g = loraLinearBackward(dy, x, xa, { weight: w, loraA: l.A, loraB: l.B, scaling: l.spec.scaling }, { dA: l.gA, dB: l.gB, accumulate: true, name: module, dropout: dropoutOf(ctx, l) });
   return g.dx!;
 }
 

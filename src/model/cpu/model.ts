@@ -5,12 +5,18 @@
 //   fullatt_block_indexes; hidden states in window order) → merger → un-permute
 // text: embed, image rows scattered into the image-pad positions → decoder layers (RMSNorm, GQA
 //   with q/k/v bias and M-RoPE, SwiGLU; optional LoRA) → final norm → tied embedding or lm_head
+// LoRA (text and vision modules) with optional dropout: the branch reads dropout(x) with the GPU's
+// hash mask (ops/cpu/dropout.ts), so a train forward's result can be checked exactly.
 import type { QwenVLConfig } from '../config.ts';
 import type { LoraAdapter } from '../lora.ts';
 import { lmHeadName, weightF32, type WeightMap } from '../weights.ts';
 import { getWindowIndex, reverseIndex } from '../../data/windowIndex.ts';
 import { getRopeIndex } from '../../data/ropeIndex.ts';
 import { addInPlace, addLora, attention, geluInPlace, linear, rmsnorm, ropeInPlace, segmentKeys, swiglu } from './math.ts';
+import { dropoutCpu, dropoutStream } from '../../ops/cpu/dropout.ts';
+
+/** LoRA dropout of a train forward: probability and the forward's seed (as logps' dropoutSeed). */
+export interface CpuDropout { p: number; seed: number }
 
 export interface VisionOutput {
   /** [M, H] un-permuted (merged-token order), as the decoder consumes them */
@@ -39,6 +45,8 @@ export interface ForwardInput {
   logitRows?: number[];
   /** keep intermediates (inputs_embeds, per-layer outputs, vision internals) */
   capture?: boolean;
+  /** LoRA dropout as a train forward applies it (default none) */
+  dropout?: CpuDropout;
 }
 
 export interface ForwardOutput {
@@ -75,25 +83,28 @@ export class CpuModel {
     return name in this.weights;
   }
 
-  /** nn.Linear `module` (canonical name) on x [T, in], with its LoRA branch when enabled */
-  private linear(module: string, x: Float32Array, T: number, inF: number, outF: number, lora: boolean): Float32Array {
+  /** nn.Linear `module` (canonical name) on x [T, in], with its LoRA branch (on dropout(x)) when enabled */
+  private linear(module: string, x: Float32Array, T: number, inF: number, outF: number, lora: boolean, drop?: CpuDropout): Float32Array {
     const b = this.has(`${module}.bias`) ? this.w(`${module}.bias`) : undefined;
     const y = linear(x, T, inF, this.w(`${module}.weight`), outF, b);
     const m = lora ? this.adapter?.modules.get(module) : undefined;
-    if (m) addLora(y, x, T, inF, outF, m.A, m.B, m.r, m.scaling);
+    if (m) {
+      const xd = drop && drop.p > 0 ? dropoutCpu(x, drop.p, drop.seed, dropoutStream(module)) : x;
+      addLora(y, xd, T, inF, outF, m.A, m.B, m.r, m.scaling);
+    }
     return y;
   }
 
   // ------------------------------------------------------------ vision
 
-  vision(pixelValues: Float32Array, imageGridThw: ArrayLike<number>, opts: { capture?: boolean; lora?: boolean } = {}): VisionOutput {
+  vision(pixelValues: Float32Array, imageGridThw: ArrayLike<number>, opts: { capture?: boolean; lora?: boolean; dropout?: CpuDropout } = {}): VisionOutput {
     const v = this.config.vision;
     const C = v.hiddenSize, hd = v.headDim, unit = v.spatialMergeSize ** 2;
     const K = v.inChannels * v.temporalPatchSize * v.patchSize * v.patchSize;
     const wi = getWindowIndex(imageGridThw, { windowSize: v.windowSize, spatialMergeSize: v.spatialMergeSize, patchSize: v.patchSize });
     const N = wi.numPatches, M = wi.numMergedTokens;
     if (pixelValues.length !== N * K) throw new Error(`vision: pixel_values has ${pixelValues.length} values, image_grid_thw implies [${N}, ${K}]`);
-    const lora = opts.lora ?? !!this.adapter;
+    const lora = opts.lora ?? !!this.adapter, drop = opts.dropout;
 
     // 1. patch embed: the Conv3d with kernel = stride is a matmul with the flattened kernel
     const patchEmbeds = linear(pixelValues, N, K, this.w('visual.patch_embed.proj.weight'), C);
@@ -125,7 +136,7 @@ export class CpuModel {
       const p = `visual.blocks.${b}.`;
       const keys = v.fullattBlockIndexes.includes(b) ? fullKeys : windowKeys;
       const h = rmsnorm(x, this.w(p + 'norm1.weight'), C, 1e-6);
-      const qkv = this.linear(p + 'attn.qkv', h, N, C, 3 * C, lora);
+      const qkv = this.linear(p + 'attn.qkv', h, N, C, 3 * C, lora, drop);
       const q = new Float32Array(N * C), k = new Float32Array(N * C), vv = new Float32Array(N * C);
       for (let n = 0; n < N; n++) {
         q.set(qkv.subarray(n * 3 * C, n * 3 * C + C), n * C);
@@ -135,20 +146,20 @@ export class CpuModel {
       ropeInPlace(q, angW, N, v.numHeads, hd);
       ropeInPlace(k, angW, N, v.numHeads, hd);
       const a = attention(q, k, vv, N, v.numHeads, v.numHeads, hd, keys);
-      addInPlace(x, this.linear(p + 'attn.proj', a, N, C, C, lora));
+      addInPlace(x, this.linear(p + 'attn.proj', a, N, C, C, lora, drop));
       const h2 = rmsnorm(x, this.w(p + 'norm2.weight'), C, 1e-6);
-      const g = this.linear(p + 'mlp.gate_proj', h2, N, C, v.intermediateSize, lora);
-      const u = this.linear(p + 'mlp.up_proj', h2, N, C, v.intermediateSize, lora);
-      addInPlace(x, this.linear(p + 'mlp.down_proj', swiglu(g, u), N, v.intermediateSize, C, lora));
+      const g = this.linear(p + 'mlp.gate_proj', h2, N, C, v.intermediateSize, lora, drop);
+      const u = this.linear(p + 'mlp.up_proj', h2, N, C, v.intermediateSize, lora, drop);
+      addInPlace(x, this.linear(p + 'mlp.down_proj', swiglu(g, u), N, v.intermediateSize, C, lora, drop));
       if (opts.capture) blockOut.push(x.slice());
     }
 
     // 6. merger: RMSNorm, `unit` consecutive rows as one, mlp.0 → GELU → mlp.2
     const Cm = C * unit;
-    const z = this.linear('visual.merger.mlp.0', rmsnorm(x, this.w('visual.merger.ln_q.weight'), C, 1e-6), M, Cm, Cm, lora);
+    const z = this.linear('visual.merger.mlp.0', rmsnorm(x, this.w('visual.merger.ln_q.weight'), C, 1e-6), M, Cm, Cm, lora, drop);
     geluInPlace(z);
     const H = v.outHiddenSize;
-    const merged = this.linear('visual.merger.mlp.2', z, M, Cm, H, lora);
+    const merged = this.linear('visual.merger.mlp.2', z, M, Cm, H, lora, drop);
 
     // 7. un-permute
     const rev = reverseIndex(wi.windowIndex);
@@ -182,7 +193,7 @@ export class CpuModel {
     let imageEmbeds = input.imageEmbeds;
     if (nImageTokens && !imageEmbeds) {
       if (!input.pixelValues || !input.imageGridThw) throw new Error(`forward: input_ids hold ${nImageTokens} image tokens but no pixel_values / image_grid_thw were given`);
-      vision = this.vision(input.pixelValues, input.imageGridThw, { capture: input.capture, lora });
+      vision = this.vision(input.pixelValues, input.imageGridThw, { capture: input.capture, lora, dropout: input.dropout });
       imageEmbeds = vision.imageEmbeds;
     }
     if (nImageTokens && !input.imageGridThw) throw new Error(`forward: input_ids hold ${nImageTokens} image tokens but no image_grid_thw was given`);
@@ -217,17 +228,17 @@ export class CpuModel {
     for (let li = 0; li < t.numHiddenLayers; li++) {
       const p = `model.layers.${li}.`;
       const h = rmsnorm(x, this.w(p + 'input_layernorm.weight'), H, t.rmsNormEps);
-      const q = this.linear(p + 'self_attn.q_proj', h, L, H, Hq * D, lora);
-      const k = this.linear(p + 'self_attn.k_proj', h, L, H, Hkv * D, lora);
-      const v = this.linear(p + 'self_attn.v_proj', h, L, H, Hkv * D, lora);
+      const q = this.linear(p + 'self_attn.q_proj', h, L, H, Hq * D, lora, input.dropout);
+      const k = this.linear(p + 'self_attn.k_proj', h, L, H, Hkv * D, lora, input.dropout);
+      const v = this.linear(p + 'self_attn.v_proj', h, L, H, Hkv * D, lora, input.dropout);
       ropeInPlace(q, ang, L, Hq, D);
       ropeInPlace(k, ang, L, Hkv, D);
       const a = attention(q, k, v, L, Hq, Hkv, D, causal);
-      addInPlace(x, this.linear(p + 'self_attn.o_proj', a, L, Hq * D, H, lora));
+      addInPlace(x, this.linear(p + 'self_attn.o_proj', a, L, Hq * D, H, lora, input.dropout));
       const h2 = rmsnorm(x, this.w(p + 'post_attention_layernorm.weight'), H, t.rmsNormEps);
-      const g = this.linear(p + 'mlp.gate_proj', h2, L, H, I, lora);
-      const u = this.linear(p + 'mlp.up_proj', h2, L, H, I, lora);
-      addInPlace(x, this.linear(p + 'mlp.down_proj', swiglu(g, u), L, I, H, lora));
+      const g = this.linear(p + 'mlp.gate_proj', h2, L, H, I, lora, input.dropout);
+      const u = this.linear(p + 'mlp.up_proj', h2, L, H, I, lora, input.dropout);
+      addInPlace(x, this.linear(p + 'mlp.down_proj', swiglu(g, u), L, I, H, lora, input.dropout));
       if (input.capture) layerOut.push(x.slice());
     }
     const last = rmsnorm(x, this.w('model.norm.weight'), H, t.rmsNormEps);
