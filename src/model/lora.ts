@@ -58,6 +58,23 @@ export function targetRegex(text: readonly string[] = TEXT_LORA_MODULES, vision:
   return parts.length === 1 ? parts[0] : parts.map((p) => `(${p})`).join('|');
 }
 
+/**
+ * The target regex for a list of module names as the UI and configs spell them: decoder names
+ * (q_proj … down_proj) and vision names (attn.qkv, merger.mlp.0, optionally prefixed visual.).
+ */
+export function targetRegexFromNames(names: readonly string[], where = 'LoRA'): string {
+  const text: string[] = [], vision: string[] = [];
+  for (const raw of names) {
+    const m = raw.trim();
+    const v = m.replace(/^(model\.)?visual\./, '');
+    if ((TEXT_LORA_MODULES as readonly string[]).includes(m)) text.push(m);
+    else if ((VISION_LORA_MODULES as readonly string[]).includes(v)) vision.push(v);
+    else throw new Error(`${where}: unknown LoRA target module "${raw}" (decoder: ${TEXT_LORA_MODULES.join(', ')}; vision: ${VISION_LORA_MODULES.join(', ')})`);
+  }
+  if (!text.length && !vision.length) throw new Error(`${where}: choose at least one LoRA target module`);
+  return targetRegex([...new Set(text)], [...new Set(vision)]);
+}
+
 /** The studio's default: r 16, alpha 32, dropout 0.05, all text projections. */
 export function defaultLoraConfig(over: Partial<LoraConfig> = {}): LoraConfig {
   return { r: 16, loraAlpha: 32, loraDropout: 0.05, targetModules: targetRegex(), useRslora: false, ...over };

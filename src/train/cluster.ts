@@ -24,7 +24,7 @@
 //   the PPO run's temperature, max new tokens, KL weight (beta) and clip range (epsilon); README says so.
 // - Strings reach Python only as escaped ASCII literals (pyLit), numbers only when finite.
 
-import { targetRegex, TEXT_LORA_MODULES, VISION_LORA_MODULES } from '../model/lora.ts';
+import { targetRegexFromNames } from '../model/lora.ts';
 
 export type ClusterMethod = 'sft' | 'dpo' | 'grpo' | 'ppo';
 export type ClusterReward = string | { name: string; weight: number };
@@ -183,16 +183,7 @@ function pyFloat(v: number): string {
  * `model.language_model.layers`), as model/lora.ts's targetRegex.
  */
 export function loraTargetRegex(targetModules: string[]): string {
-  const text: string[] = [], vision: string[] = [];
-  for (const raw of targetModules) {
-    const m = raw.trim();
-    const v = m.replace(/^(model\.)?visual\./, '');
-    if ((TEXT_LORA_MODULES as readonly string[]).includes(m)) text.push(m);
-    else if ((VISION_LORA_MODULES as readonly string[]).includes(v)) vision.push(v);
-    else throw new Error(`cluster: unknown LoRA target module "${raw}" (decoder: ${TEXT_LORA_MODULES.join(', ')}; vision: ${VISION_LORA_MODULES.join(', ')})`);
-  }
-  if (!text.length && !vision.length) throw new Error('cluster: choose at least one LoRA target module');
-  return targetRegex([...new Set(text)], [...new Set(vision)]);
+  return targetRegexFromNames(targetModules, 'cluster');
 }
 
 function finite(name: string, v: number, opts: { int?: boolean; min?: number; max?: number; gt?: number } = {}): number {

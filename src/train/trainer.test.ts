@@ -50,10 +50,11 @@ describe('Trainer', () => {
     m.dispose();
   });
 
-  it('a resumed run reaches the same loss at step N as an uninterrupted one', async () => {
+  it('a resumed run reaches the same loss at step N as an uninterrupted one (with LoRA dropout)', async () => {
     const data = sft(3, 5);
+    const model = (seed: number) => Qwen2_5_VL.load(source, { lora: { ...LORA, loraDropout: 0.1 }, loraSeed: seed });
     const o = opts({ maxSteps: 4, gradAccumSteps: 1 });
-    const m1 = await model();
+    const m1 = await model(3);
     const straight = new Trainer(m1, tok, data, o, 'straight');
     const losses: number[] = [];
     for (let i = 0; i < 4; i++) losses.push((await straight.trainStep()).loss);
@@ -61,7 +62,7 @@ describe('Trainer', () => {
     m1.dispose();
 
     const kv = new MemoryKV();
-    const m2 = await model();
+    const m2 = await model(3);
     const first = new Trainer(m2, tok, data, o, 'resumed');
     await first.trainStep();
     await first.trainStep();
@@ -70,7 +71,7 @@ describe('Trainer', () => {
     m2.dispose();
 
     // A fresh model (as after a reload) with a different LoRA init: everything comes from the checkpoint.
-    const m3 = await Qwen2_5_VL.load(source, { lora: LORA, loraSeed: 99 });
+    const m3 = await model(99);
     const second = new Trainer(m3, tok, data, o, 'resumed');
     expect(await second.resume(kv)).toBe(true);
     expect(second.step).toBe(2);

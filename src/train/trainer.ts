@@ -157,6 +157,10 @@ export class Trainer {
     return this.step >= this.totalSteps;
   }
 
+  private dropoutSeed(microBatch: number): number {
+    return (Math.imul(this.cfg.optim.seed, 2654435761) ^ Math.imul(this.step + 1, 40503) ^ microBatch) >>> 0;
+  }
+
   /** The data order of an epoch depends only on (seed, epoch), so a resumed run sees the same order. */
   private order(epoch: number): number[] {
     return new Rng(this.cfg.optim.seed * 1000003 + epoch).permutation(this.examples.length);
@@ -256,8 +260,9 @@ export class Trainer {
     // so accumulating N micro-batches equals one big batch.
     const normalizer = enc.reduce((s, e) => s + e.kept!, 0);
     let loss = 0, hits = 0, tokens = 0;
-    for (const e of enc) {
-      const r = await this.model.logps(e.seq!, { lora: true, train: true });
+    for (const [k, e] of enc.entries()) {
+      // LoRA dropout masks from (seed, step, micro-batch): a resumed run draws the same ones.
+      const r = await this.model.logps(e.seq!, { lora: true, train: true, dropoutSeed: this.dropoutSeed(k) });
       const res = sftLoss({ logps: r.logps, mask: e.mask!, hits: r.hits, normalizer });
       this.model.backward(Float32Array.from(res.dlogps));
       loss += res.loss;
@@ -277,8 +282,8 @@ export class Trainer {
     for (const e of enc) {
       const refC = (await this.model.logps(e.chosen!, { lora: false, train: false })).logps;
       const refR = (await this.model.logps(e.rejected!, { lora: false, train: false })).logps;
-      const polC = (await this.model.logps(e.chosen!, { lora: true, train: true })).logps;
-      const polR = (await this.model.logps(e.rejected!, { lora: true, train: true })).logps;
+      const polC = (await this.model.logps(e.chosen!, { lora: true, train: true, dropout: false })).logps;
+      const polR = (await this.model.logps(e.rejected!, { lora: true, train: true, dropout: false })).logps;
       const res = dpoLoss({ policyChosen: [polC], policyRejected: [polR], refChosen: [refC], refRejected: [refR] }, { beta: this.cfg.dpo.beta, labelSmoothing: this.cfg.dpo.labelSmoothing ?? 0 });
       this.model.backward(Float32Array.from(res.dRejected[0], (d) => d / B));
       this.model.backward(Float32Array.from(res.dChosen[0], (d) => d / B));
@@ -303,7 +308,7 @@ export class Trainer {
     if (ref) for (const [r, s] of seqs.entries()) (await this.model.logps(s, { lora: false, train: false })).logps.forEach((v, t) => (ref[r * T + t] = v));
     let tokens = 0;
     for (const [r, s] of seqs.entries()) {
-      (await this.model.logps(s, { lora: true, train: true })).logps.forEach((v, t) => (logps[r * T + t] = v));
+      (await this.model.logps(s, { lora: true, train: true, dropout: false })).logps.forEach((v, t) => (logps[r * T + t] = v));
       tokens += s.inputIds.length;
     }
     const res = grpoLoss({ logps, mask, advantages: adv.advantages, cols: T, refLogps: ref }, {
@@ -368,7 +373,7 @@ export class Trainer {
     const logps = new Float64Array(R * T), values = new Float64Array(R * T), hidden: Float32Array[] = [];
     let tokens = 0;
     for (const [r, s] of seqs.entries()) {
-      const res = await this.model.logps(s, { lora: true, train: true, hidden: true });
+      const res = await this.model.logps(s, { lora: true, train: true, hidden: true, dropout: false });
       res.logps.forEach((v, t) => (logps[r * T + t] = v));
       values.set(this.values(res.lastHidden!), r * T);
       hidden.push(res.lastHidden!);

@@ -293,7 +293,7 @@ function LoraSettings({ c, errors, update, engineParams }: { c: TrainConfig; err
         <Field label="Alpha α" error={errors['lora.alpha']} help="Scales the update; often 2·r.">
           <NumInput name="lora.alpha" value={l.alpha} onChange={(v) => update({ lora: { alpha: v } })} />
         </Field>
-        <Field label="Dropout" error={errors['lora.dropout']} help="On the LoRA input during training; 0–0.1. Written to adapter_config.json; a run says so if the engine cannot apply it.">
+        <Field label="Dropout" error={errors['lora.dropout']} help="peft's lora_dropout: drops LoRA inputs in SFT training forwards (seeded, so runs repeat); off for DPO/GRPO/PPO, as trl does for DPO. 0–0.1.">
           <NumInput name="lora.dropout" value={l.dropout} onChange={(v) => update({ lora: { dropout: v } })} />
         </Field>
         <label className="field toggle">

@@ -137,7 +137,7 @@ export interface ModelInfo {
   memory: MemoryReport;
   /** GPU bytes the weights and adapter hold */
   gpuBytes: number;
-  /** settings the engine does not honour (e.g. LoRA dropout) */
+  /** notes from the model and the engine about the run (e.g. settings it adjusted) */
   warnings: string[];
   loadMs: number;
 }

@@ -140,7 +140,7 @@ describe('engine: training', () => {
     for (const x of s) {
       for (const k of ['loss', 'learning_rate', 'grad_norm', 'tokens_per_s', 'mean_token_accuracy']) expect(Number.isFinite(x.metrics[k]), k).toBe(true);
     }
-    // the pause saved step 1, the stop step 2; every note of the model (such as an ignored LoRA dropout) reached the UI
+    // the pause saved step 1, the stop step 2; every warning of the model reached the UI
     expect(r.events.filter((e) => e.type === 'checkpoint').map((e) => (e as { step: number }).step)).toEqual([1, 2]);
     const model = r.events.find((e) => e.type === 'model') as Extract<TrainEvent, { type: 'model' }>;
     for (const w of model.info.warnings) expect(r.events.some((e) => e.type === 'warning' && e.message.startsWith(w))).toBe(true);

@@ -17,7 +17,7 @@ import { hubSource } from '../model/sources/hub.ts';
 import { localSource } from '../model/sources/local.ts';
 import type { ModelSource } from '../model/sources/source.ts';
 import { parseConfig, type QwenVLConfig } from '../model/config.ts';
-import { adapterConfigJson, parseAdapterConfig, targetRegex, targetedModules, type LoraConfig } from '../model/lora.ts';
+import { adapterConfigJson, parseAdapterConfig, targetRegex, targetRegexFromNames, targetedModules, type LoraConfig } from '../model/lora.ts';
 import { estimateMemory, formatEstimate, gib } from '../model/memory.ts';
 import { writeSafetensors, type StWriteTensor } from '../model/safetensors.ts';
 import { canonicalName, expectedWeights, layoutName } from '../model/weights.ts';
@@ -71,7 +71,7 @@ const metaKey = (runId: string) => `run/${runId}/meta`;
 export function loraConfigOf(l: LoraSettings, baseModel: string | null = null): LoraConfig {
   return {
     r: l.r, loraAlpha: l.alpha, loraDropout: l.dropout, useRslora: l.useRslora,
-    targetModules: targetRegex(l.targetModules.length ? l.targetModules : undefined), baseModelNameOrPath: baseModel,
+    targetModules: l.targetModules.length ? targetRegexFromNames(l.targetModules) : targetRegex(), baseModelNameOrPath: baseModel,
   };
 }
 
