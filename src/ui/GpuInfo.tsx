@@ -189,12 +189,12 @@ export function GpuProblemBanner() {
   }
   if (g.status !== 'unavailable') return null;
   const where = g.pageHasWebGpu ? 'in the engine worker' : 'in this page and in the engine worker';
-  let what: string, why: string, todo: ReactNode;
+  let what: string, why: string, remedy: ReactNode;
   switch (g.problem) {
     case 'no-webgpu':
       what = 'WebGPU is not available in this browser';
       why = `navigator.gpu is undefined ${where}, so the engine cannot train, predict or run kernels.`;
-      todo = (
+      remedy = (
         <>
           Use a current Chrome or Edge (version 113 or later) on Windows, macOS or ChromeOS, or Safari 26+, or Firefox 141+ on Windows.
           On Linux start Chrome with <code>--enable-unsafe-webgpu --enable-features=Vulkan</code>. Check <code>chrome://gpu</code> for
@@ -205,7 +205,7 @@ export function GpuProblemBanner() {
     case 'no-adapter':
       what = 'WebGPU found no GPU adapter';
       why = 'navigator.gpu exists but requestAdapter() returned null: the GPU is blocklisted, disabled, or has no supported driver.';
-      todo = (
+      remedy = (
         <>
           Turn on “Use graphics acceleration when available” in the browser settings, update the GPU driver (Vulkan on Linux), and check{' '}
           <code>chrome://gpu</code>. On Linux Chrome may need <code>--enable-unsafe-webgpu --enable-features=Vulkan</code>.
@@ -215,19 +215,19 @@ export function GpuProblemBanner() {
     case 'device-failed':
       what = 'The GPU device could not be created';
       why = g.message;
-      todo = 'Close other GPU-heavy tabs and reload; if it persists, update the GPU driver.';
+      remedy = 'Close other GPU-heavy tabs and reload; if it persists, update the GPU driver.';
       break;
     case 'worker-failed':
       what = 'The engine worker could not start';
       why = g.message;
-      todo = 'Reload the page. A browser without module workers (very old versions) cannot run the engine.';
+      remedy = 'Reload the page. A browser without module workers (very old versions) cannot run the engine.';
       break;
   }
   return (
     <div className="banner bad" role="alert" data-testid="no-webgpu">
       <strong>{what}.</strong> {why}
-      <div className="banner-todo">
-        <b>What to do:</b> {todo}
+      <div className="banner-remedy">
+        <b>What to do:</b> {remedy}
       </div>
       <div className="banner-still">Datasets and box labelling work without a GPU; training, predictions and adapter export need it.</div>
     </div>
