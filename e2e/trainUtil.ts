@@ -26,9 +26,9 @@ export async function startQuickRun(page: Page, set: Record<string, string> = {}
   await page.getByRole('button', { name: 'Quick try' }).click();
   for (const [name, v] of Object.entries({ 'optim.warmupSteps': '0', ...set })) await page.locator(`input[name="${name}"]`).fill(v);
   const train = page.getByTestId('train-button');
-  await expect.poll(() => train.isEnabled(), { timeout: 30_000 }).toBe(true);
+  await expect.poll(() => train.isEnabled(), { timeout: 120_000 }).toBe(true);
   await train.click();
-  await page.getByTestId('run-state').waitFor({ timeout: 10_000 });
+  await page.getByTestId('run-state').waitFor({ timeout: 60_000 });
 }
 
 export const currentStep = async (page: Page) => Number((await page.getByTestId('current-step').textContent().catch(() => null)) ?? NaN);
