@@ -3,7 +3,7 @@ import { MemoryKV, listCheckpoints, loadLatestCheckpoint, saveCheckpoint, type C
 
 function ck(step: number): Checkpoint {
   return {
-    runId: 'r1', step, epoch: 0, dataPosition: step, rngState: [1, 2, 3, step], config: { lr: 1e-4 },
+    runId: 'r1', step, epoch: 0, dataPosition: step, config: { lr: 1e-4 },
     lora: { a: { shape: [2], data: Float32Array.from([step, -step]) } },
     optimizer: { m: {}, v: {} }, metrics: [{ step, loss: 1 / (step + 1) }], savedAt: 0,
   };

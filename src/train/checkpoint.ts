@@ -2,7 +2,6 @@
 // and the worker; a Map in Node). Atomic by construction: a checkpoint is written whole under a new
 // key, and only then does the run's `latest` pointer flip to it. A tab closed mid-write leaves the
 // pointer on the previous, complete checkpoint; the orphan is swept on the next save.
-import type { RngState } from './rng.ts';
 
 export interface KV {
   get<T>(key: string): Promise<T | undefined>;
@@ -21,9 +20,11 @@ export interface Checkpoint {
   /** optimizer steps done */
   step: number;
   epoch: number;
-  /** samples consumed in the current epoch (position in its shuffled order) */
+  /**
+   * samples consumed in the current epoch (position in its shuffled order). No RNG state is kept:
+   * the epoch order, dropout masks and sampling seeds all derive from (seed, epoch, step).
+   */
   dataPosition: number;
-  rngState: RngState;
   config: unknown;
   lora: Record<string, NamedTensor>;
   /** AdamW first and second moments, same keys as lora (plus optional value head) */

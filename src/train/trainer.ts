@@ -11,7 +11,7 @@ import type { QwenTokenizer } from '../data/tokenizer.ts';
 import { memory, readMany } from '../gpu/tensor.ts';
 import { AdamW, ADAMW_DEFAULTS, parseGradState } from './optimizer.ts';
 import { lrFactor, type ScheduleKind } from './schedule.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../model/rng.ts';
 import { sftLoss } from './sft.ts';
 import { dpoLoss } from './dpo.ts';
 import { completionMetrics, grpoAdvantages, grpoLoss, type GrpoLossType } from './grpo.ts';
@@ -162,8 +162,10 @@ export class Trainer {
   }
 
   /** The data order of an epoch depends only on (seed, epoch), so a resumed run sees the same order. */
+  private epochOrder?: { epoch: number; order: number[] };
   private order(epoch: number): number[] {
-    return new Rng(this.cfg.optim.seed * 1000003 + epoch).permutation(this.examples.length);
+    if (this.epochOrder?.epoch !== epoch) this.epochOrder = { epoch, order: new Rng(this.cfg.optim.seed * 1000003 + epoch).permutation(this.examples.length) };
+    return this.epochOrder.order;
   }
 
   private nextIndices(n: number): number[] {
@@ -403,7 +405,7 @@ export class Trainer {
   async checkpoint(): Promise<Checkpoint> {
     const sd = await this.opt.stateDict();
     return {
-      runId: this.runId, step: this.step, epoch: this.epoch, dataPosition: this.position, rngState: new Rng(this.cfg.optim.seed).state,
+      runId: this.runId, step: this.step, epoch: this.epoch, dataPosition: this.position,
       config: this.cfg, lora: sd.params, optimizer: { m: sd.m, v: sd.v }, metrics: this.history.slice(), savedAt: Date.now(),
       ...(this.valueHead ? { extra: { 'v_head.weight': { shape: [this.valueHead.w.length], data: this.valueHead.w.slice() }, 'v_head.exp_avg': { shape: [this.valueHead.w.length], data: this.valueHead.m.slice() }, 'v_head.exp_avg_sq': { shape: [this.valueHead.w.length], data: this.valueHead.v.slice() }, 'v_head.step': { shape: [1], data: Float32Array.of(this.valueHead.step) } } } : {}),
     };
