@@ -126,7 +126,7 @@ describe('train, predict, export', () => {
     await page.screenshot({ path: join(SHOTS, 'predictions.png'), fullPage: true });
     lap('predictions');
 
-    // ---- export: adapter_model.safetensors with peft's keys and shapes (tiny: hidden 64, 2 KV heads of 16, MLP 160; r = 8)
+    // ---- export: adapter_model.safetensors with peft's keys and shapes (tiny: hidden 128, 2 KV heads of 16, MLP 320; r = 8)
     await page.getByTestId('tab-export').click();
     const btn = page.getByTestId('export-safetensors');
     await expect.poll(() => btn.isEnabled()).toBe(true);
@@ -134,10 +134,10 @@ describe('train, predict, export', () => {
     expect(dl.suggestedFilename()).toBe('adapter_model.safetensors');
     const st = readSafetensors(new Uint8Array(await readFile((await dl.path())!)));
     const shape = (k: string) => st.tensors.get(`base_model.model.model.language_model.layers.${k}.weight`)?.shape;
-    expect(shape('0.self_attn.q_proj.lora_A')).toEqual([8, 64]);
-    expect(shape('0.self_attn.q_proj.lora_B')).toEqual([64, 8]);
+    expect(shape('0.self_attn.q_proj.lora_A')).toEqual([8, 128]);
+    expect(shape('0.self_attn.q_proj.lora_B')).toEqual([128, 8]);
     expect(shape('1.self_attn.k_proj.lora_B')).toEqual([32, 8]);
-    expect(shape('1.mlp.down_proj.lora_A')).toEqual([8, 160]);
+    expect(shape('1.mlp.down_proj.lora_A')).toEqual([8, 320]);
     expect(st.tensors.size).toBe(2 * 7 * 2);
     expect([...st.tensors.values()].every((t) => t.dtype === 'F32')).toBe(true);
     const [cfg] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-config').click()]);

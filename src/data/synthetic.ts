@@ -50,8 +50,8 @@ export interface SyntheticOptions {
   kinds?: ShapeKind[];
   /** question templates, `{label}` replaced by e.g. "red circle"; one picked per record */
   questions?: string[];
-  /** 'object' (default) or 'qwen' (```json fenced list, as Qwen2.5-VL answers) */
-  answerFormat?: 'object' | 'qwen';
+  /** 'object' (default), 'box' (the box alone, ms-swift's grounding form) or 'qwen' (```json fenced list, as Qwen2.5-VL answers) */
+  answerFormat?: 'object' | 'box' | 'qwen';
   /** smart_resize settings of the model's image processor (the frame of the answers) */
   imageConfig?: Pick<ImageProcessorConfig, 'patchSize' | 'mergeSize' | 'minPixels' | 'maxPixels'>;
 }
@@ -141,8 +141,9 @@ function paint(rgb: Uint8Array, W: number, kind: ShapeKind, color: [number, numb
   return [x1, y1, x2, y2];
 }
 
-function answerText(box: Box, label: string, format: 'object' | 'qwen'): string {
+function answerText(box: Box, label: string, format: 'object' | 'box' | 'qwen'): string {
   if (format === 'qwen') return formatGroundings([{ bbox: box, label }]);
+  if (format === 'box') return `{"bbox_2d": [${box.join(', ')}]}`;
   return `{"bbox_2d": [${box.join(', ')}], "label": ${JSON.stringify(label)}}`;
 }
 

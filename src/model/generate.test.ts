@@ -114,6 +114,21 @@ describe('sampleToken', () => {
     for (let i = 0; i < 500; i++) seen.add(sampleToken(lp, { temperature: 1, topP: 0.7 }, r));
     expect([...seen].sort()).toEqual([0, 1]);
   });
+
+  it('top-k over a large vocabulary keeps exactly the k best, drawn in proportion to their probabilities', () => {
+    const r = new Rng(5), V = 20_000, k = 4;
+    const logits = Float32Array.from({ length: V }, () => r.normal() * 2);
+    const best = Array.from({ length: V }, (_, i) => i).sort((a, b) => logits[b] - logits[a]).slice(0, k);
+    const z = best.reduce((s, i) => s + Math.exp(logits[i]), 0);
+    const counts = new Map<number, number>();
+    const N = 4000;
+    for (let i = 0; i < N; i++) {
+      const t = sampleToken(logits, { temperature: 1, topK: k }, r);
+      counts.set(t, (counts.get(t) ?? 0) + 1);
+    }
+    expect([...counts.keys()].sort((a, b) => a - b)).toEqual([...best].sort((a, b) => a - b));
+    for (const i of best) expect(Math.abs(counts.get(i)! / N - Math.exp(logits[i]) / z)).toBeLessThan(0.03);
+  });
 });
 
 describe('a tiny model served in hub layout over HTTP', () => {

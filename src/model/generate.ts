@@ -64,22 +64,36 @@ export function argmax(a: ArrayLike<number>): number {
 
 /**
  * One token from a row of logits: logits/temperature → top-k → top-p → draw (transformers' warper
- * order). Tokens more than e^30 times less likely than the best are dropped before sorting (their
- * total mass is below 1e-8 even over a 150k vocabulary).
+ * order). Tokens more than e^30 times less likely than the best are dropped first (their total mass
+ * is below 1e-8 even over a 150k vocabulary). Nothing sorts the whole vocabulary: plain temperature
+ * draws in index order, top-k keeps its k best with a small heap, and only the survivors are sorted
+ * (top-p needs them in probability order).
  */
 export function sampleToken(logits: ArrayLike<number>, o: { temperature?: number; topK?: number; topP?: number }, rng: Rng): number {
   const T = o.temperature ?? 0;
   if (!(T > 0)) return argmax(logits);
+  const n = logits.length, topP = o.topP ?? 1;
   let mx = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i] > mx) mx = logits[i];
-  const cand: number[] = [];
-  for (let i = 0; i < logits.length; i++) if ((logits[i] - mx) / T >= -30) cand.push(i);
+  for (let i = 0; i < n; i++) if (logits[i] > mx) mx = logits[i];
+  const floor = mx - 30 * T;
+  const k = o.topK && o.topK > 0 ? o.topK : 0;
+  if (!k && topP >= 1) {
+    let total = 0;
+    for (let i = 0; i < n; i++) if (logits[i] >= floor) total += Math.exp((logits[i] - mx) / T);
+    let u = rng.next() * total, last = 0;
+    for (let i = 0; i < n; i++) {
+      if (logits[i] < floor) continue;
+      last = i;
+      u -= Math.exp((logits[i] - mx) / T);
+      if (u < 0) return i;
+    }
+    return last;
+  }
+  const cand = k ? topKIndices(logits, k, floor) : Array.from({ length: n }, (_, i) => i).filter((i) => logits[i] >= floor);
   cand.sort((a, b) => logits[b] - logits[a] || a - b);
-  const k = o.topK && o.topK > 0 ? Math.min(o.topK, cand.length) : cand.length;
-  const p = cand.slice(0, k).map((i) => Math.exp((logits[i] - mx) / T));
+  const p = cand.map((i) => Math.exp((logits[i] - mx) / T));
   let total = p.reduce((a, b) => a + b, 0);
   let keep = p.length;
-  const topP = o.topP ?? 1;
   if (topP < 1) {
     // keep token j while the mass before it is below topP (at least one token)
     let before = 0;
@@ -98,6 +112,40 @@ export function sampleToken(logits: ArrayLike<number>, o: { temperature?: number
     if (u < 0) return cand[j];
   }
   return cand[keep - 1];
+}
+
+/** Indices of the k largest logits at or above `floor` (ties: lower index first), unordered. */
+function topKIndices(logits: ArrayLike<number>, k: number, floor: number): number[] {
+  // min-heap on (logit, −index): the root is the weakest kept token
+  const heap: number[] = [];
+  const weaker = (a: number, b: number) => logits[a] < logits[b] || (logits[a] === logits[b] && a > b);
+  const down = (i: number) => {
+    for (;;) {
+      const l = 2 * i + 1, r = l + 1;
+      let m = i;
+      if (l < heap.length && weaker(heap[l], heap[m])) m = l;
+      if (r < heap.length && weaker(heap[r], heap[m])) m = r;
+      if (m === i) return;
+      [heap[i], heap[m]] = [heap[m], heap[i]];
+      i = m;
+    }
+  };
+  for (let i = 0; i < logits.length; i++) {
+    if (logits[i] < floor) continue;
+    if (heap.length < k) {
+      heap.push(i);
+      for (let c = heap.length - 1; c > 0; ) {
+        const p = (c - 1) >> 1;
+        if (!weaker(heap[c], heap[p])) break;
+        [heap[c], heap[p]] = [heap[p], heap[c]];
+        c = p;
+      }
+    } else if (weaker(heap[0], i)) {
+      heap[0] = i;
+      down(0);
+    }
+  }
+  return heap;
 }
 
 function checkOptions(o: GenerateOptions): void {

@@ -70,6 +70,37 @@ describe('Qwen2_5_VL on the golden tiny model', () => {
     }
   });
 
+  it('temperature: logps of logits / T, the same lastHidden, and gradients (with a value head) by finite differences', async () => {
+    const V = ref.config.text.vocabSize, ids = seq.inputIds, H = ref.config.text.hiddenSize, T = 0.7;
+    const cpu = new CpuModel(ref.config, ref.weights, adapter).forward({ inputIds: ids, pixelValues: seq.images!.pixelValues, imageGridThw: seq.images!.imageGridThw });
+    const r = await model.logps(seq, { lora: true, train: false, hidden: true, temperature: T });
+    const plain = await model.logps(seq, { lora: true, train: false, hidden: true });
+    const scaled = cpu.logits.map((v) => v / T);
+    for (let i = 0; i < r.logps.length; i++) expect(Math.abs(r.logps[i] - logp(scaled, V, seq.scoreStart + i - 1, ids[seq.scoreStart + i]))).toBeLessThan(2e-5);
+    r.lastHidden!.forEach((v, i) => expect(Math.abs(v - plain.lastHidden![i])).toBeLessThan(1e-5));
+    // f = Σ w·logp + Σ u·hidden (a value head reads the unscaled states)
+    const S = r.logps.length, rng = new Rng(9);
+    const w = Float32Array.from({ length: S }, () => rng.uniform(-1, 1)), u = Float32Array.from({ length: S * H }, () => rng.uniform(-0.1, 0.1));
+    const f = async () => {
+      const o = await model.logps(seq, { lora: true, train: false, hidden: true, temperature: T });
+      return o.logps.reduce((a, x, i) => a + x * w[i], 0) + o.lastHidden!.reduce((a, x, i) => a + x * u[i], 0);
+    };
+    model.zeroGrads();
+    await model.logps(seq, { lora: true, train: true, hidden: true, temperature: T });
+    model.backward(w, u);
+    const params = model.loraParams(), g = await grads(model);
+    for (const pi of [0, params.length - 1]) {
+      let j = 0;
+      g[pi].forEach((v, k) => { if (Math.abs(v) > Math.abs(g[pi][j])) j = k; });
+      const [val] = (await readMany([params[pi].param])) as Float32Array[];
+      const at = async (d: number) => { const v = val.slice(); v[j] += d; write(params[pi].param, v); return f(); };
+      const h = 1e-2, fd = ((await at(h)) - (await at(-h))) / (2 * h);
+      write(params[pi].param, val);
+      expect(Math.abs(fd - g[pi][j]), `${params[pi].name}[${j}]: fd ${fd} vs ${g[pi][j]}`).toBeLessThan(2e-2 * Math.abs(g[pi][j]) + 1e-4);
+    }
+    model.zeroGrads();
+  });
+
   it('lastHidden rows are the final-norm states of the predicting rows', async () => {
     const H = ref.config.text.hiddenSize;
     const r = await model.logps(seq, { lora: true, train: false, hidden: true });
@@ -202,7 +233,7 @@ describe('loading: failures leave nothing on the GPU', () => {
 
   it('missing tensor, wrong shape, truncated file', async () => {
     await expectClean(memorySource(files((w) => delete w['model.layers.1.mlp.up_proj.weight'])), /missing from the checkpoint: "model\.layers\.1\.mlp\.up_proj\.weight"/);
-    await expectClean(memorySource(files((w) => { w['model.norm.weight'].shape = [2, 32]; })), /"model\.norm\.weight" has shape \[2, 32\] but config\.json implies \[64\]/);
+    await expectClean(memorySource(files((w) => { w['model.norm.weight'].shape = [2, 64]; })), /"model\.norm\.weight" has shape \[2, 64\] but config\.json implies \[128\]/);
     const f: Record<string, Uint8Array> = files();
     const st = f['model.safetensors'];
     await expectClean(memorySource({ ...f, 'model.safetensors': st.subarray(0, st.length - 100) }), /truncated|past the end|data_offsets/);

@@ -25,7 +25,7 @@ import { gpu } from '../gpu/device.ts';
 import { flush } from '../gpu/kernel.ts';
 import { fromData, readMany, trimPool, zeros, type Tensor } from '../gpu/tensor.ts';
 import { embedding } from '../ops/embedding.ts';
-import { fill, gatherRows, scatterRows } from '../ops/elementwise.ts';
+import { fill, gatherRows, scaleInPlace, scatterRows } from '../ops/elementwise.ts';
 import { dropoutStream } from '../ops/cpu/dropout.ts';
 import { rmsnorm, rmsnormBackward } from '../ops/rmsnorm.ts';
 import { mropeTables, type RopeTables } from '../ops/rope.ts';
@@ -118,6 +118,12 @@ export interface LogpsOptions {
   dropoutSeed?: number;
   /** false: no LoRA dropout even in a train forward (trl's DPO disables dropout); default true */
   dropout?: boolean;
+  /**
+   * score log_softmax(logits / temperature), default 1: trl's GRPO and PPO score completions at the
+   * temperature they were sampled with. Applied as final-norm states / temperature (the lm_head is
+   * linear without bias), so the vocabulary kernels are unchanged; lastHidden stays unscaled.
+   */
+  temperature?: number;
 }
 
 interface Saved {
@@ -138,6 +144,8 @@ interface Saved {
   rstdF: Tensor;
   rows: Int32Array;
   blocks: ScoreBlock[];
+  /** 1 / the forward's temperature */
+  invT: number;
 }
 
 interface Prepared { x: Tensor; rope: RopeTables; positionIds: Int32Array; ropeDelta: number; L: number }
@@ -399,6 +407,8 @@ export class Qwen2_5_VL {
     const L = seq.inputIds.length, H = this.config.text.hiddenSize;
     if (!(Number.isInteger(seq.scoreStart) && seq.scoreStart >= 1 && seq.scoreStart <= L)) throw new Error(`scoreStart ${seq.scoreStart} must be in [1, ${L}] (the first token has no prediction)`);
     if (opts.train && !(opts.lora && this.lora.size)) throw new Error('train: true needs a LoRA adapter and lora: true (the base weights are frozen)');
+    const T = opts.temperature ?? 1;
+    if (!(T > 0 && Number.isFinite(T))) throw new Error(`temperature must be a positive number, got ${T}`);
     const S = L - seq.scoreStart;
     const rows = new Int32Array(S), targets = new Int32Array(S);
     for (let i = 0; i < S; i++) {
@@ -420,6 +430,7 @@ export class Qwen2_5_VL {
       x = r.out;
     }
     const nf = rmsnorm(x, this.w.get('model.norm.weight'), this.config.text.rmsNormEps);
+    if (T !== 1) scaleInPlace(nf.y, 1 / T);
     const blocks = S ? lmHeadScore(ctx, nf.y, rows, targets, opts.train) : [];
     nf.y.release();
     const back = await readMany([...blocks.flatMap((b) => [b.logp, b.argmax]), ...(opts.hidden ? blocks.map((b) => b.hs) : [])]);
@@ -431,9 +442,10 @@ export class Qwen2_5_VL {
       for (let j = 0; j < b.n; j++) hits[b.start + j] = am[j] === targets[b.start + j] ? 1 : 0;
       lastHidden?.set(back[2 * blocks.length + i] as Float32Array, b.start * H);
     });
+    if (lastHidden && T !== 1) for (let i = 0; i < lastHidden.length; i++) lastHidden[i] *= T;
     if (opts.train) {
       const imgRows = p.imgRows ? fromData(p.imgRows, [p.imgRows.length], 'i32', 'image_rows') : undefined;
-      this.saved.push({ L, loraOn: opts.lora, dropout, vision: p.visionSaved, imgRows, rope: p.rope, inputs, acts: keepActs ? acts : undefined, xFinal: x, rstdF: nf.rstd, rows, blocks });
+      this.saved.push({ L, loraOn: opts.lora, dropout, vision: p.visionSaved, imgRows, rope: p.rope, inputs, acts: keepActs ? acts : undefined, xFinal: x, rstdF: nf.rstd, rows, blocks, invT: 1 / T });
     } else {
       for (const t of [x, nf.rstd, p.rope.cos, p.rope.sin]) t.release();
       releaseBlocks(blocks);
@@ -460,7 +472,10 @@ export class Qwen2_5_VL {
       if (dlogps.length !== s.rows.length) throw new Error(`backward: dlogps has ${dlogps.length} values but the forward scored ${s.rows.length} tokens`);
       if (dhidden && dhidden.length !== s.rows.length * H) throw new Error(`backward: dhidden has ${dhidden.length} values, expected ${s.rows.length}×${H}`);
       const ctx = this.ctx(s.loraOn, s.dropout);
-      const dlast = lmHeadBackward(ctx, s.blocks, s.rows, dlogps, s.L, dhidden);
+      // The scored rows were final-norm states × invT: a value head's dhidden (on unscaled states)
+      // enters scaled by T so that the common × invT below leaves it as it was.
+      const dlast = lmHeadBackward(ctx, s.blocks, s.rows, dlogps, s.L, dhidden && s.invT !== 1 ? dhidden.map((v) => v / s.invT) : dhidden);
+      if (s.invT !== 1) scaleInPlace(dlast, s.invT);
       let d = rmsnormBackward(dlast, s.xFinal, this.w.get('model.norm.weight'), s.rstdF).dx;
       dlast.release();
       for (let li = this.config.text.numHiddenLayers - 1; li >= 0; li--) {

@@ -22,16 +22,16 @@ describe('tiny model', () => {
 
   it('has the Qwen architecture at toy sizes, the real vocabulary and ids, BF16 untied weights', () => {
     const cfg = tinyConfig();
-    expect(cfg.text).toMatchObject({ vocabSize: 151936, hiddenSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, intermediateSize: 160, headDim: 16, tieWordEmbeddings: false });
-    expect(cfg.vision).toMatchObject({ depth: 4, hiddenSize: 32, numHeads: 2, intermediateSize: 64, fullattBlockIndexes: [1, 3], outHiddenSize: 64 });
+    expect(cfg.text).toMatchObject({ vocabSize: 151936, hiddenSize: 128, numHiddenLayers: 2, numAttentionHeads: 8, numKeyValueHeads: 2, intermediateSize: 320, headDim: 16, tieWordEmbeddings: false });
+    expect(cfg.vision).toMatchObject({ depth: 4, hiddenSize: 32, numHeads: 2, intermediateSize: 64, fullattBlockIndexes: [1, 3], outHiddenSize: 128 });
     expect([cfg.eosTokenIds[0], cfg.imageTokenId, cfg.videoTokenId, cfg.visionStartTokenId, cfg.visionEndTokenId]).toEqual([151645, 151655, 151656, 151652, 151653]);
     const w = tinyWeights(cfg, 0);
-    expect(w['lm_head.weight'].shape).toEqual([151936, 64]);
+    expect(w['lm_head.weight'].shape).toEqual([151936, 128]);
     expect(tinyWeights(tinyConfig({ tieWordEmbeddings: true }), 0)['lm_head.weight']).toBeUndefined();
     expect(Object.values(w).every((t) => t.dtype === 'bf16')).toBe(true);
     // torch's default init: U(±1/√fan_in) for linears (bias with its weight's bound), N(0,1) input embedding
     const q = bf16ToF32(w['model.layers.0.self_attn.q_proj.weight'].data as Uint16Array);
-    const bound = 1 / Math.sqrt(64);
+    const bound = 1 / Math.sqrt(128);
     expect(Math.max(...q.map(Math.abs))).toBeLessThanOrEqual(bound * 1.01);
     expect(Math.max(...q.map(Math.abs))).toBeGreaterThan(bound * 0.9);
     const pe = bf16ToF32(w['visual.patch_embed.proj.weight'].data as Uint16Array);

@@ -115,7 +115,7 @@ describe('loading from memory, blobs and files', () => {
 
   it('reads an untied lm_head and reports a stored lm_head of a tied model', async () => {
     const untied = await loadModel(memorySource(files({ ...SMALL, tieWordEmbeddings: false })));
-    expect(untied.weights['lm_head.weight'].shape).toEqual([1000, 64]);
+    expect(untied.weights['lm_head.weight'].shape).toEqual([1000, 128]);
     const extra = await loadModel(memorySource(files(SMALL, { weights: (w) => (w['lm_head.weight'] = w['model.embed_tokens.weight']) })));
     expect(extra.weights['lm_head.weight']).toBeUndefined();
     expect(extra.warnings[0]).toMatch(/lm_head\.weight present but tie_word_embeddings is true/);
@@ -153,8 +153,8 @@ describe('bad inputs', () => {
   });
 
   it('names a shape that does not match the config', async () => {
-    await expect(load(files(SMALL, { config: (c) => (c.intermediate_size = 128) }))).rejects.toThrow(
-      /tensor "model\.layers\.\d\.mlp\.\w+_proj\.weight" has shape \[(160, 64|64, 160)\] but config\.json implies \[(128, 64|64, 128)\]/,
+    await expect(load(files(SMALL, { config: (c) => (c.intermediate_size = 200) }))).rejects.toThrow(
+      /tensor "model\.layers\.\d\.mlp\.\w+_proj\.weight" has shape \[(320, 128|128, 320)\] but config\.json implies \[(200, 128|128, 200)\]/,
     );
     await expect(load(files(SMALL, { config: (c) => (c.vision_config.hidden_size = 48) }))).rejects.toThrow(/tensor "visual\.[\w.]+" has shape \[.*\] but config\.json implies \[.*48.*\]/);
   });
@@ -311,7 +311,7 @@ describe('tiny source', () => {
     expect(names).toEqual(expect.arrayContaining(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'preprocessor_config.json', 'generation_config.json']));
     const m = await loadModel(src);
     expect(m.config.text.vocabSize).toBe(151936);
-    expect(m.weights['model.embed_tokens.weight'].shape).toEqual([151936, 64]);
+    expect(m.weights['model.embed_tokens.weight'].shape).toEqual([151936, 128]);
     const tc = JSON.parse(new TextDecoder().decode(await src.read('tokenizer_config.json')));
     expect(tc.chat_template).toContain('<|vision_start|><|image_pad|><|vision_end|>');
     expect(tc.added_tokens_decoder['151655'].content).toBe('<|image_pad|>');

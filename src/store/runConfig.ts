@@ -57,7 +57,8 @@ export const DEFAULT_CONFIG: TrainConfig = {
   optim: { learningRate: 2e-4, lrScheduler: 'cosine', warmupSteps: 10, numEpochs: 3, maxSteps: 0, batchSize: 1, gradAccumSteps: 4, maxGradNorm: 1, weightDecay: 0, seed: 42, saveSteps: 20 },
   data: { minPixels: 3136, maxPixels: 512 * 28 * 28, maxLength: 2048 },
   dpo: { beta: 0.1 },
-  grpo: { numGenerations: 4, beta: 0.04, temperature: 0.9, maxNewTokens: 128, rewards: ['iou', 'format'] },
+  // beta 0 (trl's default): the reference is the adapter switched off, i.e. the base model, so after SFT a KL term would undo it
+  grpo: { numGenerations: 4, beta: 0, temperature: 0.9, maxNewTokens: 128, rewards: ['iou', 'format'] },
   ppo: { clipRange: 0.2, vfCoef: 0.1, klCoef: 0.05, gamma: 1, lam: 0.95, temperature: 0.9, maxNewTokens: 128, rewards: ['iou', 'format'] },
 };
 
@@ -124,7 +125,7 @@ export const PRESETS: Preset[] = [
     apply: (c) => ({
       ...c,
       method: 'grpo',
-      grpo: { ...c.grpo, numGenerations: 4, beta: 0.04, temperature: 0.9, rewards: ['iou', 'format'] },
+      grpo: { ...c.grpo, numGenerations: 4, beta: 0, temperature: 0.9, rewards: ['iou', 'format'] },
       optim: { ...c.optim, learningRate: 1e-5, lrScheduler: 'constant', warmupSteps: 0, maxSteps: 200 },
     }),
   },

@@ -114,7 +114,7 @@ describe('Trainer', () => {
     dpo.dispose();
 
     const prompts = syntheticRlPrompts({ count: 1, seed: 4 }).map((r): TrainExample => ({ kind: 'rl', images: [r.image], prompt: r.prompt, reference: r.reference }));
-    const grpo = new Trainer(m, tok, prompts, opts({ maxSteps: 1 }, { method: 'grpo', grpo: { ...TRAIN_DEFAULTS.grpo, numGenerations: 2, maxNewTokens: 4, temperature: 1 } }));
+    const grpo = new Trainer(m, tok, prompts, opts({ maxSteps: 1 }, { method: 'grpo', grpo: { ...TRAIN_DEFAULTS.grpo, numGenerations: 2, maxNewTokens: 4, temperature: 1, beta: 0.04 } }));
     const g = await grpo.trainStep();
     expect(Number.isFinite(g.loss)).toBe(true);
     for (const k of ['reward', 'reward_std', 'frac_reward_zero_std', 'rewards/iou/mean', 'kl', 'completions/mean_length']) expect(g).toHaveProperty([k]);

@@ -72,7 +72,9 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   optim: { learningRate: 2e-4, lrScheduler: 'cosine', warmupSteps: 0, numEpochs: 3, maxSteps: 0, batchSize: 1, gradAccumSteps: 1, maxGradNorm: 1, weightDecay: 0, seed: 42 },
   data: { minPixels: DEFAULT_IMAGE_CONFIG.minPixels, maxPixels: 512 * 28 * 28, maxLength: 2048 },
   dpo: { beta: 0.1 },
-  grpo: { numGenerations: 4, beta: 0.04, temperature: 0.9, maxNewTokens: 64, rewards: ['iou', 'format'] },
+  // beta 0: trl's default, and the safe one here: the reference is the model with the adapter off,
+  // so for an adapter continued from SFT a KL term would pull it back to the base model.
+  grpo: { numGenerations: 4, beta: 0, temperature: 0.9, maxNewTokens: 64, rewards: ['iou', 'format'] },
   checkpointEvery: 0,
 };
 
@@ -307,10 +309,12 @@ export class Trainer {
     const logps = new Float64Array(R * T), ref = g.beta ? new Float64Array(R * T) : undefined;
     // Reference passes first (adapter off, nothing kept), then every train forward (the model stacks
     // their activations), the loss over the whole group, and the backwards in reverse order.
-    if (ref) for (const [r, s] of seqs.entries()) (await this.model.logps(s, { lora: false, train: false })).logps.forEach((v, t) => (ref[r * T + t] = v));
+    // Scored at the sampling temperature, as trl's GRPOTrainer does (logits / temperature).
+    const temperature = g.temperature;
+    if (ref) for (const [r, s] of seqs.entries()) (await this.model.logps(s, { lora: false, train: false, temperature })).logps.forEach((v, t) => (ref[r * T + t] = v));
     let tokens = 0;
     for (const [r, s] of seqs.entries()) {
-      (await this.model.logps(s, { lora: true, train: true, dropout: false })).logps.forEach((v, t) => (logps[r * T + t] = v));
+      (await this.model.logps(s, { lora: true, train: true, dropout: false, temperature })).logps.forEach((v, t) => (logps[r * T + t] = v));
       tokens += s.inputIds.length;
     }
     const res = grpoLoss({ logps, mask, advantages: adv.advantages, cols: T, refLogps: ref }, {
@@ -360,22 +364,24 @@ export class Trainer {
   private async ppoStep(idx: number[]) {
     const p = { ...PPO_DEFAULTS, ...this.cfg.ppo };
     const specs: RewardSpec[] = (this.cfg.ppo?.rewards ?? this.cfg.grpo.rewards).map((r) => (typeof r === 'string' ? { name: r, weight: 1 } : r));
-    const { seqs, refs, texts, terminated, T, mask } = await this.rollout(idx, 1, { temperature: this.cfg.ppo?.temperature ?? this.cfg.grpo.temperature, maxNewTokens: this.cfg.ppo?.maxNewTokens ?? this.cfg.grpo.maxNewTokens });
+    // trl's PPOTrainer scores with logits / temperature, the temperature it sampled with.
+    const temperature = this.cfg.ppo?.temperature ?? this.cfg.grpo.temperature;
+    const { seqs, refs, texts, terminated, T, mask } = await this.rollout(idx, 1, { temperature, maxNewTokens: this.cfg.ppo?.maxNewTokens ?? this.cfg.grpo.maxNewTokens });
     const R = seqs.length;
     const scores = computeRewards(texts, refs, specs).total;
     const oldLogps = new Float64Array(R * T), refLogps = new Float64Array(R * T), oldValues = new Float64Array(R * T);
     for (const [r, s] of seqs.entries()) {
-      const pol = await this.model.logps(s, { lora: true, train: false, hidden: true });
+      const pol = await this.model.logps(s, { lora: true, train: false, hidden: true, temperature });
       pol.logps.forEach((v, t) => (oldLogps[r * T + t] = v));
       oldValues.set(this.values(pol.lastHidden!), r * T);
-      (await this.model.logps(s, { lora: false, train: false })).logps.forEach((v, t) => (refLogps[r * T + t] = v));
+      (await this.model.logps(s, { lora: false, train: false, temperature })).logps.forEach((v, t) => (refLogps[r * T + t] = v));
     }
     const roll = ppoRollout({ logps: oldLogps, refLogps, values: oldValues, scores, mask, cols: T }, p);
     // One PPO epoch over the batch: train forwards (stacked), the clipped losses, backwards last first.
     const logps = new Float64Array(R * T), values = new Float64Array(R * T), hidden: Float32Array[] = [];
     let tokens = 0;
     for (const [r, s] of seqs.entries()) {
-      const res = await this.model.logps(s, { lora: true, train: true, hidden: true, dropout: false });
+      const res = await this.model.logps(s, { lora: true, train: true, hidden: true, dropout: false, temperature });
       res.logps.forEach((v, t) => (logps[r * T + t] = v));
       values.set(this.values(res.lastHidden!), r * T);
       hidden.push(res.lastHidden!);

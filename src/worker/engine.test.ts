@@ -87,9 +87,9 @@ describe('engine: models', () => {
   it('loads the tiny model with a LoRA adapter and reports its numbers', async () => {
     const progress: string[] = [];
     const info = await engine.loadModel({ source: 'tiny' }, { r: 4, alpha: 8, dropout: 0.1, targetModules: ['q_proj', 'v_proj'], useRslora: false }, (p) => progress.push(p.phase));
-    expect(info.config).toMatchObject({ layers: 2, hidden: 64, vocab: 151936 });
-    // q: 4·(64+64), v: 4·(64+32) per layer, 2 layers
-    expect(info.lora).toMatchObject({ modules: 4, r: 4, params: 2 * (4 * 128 + 4 * 96), scale: 2 });
+    expect(info.config).toMatchObject({ layers: 2, hidden: 128, vocab: 151936 });
+    // q: 4·(128+128), v: 4·(128+32) per layer, 2 layers
+    expect(info.lora).toMatchObject({ modules: 4, r: 4, params: 2 * (4 * 256 + 4 * 160), scale: 2 });
     expect(info.memory.ok).toBe(true);
     expect(info.memory.text).toMatch(/weights \(BF16\): .*LoRA: 4 modules/s);
     expect(Array.isArray(info.warnings)).toBe(true); // e.g. "lora_dropout … is not applied" while the engine lacks dropout
@@ -99,7 +99,7 @@ describe('engine: models', () => {
 
   it('refuses, with the numbers, a model above the adapter limits; a failed load leaves nothing on the GPU', async () => {
     const limit = gpu().limits.maxStorageBufferBindingSize;
-    const big = tinyConfigJson({ text: { intermediateSize: Math.ceil(limit / (64 * 2)) + 64 } });
+    const big = tinyConfigJson({ text: { intermediateSize: Math.ceil(limit / (128 * 2)) + 64 } });
     const cfgFile = (json: object) => new File([JSON.stringify(json)], 'config.json');
     engine['dropModel'](); // start from an empty GPU
     trimPool();
@@ -195,7 +195,7 @@ describe('engine: adapters and generation', () => {
     const st = readSafetensors(files.find((f) => f.name === 'adapter_model.safetensors')!.bytes);
     const a = st.tensors.get('base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight');
     const b = st.tensors.get('base_model.model.model.language_model.layers.0.self_attn.k_proj.lora_B.weight');
-    expect(a?.shape).toEqual([4, 64]);
+    expect(a?.shape).toEqual([4, 128]);
     expect(b?.shape).toEqual([32, 4]);
     expect(st.tensors.size).toBe(2 * 7 * 2);
     const cfg = JSON.parse(new TextDecoder().decode(files.find((f) => f.name === 'adapter_config.json')!.bytes));
@@ -231,7 +231,7 @@ describe('engine: adapters and generation', () => {
     expect(sum).toMatchObject({ status: 'done', step: 1, checkpointStep: 1 });
     expect((r.events.find((e) => e.type === 'model') as Extract<TrainEvent, { type: 'model' }>).info.lora?.r).toBe(4);
     const st = readSafetensors((await engine.exportAdapter('peft', 'r-imp'))[0].bytes);
-    expect(st.tensors.get('base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight')?.shape).toEqual([4, 64]);
+    expect(st.tensors.get('base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight')?.shape).toEqual([4, 128]);
   });
 
   it('maps predicted boxes back to original pixels', async () => {
