@@ -3,6 +3,9 @@
 // patch size → flatten patches in (t, h/merge, w/merge, merge_h, merge_w) × (c, tp, y, x) order.
 // Pixels come in as RGB or RGBA bytes (browser ImageData or any Node decoder).
 
+// Files → pixels (header, pixel limit, EXIF orientation, PNG/JPEG decoding): imageFile.ts.
+export { checkPixelLimit, decodeImageFile, exifTranspose, ImageError, MAX_IMAGE_PIXELS, readImageHeader, type DecodeOptions, type ImageFormat, type ImageHeader } from './imageFile.ts';
+
 export interface RawImage {
   /** Row-major pixels, `channels` bytes per pixel. */
   data: Uint8Array | Uint8ClampedArray;
