@@ -111,3 +111,64 @@ export function parseGroundings(text: string): Grounding[] {
   }
   return out;
 }
+
+/**
+ * What is wrong with a box of a `width` × `height` image (in the frame the box is written in),
+ * or null when it is usable: 4 finite numbers, x1 < x2, y1 < y2, every edge inside [0, width] ×
+ * [0, height]. Used by the dataset checks before training and by the import.
+ */
+export function boxProblem(box: readonly unknown[], width: number, height: number): string | null {
+  const shown = `[${box.map((v) => (typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v))).join(', ')}]`;
+  if (box.length !== 4) return `box ${shown} must be 4 numbers [x1, y1, x2, y2], it has ${box.length}`;
+  const bad = box.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v));
+  if (bad >= 0) return `box ${shown}: ${['x1', 'y1', 'x2', 'y2'][bad]} is not a finite number`;
+  const [x1, y1, x2, y2] = box as number[];
+  if (!(x1 < x2)) return `box ${shown}: x1 ${x1} must be less than x2 ${x2}`;
+  if (!(y1 < y2)) return `box ${shown}: y1 ${y1} must be less than y2 ${y2}`;
+  const out: string[] = [];
+  if (x1 < 0) out.push(`x1 ${x1} < 0`);
+  if (y1 < 0) out.push(`y1 ${y1} < 0`);
+  if (x2 > width) out.push(`x2 ${x2} > width ${width}`);
+  if (y2 > height) out.push(`y2 ${y2} > height ${height}`);
+  if (out.length) return `box ${shown} is outside the ${width}×${height} image (${out.join(', ')})`;
+  return null;
+}
+
+/**
+ * Every grounding object in a text, with what is wrong with the ones that cannot be used: a
+ * `bbox_2d` (or `bbox`) that is not 4 finite numbers ([1, NaN, 3, 4], [1, 2, 3]) or an object that
+ * does not parse. parseGroundings skips those silently (right for model answers); datasets must
+ * not lose a box without saying so.
+ */
+export function scanGroundings(text: string): { groundings: Grounding[]; problems: string[] } {
+  const groundings: Grounding[] = [];
+  const problems: string[] = [];
+  for (let i = text.indexOf('{'); i >= 0; ) {
+    const end = matchBrace(text, i);
+    if (end < 0) {
+      if (/"bbox(_2d)?"\s*:/.test(text.slice(i))) problems.push(`a bbox_2d object is not closed: ${text.slice(i, i + 60)}`);
+      break;
+    }
+    const s = text.slice(i, end);
+    const g = toGrounding(parseLoose(s));
+    if (g) {
+      groundings.push(g);
+      i = text.indexOf('{', end);
+      continue;
+    }
+    if (/["']bbox(_2d)?["']\s*:/.test(s) && !/\{[^{}]*\{/.test(s.slice(1))) {
+      // Name the problem: NaN / Infinity are not JSON, so read them as null to point at the coordinate.
+      const o = parseLoose(s.replace(/\b(NaN|-?Infinity)\b/g, 'null')) as Record<string, unknown> | undefined;
+      const b = o && typeof o === 'object' ? (o.bbox_2d ?? o.bbox) : undefined;
+      if (Array.isArray(b)) {
+        const shown = s.match(/\[[^\]]*\]/)?.[0] ?? JSON.stringify(b);
+        const p = b.length !== 4 ? `must be 4 numbers [x1, y1, x2, y2], it has ${b.length}` : `${['x1', 'y1', 'x2', 'y2'][b.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v))]} is not a finite number`;
+        problems.push(`box ${shown}${b.length !== 4 ? ' ' : ': '}${p}`);
+      } else problems.push(`a bbox_2d object does not parse: ${s.slice(0, 80)}`);
+      i = text.indexOf('{', end);
+      continue;
+    }
+    i = text.indexOf('{', i + 1);
+  }
+  return { groundings, problems };
+}

@@ -145,7 +145,7 @@ export async function planImport(input: SourceFile[], opts: ParseOpts = DEFAULT_
       errors.push(...parsed.errors);
       for (const r of parsed.records) {
         const res = parseRecord(r.value as Record<string, unknown>, name, r.line, opts);
-        if ('error' in res) errors.push(res.error);
+        if ('error' in res) errors.push(...res.errors);
         else {
           records++;
           samples.push(res.sample);
