@@ -146,7 +146,7 @@ describe('parseRecord', () => {
     expect(s.boxes.map((b) => [b.x1, b.label, b.frame, b.question])).toEqual([[90.9, 'sheep', 'abs', 'Find the sheep in the image'], [360.9, 'sheep', 'abs', 'Find the sheep in the image']]);
     const n = ok({ messages: [{ role: 'user', content: '<image>Describe' }, { role: 'assistant', content: '<ref-object><bbox> and <ref-object><bbox>' }], images: ['x.jpg'], objects: { ref: ['a dog', 'a woman'], bbox: [[1, 2, 3, 4], [5, 6, 7, 8]], bbox_type: 'norm1000' } });
     expect(n.boxes.map((b) => [b.label, b.frame])).toEqual([['a dog', 'norm1000'], ['a woman', 'norm1000']]);
-    expect(err({ messages: [{ role: 'user', content: 'x' }], images: ['a'], objects: { ref: [], bbox: [[1, 2, 3]] } }).reason).toMatch(/bbox must be 4 numbers/);
+    expect(err({ messages: [{ role: 'user', content: 'x' }], images: ['a'], objects: { ref: [], bbox: [[1, 2, 3]] } }).reason).toBe('objects.bbox[0] must be 4 numbers [x1, y1, x2, y2], got [1,2,3]');
   });
   it('LLaMA-Factory sharegpt (conversations, from/value) and its preference form', () => {
     expect(ok({ conversations: [{ from: 'human', value: '<image>Caption?' }, { from: 'gpt', value: 'A dog.' }], images: ['d.png'] })).toMatchObject({ kind: 'vqa', question: 'Caption?', answer: 'A dog.' });
@@ -165,7 +165,7 @@ describe('parseRecord', () => {
     expect(err({ messages: [{ role: 'wizard', content: 'x' }], images: ['a'] }).reason).toMatch(/unknown role "wizard"/);
     expect(err({ foo: 1, images: ['a'] }).reason).toMatch(/unknown record shape/);
     expect(err({ messages: [{ role: 'user', content: 'x' }], chosen: 'a', rejected: '', images: ['a'] }).reason).toBe('the rejected answer is empty');
-    expect(err({ images: [3], query: 'q' }).reason).toMatch(/path strings/);
+    expect(err({ images: [3], query: 'q' }).reason).toBe('"images"[0] must be a path string (or {"path": ...}), got 3');
     expect(err({ line: 3 } as Record<string, unknown>).line).toBe(3);
   });
 });
