@@ -10,8 +10,9 @@ export interface AnswerBox extends XYXY {
   label: string;
 }
 
+/** A box without a label is written without one: no label is invented. */
 export function formatGroundingAnswer(boxes: AnswerBox[]): string {
-  return formatGroundings(boxes.map((b) => ({ bbox: [b.x1, b.y1, b.x2, b.y2], label: b.label })));
+  return formatGroundings(boxes.map((b) => ({ bbox: [b.x1, b.y1, b.x2, b.y2], label: b.label || undefined })));
 }
 
 /**

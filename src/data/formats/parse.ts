@@ -70,6 +70,8 @@ export interface DatasetRecord {
   objects?: { refs: string[]; boxes: number[][]; frame: BoxFrame };
   /** every box of the record, in order */
   boxes: RecordBox[];
+  /** the frame bbox_2d answers of this record are read in (ParseOpts.answerFrame) */
+  answerFrame: BoxFrame;
   /** COCO / YOLO: no text; the user asks for each label and the answer is formatted from `boxes` */
   fromBoxes?: boolean;
 }
@@ -245,8 +247,10 @@ export function readRecord(value: Record<string, unknown>, file: string, line: n
 
   // Checks that need no image: a question, non-empty answers, a DPO pair that differs.
   const users = turns.filter((t) => t.role === 'user');
-  if (users.length === 0) bad('no user turn (the question)');
-  else if (turns.find((t) => t.role !== 'system')?.role === 'assistant') bad(`${turns.find((t) => t.role !== 'system')!.where}: the conversation starts with the assistant; it must start with a user turn`);
+  // (Not said when a turn could not be read: that problem is already named.)
+  const readable = problems.length === 0;
+  if (users.length === 0 && readable) bad('no user turn (the question)');
+  else if (readable && turns.find((t) => t.role !== 'system')?.role === 'assistant') bad(`${turns.find((t) => t.role !== 'system')!.where}: the conversation starts with the assistant; it must start with a user turn`);
   turns.forEach((t) => {
     if (t.role === 'assistant' && textOf(t.parts).trim() === '') bad(`${t.where}: the assistant answer is empty`);
   });
@@ -313,7 +317,7 @@ export function readRecord(value: Record<string, unknown>, file: string, line: n
   const kind: DatasetRecord['kind'] = preference ? 'preference' : hasAnswer ? 'sft' : 'rl';
   if (problems.length) return { problems, warnings };
   const messages: ChatMessage[] = turns.map((t) => ({ role: t.role, content: t.parts }));
-  const record: DatasetRecord = { file, line, images, written, kind, messages, boxes };
+  const record: DatasetRecord = { file, line, images, written, kind, messages, boxes, answerFrame: opts.answerFrame };
   if (preference) Object.assign(record, { chosen, rejected });
   if (reference !== undefined) record.reference = reference;
   if (objects) record.objects = objects;

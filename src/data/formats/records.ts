@@ -48,7 +48,7 @@ export function resizedBoxes(img: Pick<ImageRecord, 'width' | 'height' | 'labels
   const [rh, rw] = smartResize(img.height, img.width, 28, opts.minPixels, opts.maxPixels);
   return boxes.map((b) => {
     const [x1, y1, x2, y2] = boxToResized([b.x1, b.y1, b.x2, b.y2], { width: img.width, height: img.height }, { width: rw, height: rh });
-    return { x1, y1, x2, y2, label: b.label.trim() || 'object' };
+    return { x1, y1, x2, y2, label: b.label.trim() };
   });
 }
 
@@ -69,7 +69,7 @@ export function taskRecords(ds: Pick<DatasetMeta, 'kind' | 'minPixels' | 'maxPix
         kind: 'sft' as const,
         question,
         answer: formatGroundingAnswer(resizedBoxes(img, ds, boxes)),
-        boxes: boxes.map((b) => ({ x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, label: b.label.trim() || 'object' })),
+        boxes: boxes.map((b) => ({ x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, label: b.label.trim() })),
       }));
     }
     case 'vqa':
