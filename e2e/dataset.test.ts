@@ -345,3 +345,87 @@ describe('storage limits', () => {
     await own.close();
   });
 });
+
+describe('import: the box frame on every route, no duplicates, answers as written', () => {
+  const spoonLine = JSON.stringify({ messages: [{ role: 'user', content: '<image>Where is the spoon?' }, { role: 'assistant', content: '{"bbox_2d": [325, 65, 425, 325]}' }], images: ['spoon.png'] });
+
+  it('a JSONL dropped with its image on the grid is read in the frame chosen on the header; the answer keeps no invented label', async () => {
+    const page = await browser.context.newPage();
+    const errors = watchErrors(page);
+    await page.goto(server.url + '#dataset');
+    await newDataset(page);
+    // The choice is on the header (not only in the Import panel) and kept by the dataset.
+    await page.getByTestId('answer-frame').selectOption('abs');
+    await expect.poll(async () => (await storedRecords<{ answerFrame?: string }>(page, 'datasets')).some((d) => d.answerFrame === 'abs')).toBe(true);
+    await dropFiles(page, '[data-testid="drop-zone"]', [
+      { name: 'data.jsonl', bytes: Buffer.from(spoonLine + '\n'), type: '' },
+      { name: 'spoon.png', bytes: scene(7, 700, 350), type: 'image/png' },
+    ]);
+    const notice = page.getByTestId('notice').filter({ hasText: 'from 1 record' });
+    await notice.waitFor({ timeout: 15_000 });
+    expect(await notice.textContent()).toMatch(/bbox_2d answers were read in original image pixels/);
+    await page.getByTestId('thumb').first().locator('.tile-img').click();
+    // Original pixels, not [332, 66, 434, 332] (what reading them as the resized frame gives).
+    const c = (await page.getByTestId('box-coords').textContent())!.replace(/[[\]\s]/g, '').split(',').map(Number);
+    expect(c).toEqual([325, 65, 425, 325]);
+    expect(await page.getByTestId('box-label').inputValue()).toBe('');
+    await page.getByTestId('labeler-back').click();
+
+    // Exported for training: the resized frame (700x350 → 700x336), and still no label.
+    await page.getByTestId('export-button').click();
+    await page.getByTestId('export-format').selectOption('swift');
+    await page.locator('[data-testid="export-panel"] input[type=checkbox]').uncheck();
+    const [d] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-run').click()]);
+    const rec = JSON.parse((await readFile((await d.path())!, 'utf8')).trim());
+    expect(rec.messages[0].content).toBe('<image>Where is the spoon?');
+    expect(rec.messages[1].content).toContain('{"bbox_2d": [325, 62, 425, 312]}');
+    expect(rec.messages[1].content).not.toContain('label');
+
+    // After a reload the dataset still reads imports in original pixels.
+    await page.reload();
+    await page.getByTestId('answer-frame').waitFor({ timeout: 15_000 });
+    expect(await page.getByTestId('answer-frame').inputValue()).toBe('abs');
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('importing the same JSONL and images again adds nothing; a JSONL alone labels images already in the dataset; paths out of the folder are refused', async () => {
+    const page = await browser.context.newPage();
+    const errors = watchErrors(page);
+    await page.goto(server.url + '#dataset');
+    await newDataset(page);
+    const line = (img: string, b: number[]) => JSON.stringify({ messages: [{ role: 'user', content: '<image>Find the sun.' }, { role: 'assistant', content: `{"bbox_2d": [${b.join(', ')}], "label": "sun"}` }], images: [img] });
+    const files = [
+      { name: 'data.jsonl', bytes: Buffer.from([line('imgs/a.png', [10, 10, 60, 60]), line('imgs/b.png', [20, 20, 80, 80])].join('\n') + '\n'), type: '' },
+      { name: 'a.png', bytes: scene(8), type: 'image/png' },
+      { name: 'b.png', bytes: scene(9), type: 'image/png' },
+    ];
+    await dropFiles(page, '[data-testid="drop-zone"]', files);
+    await expect.poll(() => page.getByTestId('thumb').count(), { timeout: 15_000 }).toBe(2);
+    expect(await page.getByTestId('box-count').allTextContents()).toEqual(['1 box', '1 box']);
+    await page.waitForFunction(() => !document.querySelector('[data-testid="progress"]'));
+
+    // The same drop again, and a.png under another name: matched by content, nothing duplicated.
+    await dropFiles(page, '[data-testid="drop-zone"]', [...files, { name: 'copy-of-a.png', bytes: scene(8), type: 'image/png' }]);
+    const again = page.getByTestId('notice').filter({ hasText: 'Added 0 images' });
+    await again.waitFor({ timeout: 15_000 });
+    expect(await again.textContent()).toMatch(/3 images were already in the dataset \(same content\) and not added again/);
+    expect(await page.getByTestId('thumb').count()).toBe(2);
+    expect(await page.getByTestId('box-count').allTextContents()).toEqual(['1 box', '1 box']);
+    expect((await storedRecords(page, 'images')).filter((r) => /^(a|b|copy-of-a)\.png/.test(String(r.name))).length).toBe(2);
+    await page.waitForFunction(() => !document.querySelector('[data-testid="progress"]'));
+
+    // A JSONL alone: its line for a.png labels the stored image; the one climbing out is refused.
+    await dropFiles(page, '[data-testid="drop-zone"]', [{
+      name: 'more.jsonl', type: '',
+      bytes: Buffer.from([line('a.png', [100, 100, 200, 200]), line('../b.png', [1, 1, 50, 50])].join('\n') + '\n'),
+    }]);
+    const more = page.getByTestId('notice').filter({ hasText: 'Labels added to 1 image already in the dataset' });
+    await more.waitFor({ timeout: 15_000 });
+    expect(await more.textContent()).toMatch(/more\.jsonl line 2: image path "\.\.\/b\.png" is refused: "\.\." leads above the dataset folder/);
+    expect(await page.getByTestId('thumb').count()).toBe(2);
+    expect(await page.getByTestId('box-count').allTextContents()).toEqual(['2 boxes', '1 box']);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});

@@ -4,13 +4,14 @@
 
 import { create } from 'zustand';
 import { exportDataset as buildExport, type ExportFormat } from '../data/formats/export.ts';
-import { labelsForImage, planImport, type SourceFile } from '../data/formats/import.ts';
+import type { BoxFrame } from '../data/formats/coords.ts';
+import { labelsForImage, mergeLabels, planImport, type SourceFile } from '../data/formats/import.ts';
 import { formatError } from '../data/formats/jsonl.ts';
 import type { ParseOpts } from '../data/formats/parse.ts';
 import { TASK_KINDS, isLabelled, newDataset, uid, type DatasetMeta, type ImageRecord, type Labels, type TaskKind } from '../data/formats/types.ts';
 import { zipDataset } from '../data/formats/zip.ts';
 import * as db from './datasetDb.ts';
-import { ImageError, processImage } from './datasetImage.ts';
+import { contentHash, ImageError, processImage } from './datasetImage.ts';
 import { broadcast, lockDataset, onBroadcast, type DatasetLock } from './datasetLock.ts';
 import { byOrder } from './datasetSamples.ts';
 
@@ -52,7 +53,7 @@ export interface DatasetState {
   progress: Progress | null;
   notices: Notice[];
   usage: { used: number; quota: number } | null;
-  /** how bbox_2d answers in imported files are read (see parse.ts) */
+  /** how bbox_2d answers in imported files are read (see parse.ts) when a new dataset is made; each dataset keeps its own (DatasetMeta.answerFrame) */
   answerFrame: ParseOpts['answerFrame'];
 }
 
@@ -68,8 +69,42 @@ export const useDatasetStore = create<DatasetState>(() => ({
   progress: null,
   notices: [],
   usage: null,
-  answerFrame: 'resized',
+  answerFrame: readFrame(),
 }));
+
+const FRAME_KEY = 'patchwork.answerFrame';
+
+function readFrame(): BoxFrame {
+  try {
+    const v = localStorage.getItem(FRAME_KEY);
+    return v === 'abs' || v === 'norm1000' || v === 'resized' ? v : 'resized';
+  } catch {
+    return 'resized';
+  }
+}
+
+export const FRAME_TITLES: Record<'resized' | 'abs' | 'norm1000', string> = {
+  resized: 'the smart-resized frame (Qwen2.5-VL)',
+  abs: 'original image pixels',
+  norm1000: '0–1000 normalized (Qwen2-VL)',
+};
+
+/** The frame bbox_2d answers of files imported into `ds` are read in (every route: drop, pick, paste, zip). */
+export function importFrame(ds: DatasetMeta | undefined): BoxFrame {
+  return ds?.answerFrame ?? get().answerFrame;
+}
+
+/** Sets the import frame of the open dataset (and the default of new ones). */
+export async function setImportFrame(frame: BoxFrame): Promise<void> {
+  set({ answerFrame: frame });
+  try {
+    localStorage.setItem(FRAME_KEY, frame);
+  } catch {
+    /* private mode */
+  }
+  const ds = currentDataset();
+  if (ds && ds.answerFrame !== frame) await updateDataset(ds.id, { answerFrame: frame });
+}
 
 const get = useDatasetStore.getState;
 const set = useDatasetStore.setState;
@@ -203,7 +238,7 @@ function uniqueName(base: string): string {
 }
 
 export async function createDataset(name?: string, kind: TaskKind = 'grounding'): Promise<string> {
-  const ds = newDataset(uniqueName(name?.trim() || 'Dataset'), kind);
+  const ds = { ...newDataset(uniqueName(name?.trim() || 'Dataset'), kind), answerFrame: get().answerFrame };
   await db.putDataset(ds);
   set({ datasets: [...get().datasets, ds], counts: { ...get().counts, [ds.id]: 0 } });
   broadcast({ type: 'datasets' });
@@ -448,14 +483,16 @@ export async function addFiles(files: SourceFile[], opts: { newDataset?: boolean
 }
 
 async function ingest(files: SourceFile[], opts: { newDataset?: boolean }): Promise<void> {
-  const plan = await planImport(files, { answerFrame: get().answerFrame });
+  const target = !get().currentId || opts.newDataset ? undefined : currentDataset();
+  const frame = importFrame(target);
+  const plan = await planImport(files, { answerFrame: frame, existing: target ? get().images.map((r) => ({ id: r.id, name: r.name })) : [] });
   const details: string[] = [];
   const problems: string[] = [];
 
   // Target dataset.
-  if (!get().currentId || opts.newDataset) {
+  if (!target) {
     const name = plan.dataset?.name ?? datasetNameFor(files);
-    await createDataset(name, plan.kind ?? 'grounding');
+    await createDataset(name, plan.kind ?? 'grounding'); // with answerFrame = frame (the default of new datasets)
   }
   let ds = currentDataset()!;
   const startedEmpty = get().images.length === 0;
@@ -480,20 +517,51 @@ async function ingest(files: SourceFile[], opts: { newDataset?: boolean }): Prom
 
   const dsId = ds.id;
   let order = get().images.reduce((m, r) => Math.max(m, r.order), 0);
-  const existing = new Set(get().images.map((r) => `${r.name}\u0000${r.bytes}`));
+  // Images already in the dataset: by content hash (SHA-256 of the file), by name + size for
+  // images stored before hashes were kept.
+  const byId = new Map(get().images.map((r) => [r.id, r]));
+  const byHash = new Map(get().images.filter((r) => r.hash).map((r) => [r.hash!, r.id]));
+  const legacy = new Map(get().images.filter((r) => !r.hash).map((r) => [`${r.name}\u0000${r.bytes}`, r.id]));
   let added = 0;
   let duplicates = 0;
   let labelled = 0;
+  let relabelled = 0;
+  const changed = new Map<string, ImageRecord>();
   const total = plan.images.length;
   set({ progress: { label: 'Adding images', done: 0, total } });
   let batch: ImageRecord[] = [];
   const flushBatch = () => {
-    if (!batch.length || get().currentId !== dsId) return;
-    const images = [...get().images, ...batch].sort(byOrder);
+    if (get().currentId !== dsId) return;
+    if (!batch.length && !changed.size) return;
+    const images = [...get().images, ...batch].map((r) => changed.get(r.id) ?? r).sort(byOrder);
     set({ images, counts: { ...get().counts, [dsId]: images.length } });
     batch = [];
   };
   let lastFlush = performance.now();
+
+  /** Labels of the import merged into an image already stored; a differing text answer becomes a copy. */
+  const mergeInto = async (id: string, incoming: Labels[]): Promise<boolean> => {
+    const rec = changed.get(id) ?? byId.get(id)!;
+    const m = mergeLabels(rec.labels, incoming);
+    if (m.added) {
+      const next = { ...rec, labels: m.labels };
+      await db.putImages([next]);
+      changed.set(id, next);
+      byId.set(id, next);
+      relabelled++;
+    }
+    if (m.extra.length) {
+      const blobs = await db.getBlobs(rec.id);
+      if (!blobs) return m.added > 0;
+      for (const labels of m.extra) {
+        const copy: ImageRecord = { ...rec, id: uid('img'), name: `${rec.name} #${++order}`, order, addedAt: Date.now(), labels };
+        await db.addImage(copy, { id: copy.id, image: blobs.image, thumb: blobs.thumb });
+        batch.push(copy);
+        added++;
+      }
+    }
+    return m.added > 0 || m.extra.length > 0;
+  };
 
   for (let i = 0; i < plan.images.length; i++) {
     if (cancelRequested) {
@@ -503,56 +571,93 @@ async function ingest(files: SourceFile[], opts: { newDataset?: boolean }): Prom
     const p = plan.images[i];
     const f = p.file;
     set({ progress: { label: `Adding ${f.path}`, done: i, total } });
-    if (!p.samples.length && existing.has(`${f.path}\u0000${f.size}`)) {
-      duplicates++;
-      continue;
-    }
-    const type = f.type || f.blob?.type || 'image/png';
-    let pi;
     try {
-      const blob = f.blob ?? new Blob([(await f.bytes()) as BlobPart], { type });
-      pi = await processImage(blob, type);
-    } catch (e) {
-      problems.push(`${f.path}: skipped, ${e instanceof ImageError ? e.message : `could not be read (${(e as Error).message})`}`);
-      continue;
-    }
-    if (pi.notice) details.push(`${f.path}: ${pi.notice}`);
-    let origWidth = pi.origWidth;
-    let origHeight = pi.origHeight;
-    let scale = pi.scale;
-    if (p.orig && pi.scale === 1) {
-      // Re-import of our own export of a downscaled image: keep its original size.
-      origWidth = p.orig.width;
-      origHeight = p.orig.height;
-      scale = origWidth / pi.width;
-    }
-    const lab = labelsForImage(p.samples, { fileWidth: pi.origWidth, fileHeight: pi.origHeight, scale: pi.scale }, ds);
-    problems.push(...lab.warnings.map((w) => `${f.path}: ${w}`));
-    let stop = false;
-    for (let k = 0; k < lab.labels.length; k++) {
-      const labels = lab.labels[k];
-      const rec: ImageRecord = {
-        id: uid('img'), datasetId: dsId, name: k === 0 ? f.path : `${f.path} #${k + 1}`, type: pi.type,
-        width: pi.width, height: pi.height, origWidth, origHeight, scale, bytes: f.size,
-        order: ++order, addedAt: Date.now(), labels,
-      };
-      try {
-        await db.addImage(rec, { id: rec.id, image: pi.stored, thumb: pi.thumb });
-      } catch (e) {
-        if (db.isQuotaError(e)) {
-          problems.unshift(`Browser storage is full: "${f.path}" and the ${total - i - 1} files after it were not added (nothing was half-written). Delete images or datasets you no longer need, then add them again.`);
-          stop = true;
-          break;
-        }
-        problems.push(`${f.path}: could not be stored (${(e as Error).message})`);
+      if (p.existingId) {
+        // A record naming an image already in the dataset (no file came with it).
+        const rec = changed.get(p.existingId) ?? byId.get(p.existingId)!;
+        const lab = labelsForImage(p.samples, { fileWidth: rec.origWidth, fileHeight: rec.origHeight, scale: rec.scale }, ds);
+        problems.push(...lab.warnings.map((w) => `${f.path}: ${w}`));
+        if (await mergeInto(rec.id, lab.labels)) labelled++;
         continue;
       }
-      existing.add(`${f.path}\u0000${f.size}`);
-      added++;
-      if (isLabelled(ds.kind, labels, ds.reward) || labels.boxes.length) labelled++;
-      batch.push(rec);
+      const type = f.type || f.blob?.type || 'image/png';
+      let bytes: Uint8Array;
+      try {
+        bytes = await f.bytes();
+      } catch (e) {
+        problems.push(`${f.path}: skipped, could not be read (${(e as Error).message})`);
+        continue;
+      }
+      const hash = await contentHash(bytes);
+      const same = byHash.get(hash) ?? legacy.get(`${f.path}\u0000${f.size}`);
+      if (same) {
+        // The same image again: its labels (if any) go to the stored one; no second copy.
+        const rec = changed.get(same) ?? byId.get(same)!;
+        if (!p.samples.length) {
+          duplicates++;
+          continue;
+        }
+        const lab = labelsForImage(p.samples, { fileWidth: rec.origWidth, fileHeight: rec.origHeight, scale: rec.scale }, ds);
+        problems.push(...lab.warnings.map((w) => `${f.path}: ${w}`));
+        if (await mergeInto(rec.id, lab.labels)) labelled++;
+        else duplicates++;
+        continue;
+      }
+      let pi;
+      try {
+        const blob = f.blob ?? new Blob([bytes as BlobPart], { type });
+        pi = await processImage(blob, type, bytes);
+      } catch (e) {
+        problems.push(`${f.path}: skipped, ${e instanceof ImageError ? e.reason : `could not be read (${(e as Error).message})`}`);
+        continue;
+      }
+      if (pi.notice) details.push(`${f.path}: ${pi.notice}`);
+      let origWidth = pi.origWidth;
+      let origHeight = pi.origHeight;
+      let scale = pi.scale;
+      if (p.orig && pi.scale === 1) {
+        // Re-import of our own export of a downscaled image: keep its original size.
+        origWidth = p.orig.width;
+        origHeight = p.orig.height;
+        scale = origWidth / pi.width;
+      }
+      const lab = labelsForImage(p.samples, { fileWidth: pi.origWidth, fileHeight: pi.origHeight, scale: pi.scale }, ds);
+      problems.push(...lab.warnings.map((w) => `${f.path}: ${w}`));
+      let stop = false;
+      for (let k = 0; k < lab.labels.length; k++) {
+        const labels = lab.labels[k];
+        const rec: ImageRecord = {
+          id: uid('img'), datasetId: dsId, name: k === 0 ? f.path : `${f.path} #${k + 1}`, type: pi.type,
+          width: pi.width, height: pi.height, origWidth, origHeight, scale, bytes: f.size, hash,
+          order: ++order, addedAt: Date.now(), labels,
+        };
+        try {
+          await db.addImage(rec, { id: rec.id, image: pi.stored, thumb: pi.thumb });
+        } catch (e) {
+          if (db.isQuotaError(e)) {
+            problems.unshift(`Browser storage is full: "${f.path}" and the ${total - i - 1} files after it were not added (nothing was half-written). Delete images or datasets you no longer need, then add them again.`);
+            stop = true;
+            break;
+          }
+          problems.push(`${f.path}: could not be stored (${(e as Error).message})`);
+          continue;
+        }
+        if (k === 0) {
+          byHash.set(hash, rec.id);
+          byId.set(rec.id, rec);
+        }
+        added++;
+        if (isLabelled(ds.kind, labels, ds.reward) || labels.boxes.length) labelled++;
+        batch.push(rec);
+      }
+      if (stop) break;
+    } catch (e) {
+      if (db.isQuotaError(e)) {
+        problems.unshift(`Browser storage is full: "${f.path}" and the ${total - i - 1} files after it were not added (nothing was half-written). Delete images or datasets you no longer need, then add them again.`);
+        break;
+      }
+      problems.push(`${f.path}: could not be stored (${(e as Error).message})`);
     }
-    if (stop) break;
     if (performance.now() - lastFlush > 250) {
       flushBatch();
       lastFlush = performance.now();
@@ -565,11 +670,13 @@ async function ingest(files: SourceFile[], opts: { newDataset?: boolean }): Prom
   const errs = plan.errors.map(formatError);
   const skipped = plan.skipped.map((s) => `${s.path}: skipped, ${s.reason}`);
   const all = [...problems, ...errs, ...skipped];
-  if (duplicates) details.push(`${duplicates} image${duplicates > 1 ? 's were' : ' was'} already in the dataset and skipped.`);
+  if (duplicates) details.push(`${duplicates} image${duplicates > 1 ? 's were' : ' was'} already in the dataset (same content) and not added again.`);
+  if (relabelled) details.push(`Labels added to ${relabelled} image${relabelled > 1 ? 's' : ''} already in the dataset.`);
+  if (plan.records) details.push(`bbox_2d answers were read in ${FRAME_TITLES[frame as keyof typeof FRAME_TITLES] ?? frame} (the dataset's import setting; change it under Import…).`);
   details.push(...plan.warnings);
   const recs = plan.records ? `, ${labelled} with labels from ${plan.records} record${plan.records > 1 ? 's' : ''}` : '';
   const title = `Added ${added} image${added === 1 ? '' : 's'} to "${ds.name}"${recs}` + (all.length ? ` — ${all.length} problem${all.length > 1 ? 's' : ''}` : '');
-  notify({ level: all.length ? (added ? 'warn' : 'error') : 'success', title, details: [...all, ...details], ttl: all.length ? undefined : 5000 });
+  notify({ level: all.length ? (added || relabelled ? 'warn' : 'error') : 'success', title, details: [...all, ...details], ttl: all.length ? undefined : 5000 });
 }
 
 // ---------------------------------------------------------------- export

@@ -15,6 +15,7 @@ import { normalizeBox, toFilePixels, type ResizeOpts } from './coords.ts';
 import type { PatchworkFile } from './export.ts';
 import { isObj, parseJsonArray, parseJsonl, type LineError } from './jsonl.ts';
 import { DEFAULT_PARSE_OPTS, parseRecord, type ParsedSample, type ParseOpts } from './parse.ts';
+import { isDataUri, resolveImagePath } from './paths.ts';
 import { IMAGE_EXT, baseName, emptyLabels, mimeOf, naturalCompare, stemName, uid, type Box, type Labels, type TaskKind } from './types.ts';
 import { isClassNamesFile, parseClassNames, parseYoloLabels } from './yolo.ts';
 import { unzipFiles } from './zip.ts';
@@ -35,7 +36,10 @@ export function sourceFromBytes(path: string, data: Uint8Array, type = ''): Sour
 }
 
 export interface PlannedImage {
+  /** the dropped file, or (existingId set) a stand-in named like the dataset's image */
   file: SourceFile;
+  /** the records refer to this image already in the dataset (no file came with them) */
+  existingId?: string;
   samples: ParsedSample[];
   /** from patchwork.json: the original size the image had before we stored it */
   orig?: { width: number; height: number };
@@ -66,7 +70,12 @@ export function isAnnotationFile(path: string): boolean {
 
 const IGNORED = /(^|\/)(\.[^/]*|__MACOSX\/.*|Thumbs\.db|desktop\.ini)$/i;
 
-export async function planImport(input: SourceFile[], opts: ParseOpts = DEFAULT_PARSE_OPTS): Promise<ImportPlan> {
+export interface PlanOpts extends ParseOpts {
+  /** the open dataset's images: records naming one of them (and no dropped file) label it */
+  existing?: { id: string; name: string }[];
+}
+
+export async function planImport(input: SourceFile[], opts: PlanOpts = DEFAULT_PARSE_OPTS): Promise<ImportPlan> {
   const errors: LineError[] = [];
   const warnings: string[] = [];
   const skipped: ImportPlan['skipped'] = [];
@@ -88,7 +97,12 @@ export async function planImport(input: SourceFile[], opts: ParseOpts = DEFAULT_
   }
 
   const images = files.filter(isImageFile).sort((a, b) => naturalCompare(a.path, b.path));
-  const resolver = imageResolver(images);
+  const dropped = imageResolver(images);
+  // Images already in the dataset, as stand-ins: a JSONL may label them without bringing them again.
+  const standIns = new Map<SourceFile, string>();
+  for (const e of opts.existing ?? []) standIns.set({ path: e.name, size: 0, type: mimeOf(e.name), bytes: async () => { throw new Error(`${e.name} is already stored`); } }, e.id);
+  const inDataset = imageResolver([...standIns.keys()]);
+  const resolver = (ref: string) => dropped(ref) ?? inDataset(ref);
   const text = async (f: SourceFile) => decoder.decode(await f.bytes());
 
   const samples: ParsedSample[] = [];
@@ -124,16 +138,23 @@ export async function planImport(input: SourceFile[], opts: ParseOpts = DEFAULT_
           if (pw.dataset?.classes?.length) classes = pw.dataset.classes;
           pw.images.forEach((rec, i) => {
             records++;
-            const s = fromPatchwork(rec, pw.dataset.kind, name, i + 1);
+            const at = resolveImagePath(rec.path, name);
+            if (at.error !== undefined) return errors.push({ file: name, line: i + 1, reason: at.error });
+            const s = fromPatchwork({ ...rec, path: at.path }, pw.dataset.kind, name, i + 1);
             samples.push(s);
-            const img = resolver(rec.path);
+            const img = resolver(at.path);
             if (img && rec.origWidth && rec.scale !== 1) origs.set(img, { width: rec.origWidth, height: rec.origHeight });
           });
           continue;
         }
         if (isObj(whole) && isCoco(whole)) {
           const c = parseCoco(whole, name);
-          samples.push(...c.samples.filter((s) => s.boxes.length || resolver(s.image)));
+          for (const s of c.samples) {
+            if (!s.boxes.length && !resolver(s.image)) continue;
+            const at = resolveImagePath(s.image, name);
+            if (at.error !== undefined) errors.push({ file: name, line: s.line, reason: at.error });
+            else samples.push({ ...s, image: at.path });
+          }
           errors.push(...c.errors);
           records += c.samples.length;
           for (const k of c.classes) if (!classes.includes(k)) classes.push(k);
@@ -197,6 +218,7 @@ export async function planImport(input: SourceFile[], opts: ParseOpts = DEFAULT_
       errors.push({ file: s.file, line: s.line, reason: `image "${s.image}" not found among the imported files${s.line ? '' : lines}` });
       continue;
     }
+    if (!planned.has(img)) planned.set(img, { file: img, samples: [], existingId: standIns.get(img) });
     planned.get(img)!.samples.push(s);
   }
   for (const [f, o] of origs) {
@@ -213,12 +235,16 @@ export async function planImport(input: SourceFile[], opts: ParseOpts = DEFAULT_
   }
   for (const s of samples) for (const b of s.boxes) if (b.label && !classes.includes(b.label)) classes.push(b.label);
 
-  return { images: [...planned.values()], errors, warnings, skipped, kind, classes, dataset, records };
+  return { images: [...planned.values()].filter((p) => !p.existingId || p.samples.length), errors, warnings, skipped, kind, classes, dataset, records };
 }
 
-/** Finds an image by the path a record wrote: exact, then by file name (the longest matching path suffix wins). */
+/**
+ * Finds an image by the path a record names (already resolved against the dataset file's folder and
+ * checked by paths.ts): exact, then by file name, the longest matching folder suffix winning (a
+ * JSONL dropped beside its images, whatever folders they came in).
+ */
 export function imageResolver(images: SourceFile[]): (ref: string) => SourceFile | undefined {
-  const norm = (p: string) => p.replace(/\\/g, '/').replace(/^(file:\/\/)?/, '').replace(/^(\.\/)+/, '').replace(/^\/+/, '').toLowerCase();
+  const norm = (p: string) => p.replace(/\\/g, '/').replace(/^(\.\/)+/, '').toLowerCase();
   const exact = new Map<string, SourceFile>();
   const byBase = new Map<string, { path: string; file: SourceFile }[]>();
   for (const f of images) {
@@ -236,14 +262,8 @@ export function imageResolver(images: SourceFile[]): (ref: string) => SourceFile
     return k;
   };
   return (ref: string) => {
-    if (!ref || ref.startsWith('data:')) return undefined;
-    let r = ref;
-    try {
-      if (/^https?:\/\//i.test(r)) r = decodeURIComponent(new URL(r).pathname);
-    } catch {
-      /* keep as is */
-    }
-    const n = norm(r);
+    if (!ref || isDataUri(ref)) return undefined;
+    const n = norm(ref);
     const hit = exact.get(n);
     if (hit) return hit;
     const cands = byBase.get(baseName(n));
@@ -252,6 +272,38 @@ export function imageResolver(images: SourceFile[]): (ref: string) => SourceFile
     for (const c of cands) if (common(c.path, n) > common(best.path, n)) best = c;
     return best.file;
   };
+}
+
+/**
+ * Labels read from files merged into an image's labels: boxes not already there are added (same
+ * corners to 0.01 px, label and question = already there); a text answer fills empty fields, an equal
+ * one is already there, a different one is returned in `extra` (it becomes its own copy of the image,
+ * as a second question/answer of one image does).
+ */
+export function mergeLabels(into: Labels, incoming: Labels[]): { labels: Labels; extra: Labels[]; added: number } {
+  const labels: Labels = { ...into, boxes: [...into.boxes] };
+  const extra: Labels[] = [];
+  let added = 0;
+  const same = (a: Box, b: Box) => ['x1', 'y1', 'x2', 'y2'].every((k) => Math.abs(a[k as 'x1'] - b[k as 'x1']) <= 0.01) && a.label === b.label && a.question === b.question;
+  for (const l of incoming) {
+    for (const b of l.boxes) {
+      if (labels.boxes.some((x) => same(x, b))) continue;
+      labels.boxes.push(b);
+      added++;
+    }
+    const text = (x: Labels) => [x.question, x.answer, x.chosen, x.rejected].join('\u0000');
+    if (!(l.answer || l.chosen || l.rejected)) {
+      if (!labels.question && l.question) labels.question = l.question;
+      continue;
+    }
+    if (!(labels.answer || labels.chosen || labels.rejected)) {
+      Object.assign(labels, { question: l.question || labels.question, answer: l.answer, chosen: l.chosen, rejected: l.rejected });
+      added++;
+    } else if (text(labels) !== text({ ...l, question: l.question || labels.question }) && !extra.some((e) => text(e) === text(l))) {
+      extra.push({ ...l, boxes: [] });
+    }
+  }
+  return { labels, extra, added };
 }
 
 function fromDataUri(uri: string, name: string): SourceFile | undefined {

@@ -12,6 +12,7 @@
 // All boxes are [x1, y1, x2, y2] with x1 < x2, y1 < y2 (x right, y down, origin top-left corner).
 
 import { DEFAULT_IMAGE_CONFIG } from '../image.ts';
+import type { BoxFrame } from './coords.ts';
 
 export type TaskKind = 'grounding' | 'vqa' | 'preference' | 'rl';
 export type RewardKind = 'iou' | 'format' | 'exact';
@@ -68,6 +69,8 @@ export interface DatasetMeta {
   minPixels: number;
   maxPixels: number;
   reward: RewardKind;
+  /** how bbox_2d answers of imported files are read, for every import route (absent: 'resized') */
+  answerFrame?: BoxFrame;
   createdAt: number;
   updatedAt: number;
   /** soft delete (undo window); purged later */
@@ -88,6 +91,8 @@ export interface ImageRecord {
   /** original / stored (>= 1; 1 unless downscaled at import) */
   scale: number;
   bytes: number;
+  /** SHA-256 of the file as added (hex): the same image added again is matched, not duplicated */
+  hash?: string;
   /** insertion order inside the dataset */
   order: number;
   addedAt: number;

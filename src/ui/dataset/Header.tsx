@@ -5,7 +5,8 @@ import { useRef, useState } from 'react';
 import { EXPORT_FORMATS, type ExportFormat } from '../../data/formats/export.ts';
 import { REWARD_KINDS, TASK_KINDS, type DatasetMeta, type TaskKind } from '../../data/formats/types.ts';
 import { smartResize } from '../../data/image.ts';
-import { addFiles, exportCurrent, notify, updateDataset, useDatasetStore } from '../../store/dataset.ts';
+import type { BoxFrame } from '../../data/formats/coords.ts';
+import { addFiles, exportCurrent, FRAME_TITLES, importFrame, notify, setImportFrame, updateDataset, useDatasetStore } from '../../store/dataset.ts';
 import { filesFromList } from './files.ts';
 
 const PIXEL_PRESETS: { label: string; min: number; max: number }[] = [
@@ -65,7 +66,10 @@ export function Header({ ds, readOnly }: { ds: DatasetMeta; readOnly: boolean })
         <span className="muted small">{TASK_KINDS.find((k) => k.kind === ds.kind)?.hint}</span>
       </div>
       {panel === 'settings' && <Settings ds={ds} readOnly={readOnly} />}
-      {panel === 'import' && <ImportPanel onDone={() => setPanel(null)} />}
+      <div className="ds-header-row kind-row">
+        <FrameSelect ds={ds} readOnly={readOnly} />
+      </div>
+      {panel === 'import' && <ImportPanel ds={ds} onDone={() => setPanel(null)} />}
       {panel === 'export' && <ExportPanel ds={ds} />}
     </div>
   );
@@ -149,8 +153,28 @@ function Settings({ ds, readOnly }: { ds: DatasetMeta; readOnly: boolean }) {
   );
 }
 
-function ImportPanel({ onDone }: { onDone(): void }) {
-  const frame = useDatasetStore((s) => s.answerFrame);
+/**
+ * How bbox_2d answers of imported files are read: shown on the dataset's header at all times, since
+ * it applies to every way in (drop on the grid, Add images, Import…, paste, zips).
+ */
+function FrameSelect({ ds, readOnly, testId = 'answer-frame' }: { ds: DatasetMeta; readOnly: boolean; testId?: string }) {
+  useDatasetStore((s) => s.answerFrame);
+  const frame = importFrame(ds);
+  return (
+    <label className="field-inline" title="Applies to every import into this dataset: drop, pick, paste, zip. ms-swift objects and COCO/YOLO state their own coordinates.">
+      <span className="field-label">Imported bbox_2d answers are in</span>{' '}
+      <select value={frame} disabled={readOnly} onChange={(e) => void setImportFrame(e.target.value as BoxFrame)} data-testid={testId}>
+        {(Object.keys(FRAME_TITLES) as (keyof typeof FRAME_TITLES)[]).map((f) => (
+          <option key={f} value={f}>
+            {FRAME_TITLES[f]}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
+function ImportPanel({ ds, onDone }: { ds: DatasetMeta; onDone(): void }) {
   const [asNew, setAsNew] = useState(false);
   const input = useRef<HTMLInputElement>(null);
   return (
@@ -161,14 +185,7 @@ function ImportPanel({ onDone }: { onDone(): void }) {
         COCO detection JSON, YOLO (<code>labels/*.txt</code> + <code>classes.txt</code>), Patchwork exports. Bad lines are reported by number; the good ones are imported.
       </p>
       <div className="row">
-        <label className="field">
-          <span className="field-label">bbox_2d answers are in</span>
-          <select value={frame} onChange={(e) => useDatasetStore.setState({ answerFrame: e.target.value as typeof frame })} data-testid="answer-frame">
-            <option value="resized">the smart-resized frame (Qwen2.5-VL, default)</option>
-            <option value="abs">original image pixels</option>
-            <option value="norm1000">0–1000 normalized (Qwen2-VL)</option>
-          </select>
-        </label>
+        <FrameSelect ds={ds} readOnly={false} testId="import-frame" />
         <label className="toggle-inline">
           <input type="checkbox" checked={asNew} onChange={(e) => setAsNew(e.target.checked)} /> into a new dataset
         </label>
