@@ -74,7 +74,7 @@ describe('readRecord: every format the studio exports and the usual tools write'
     expect(problems).toEqual([]);
     expect(record).toMatchObject({ kind: 'sft', images: ['data/images/a.png'], line: 7 });
     expect(record!.messages[0].content).toEqual([{ type: 'image' }, { type: 'text', text: 'Where is the cat?' }]);
-    expect(record!.boxes).toEqual([{ x1: 1, y1: 2, x2: 30, y2: 40, frame: 'resized', label: 'cat', question: 'Where is the cat?', where: 'messages[1]' }]);
+    expect(record!.boxes).toEqual([{ x1: 1, y1: 2, x2: 30, y2: 40, frame: 'resized', label: 'cat', question: 'Where is the cat?', where: 'messages[1]', answer: '{"bbox_2d": [1, 2, 30, 40], "label": "cat"}' }]);
   });
   it('LLaMA-Factory sharegpt: <image> tags placed, system kept, from/value roles', () => {
     const { record } = one({ conversations: [{ from: 'human', value: 'Look <image> here' }, { from: 'gpt', value: 'A dog.' }], system: 'Be brief.', images: ['d.png'] });

@@ -128,7 +128,7 @@ describe('parseRecord', () => {
   it('ms-swift messages with a bbox_2d answer → grounding in the resized frame', () => {
     const s = ok({ messages: [{ role: 'system', content: 'sys' }, { role: 'user', content: '<image>Where is the cat?' }, { role: 'assistant', content: '{"bbox_2d": [1, 2, 30, 40], "label": "cat"}' }], images: ['a.png'] });
     expect(s).toMatchObject({ kind: 'grounding', image: 'a.png', question: 'Where is the cat?' });
-    expect(s.boxes).toEqual([{ x1: 1, y1: 2, x2: 30, y2: 40, frame: 'resized', label: 'cat', question: 'Where is the cat?' }]);
+    expect(s.boxes).toEqual([{ x1: 1, y1: 2, x2: 30, y2: 40, frame: 'resized', label: 'cat', question: 'Where is the cat?', answer: '{"bbox_2d": [1, 2, 30, 40], "label": "cat"}' }]);
     expect(ok({ query: '<image>Q', response: '[{"bbox_2d": [1,2,3,4], "label": "a"}]', image: 'x.png' }, { answerFrame: 'abs' }).boxes[0].frame).toBe('abs');
   });
   it('ms-swift query/response VQA and rejected_response DPO', () => {
@@ -396,5 +396,34 @@ describe('imageResolver', () => {
     expect(r('http://host/imgs/z.png')?.path).toBe('z.PNG');
     expect(r('q/x.png')?.path).toBe('a/x.png');
     expect(r('nope.png')).toBeUndefined();
+  });
+});
+
+describe('answers kept as written (studio import → training records)', () => {
+  const d = { ...newDataset('t', 'grounding', 0), ...OPTS };
+  const answer = 'The spoon: {"bbox_2d": [325, 62, 425, 312]}';
+  const read = () => {
+    const r = parseRecord({ messages: [{ role: 'user', content: '<image>Where is the spoon?' }, { role: 'assistant', content: answer }], images: ['s.png'] }, 'd.jsonl', 1);
+    if ('error' in r) throw new Error(r.error.reason);
+    return labelsForImage([r.sample], { fileWidth: 700, fileHeight: 350, scale: 1 }, OPTS).labels[0];
+  };
+  it('trains and exports the imported text verbatim while its boxes are unchanged, no label invented', () => {
+    const labels = read();
+    expect(labels.boxes[0].label).toBe('');
+    const recs = taskRecords(d, img('i', 's.png', 700, 350, labels));
+    expect(recs).toEqual([{ kind: 'sft', question: 'Where is the spoon?', answer, boxes: [{ x1: 325, y1: 64.58, x2: 425, y2: 325, label: '' }] }]);
+  });
+  it('writes the boxes afresh (still without a label) once a box is edited', () => {
+    const labels = read();
+    labels.boxes[0] = { ...labels.boxes[0], x2: 450 };
+    const [r] = taskRecords(d, img('i', 's.png', 700, 350, labels)) as { answer: string }[];
+    expect(r.answer).toBe('```json\n[\n\t{"bbox_2d": [325, 62, 450, 312]}\n]\n```');
+  });
+  it('an answer read in another frame is not kept verbatim (its numbers are in the wrong frame)', () => {
+    const r = parseRecord({ messages: [{ role: 'user', content: '<image>Q' }, { role: 'assistant', content: '{"bbox_2d": [325, 65, 425, 325]}' }], images: ['s.png'] }, 'd.jsonl', 1, { answerFrame: 'abs' });
+    if ('error' in r) throw new Error(r.error.reason);
+    const labels = labelsForImage([r.sample], { fileWidth: 700, fileHeight: 350, scale: 1 }, OPTS).labels[0];
+    expect(labels.written).toBeUndefined();
+    expect((taskRecords(d, img('i', 's.png', 700, 350, labels))[0] as { answer: string }).answer).toContain('{"bbox_2d": [325, 62, 425, 312]}');
   });
 });

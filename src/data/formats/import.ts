@@ -16,7 +16,7 @@ import type { PatchworkFile } from './export.ts';
 import { isObj, parseJsonArray, parseJsonl, type LineError } from './jsonl.ts';
 import { DEFAULT_PARSE_OPTS, parseRecord, type ParsedSample, type ParseOpts } from './parse.ts';
 import { isDataUri, resolveImagePath } from './paths.ts';
-import { IMAGE_EXT, baseName, emptyLabels, mimeOf, naturalCompare, stemName, uid, type Box, type Labels, type TaskKind } from './types.ts';
+import { IMAGE_EXT, baseName, boxQuestion, emptyLabels, mimeOf, naturalCompare, stemName, uid, type Box, type Labels, type TaskKind } from './types.ts';
 import { isClassNamesFile, parseClassNames, parseYoloLabels } from './yolo.ts';
 import { unzipFiles } from './zip.ts';
 
@@ -282,6 +282,7 @@ export function imageResolver(images: SourceFile[]): (ref: string) => SourceFile
  */
 export function mergeLabels(into: Labels, incoming: Labels[]): { labels: Labels; extra: Labels[]; added: number } {
   const labels: Labels = { ...into, boxes: [...into.boxes] };
+  for (const l of incoming) if (l.written) labels.written = { ...l.written, ...labels.written };
   const extra: Labels[] = [];
   let added = 0;
   const same = (a: Box, b: Box) => ['x1', 'y1', 'x2', 'y2'].every((k) => Math.abs(a[k as 'x1'] - b[k as 'x1']) <= 0.01) && a.label === b.label && a.question === b.question;
@@ -362,6 +363,7 @@ export function labelsForImage(samples: ParsedSample[], size: DecodedSize, opts:
   let clamped = 0;
   for (const s of samples) {
     const boxes: Box[] = [];
+    const written: Record<string, string> = {};
     for (const b of s.boxes) {
       let f = toFilePixels(b, b.frame, size.fileWidth, size.fileHeight, opts);
       if (b.frame === 'abs' && s.stated && (s.stated[0] !== size.fileWidth || s.stated[1] !== size.fileHeight) && s.stated[0] > 0 && s.stated[1] > 0) {
@@ -377,7 +379,10 @@ export function labelsForImage(samples: ParsedSample[], size: DecodedSize, opts:
         warnings.push(`${s.file ? s.file + ' ' : ''}line ${s.line}: box [${[b.x1, b.y1, b.x2, b.y2].join(', ')}] is smaller than ${MIN_BOX_SIDE} px inside the image; skipped`);
         continue;
       }
-      boxes.push({ id: uid('b'), x1: round2(n.x1), y1: round2(n.y1), x2: round2(n.x2), y2: round2(n.y2), label: b.label, question: b.question });
+      const box: Box = { id: uid('b'), x1: round2(n.x1), y1: round2(n.y1), x2: round2(n.x2), y2: round2(n.y2), label: b.label, question: b.question };
+      boxes.push(box);
+      // An answer written in the model's own frame is kept verbatim (records.ts uses it while the boxes match).
+      if (b.answer !== undefined && b.frame === 'resized') written[boxQuestion(box)] = b.answer;
     }
     const hasText = !!(s.answer || s.chosen || s.rejected) && s.kind !== 'grounding';
     let target = out[0];
@@ -387,6 +392,7 @@ export function labelsForImage(samples: ParsedSample[], size: DecodedSize, opts:
       out.push(target);
     }
     target.boxes.push(...boxes);
+    if (Object.keys(written).length) target.written = { ...target.written, ...written };
     if (!target.question && s.question && s.kind !== 'grounding') target.question = s.question;
     if (hasText) {
       target.answer = s.answer;

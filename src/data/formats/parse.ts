@@ -43,6 +43,8 @@ export interface ParsedBox {
   /** as written; '' when the answer gave none (no label is invented) */
   label: string;
   question: string;
+  /** the assistant text the box was read from (kept verbatim by the studio while the box is unchanged) */
+  answer?: string;
 }
 
 /** A box of a record, where it was written (for messages naming it). */
@@ -300,7 +302,8 @@ export function readRecord(value: Record<string, unknown>, file: string, line: n
       if (t.role !== 'assistant') continue;
       const s = scanGroundings(textOf(t.parts));
       for (const p of s.problems) bad(`${t.where}: ${p}`);
-      for (const g of s.groundings) boxes.push({ x1: g.bbox[0], y1: g.bbox[1], x2: g.bbox[2], y2: g.bbox[3], frame: opts.answerFrame, label: g.label ?? '', question, where: t.where });
+      const answer = textOf(t.parts);
+      for (const g of s.groundings) boxes.push({ x1: g.bbox[0], y1: g.bbox[1], x2: g.bbox[2], y2: g.bbox[3], frame: opts.answerFrame, label: g.label ?? '', question, where: t.where, answer });
     }
   }
   const lastUserQ = cleanQuestion(textOf(users[users.length - 1]?.parts ?? []));

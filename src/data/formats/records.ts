@@ -5,7 +5,7 @@
 // model sees), with the dataset's min/max pixels: stored px * (resizedW / storedW).
 
 import { formatGroundingAnswer, type AnswerBox } from './answer.ts';
-import { boxToResized } from '../bbox.ts';
+import { boxToResized, scanGroundings } from '../bbox.ts';
 import { smartResize } from '../image.ts';
 import type { ResizeOpts } from './coords.ts';
 import { boxQuestion, type DatasetMeta, type ImageRecord, type RewardKind } from './types.ts';
@@ -52,6 +52,23 @@ export function resizedBoxes(img: Pick<ImageRecord, 'width' | 'height' | 'labels
   });
 }
 
+/**
+ * The imported answer text when it still says exactly these boxes (same corners in the resized
+ * frame, same labels, same order): answers are kept as written. Otherwise the boxes formatted as
+ * Qwen2.5-VL writes them.
+ */
+export function writtenAnswer(written: string | undefined, boxes: AnswerBox[]): string {
+  if (written !== undefined) {
+    const s = scanGroundings(written);
+    const same = !s.problems.length && s.groundings.length === boxes.length && s.groundings.every((g, i) => {
+      const b = boxes[i];
+      return g.bbox[0] === b.x1 && g.bbox[1] === b.y1 && g.bbox[2] === b.x2 && g.bbox[3] === b.y2 && (g.label ?? '') === b.label;
+    });
+    if (same) return written;
+  }
+  return formatGroundingAnswer(boxes);
+}
+
 /** The training records one image contributes under its dataset's kind (possibly none). */
 export function taskRecords(ds: Pick<DatasetMeta, 'kind' | 'minPixels' | 'maxPixels' | 'reward'>, img: Pick<ImageRecord, 'width' | 'height' | 'labels'>): TaskRecord[] {
   const l = img.labels;
@@ -68,7 +85,7 @@ export function taskRecords(ds: Pick<DatasetMeta, 'kind' | 'minPixels' | 'maxPix
       return [...groups].map(([question, boxes]) => ({
         kind: 'sft' as const,
         question,
-        answer: formatGroundingAnswer(resizedBoxes(img, ds, boxes)),
+        answer: writtenAnswer(l.written?.[question], resizedBoxes(img, ds, boxes)),
         boxes: boxes.map((b) => ({ x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, label: b.label.trim() })),
       }));
     }

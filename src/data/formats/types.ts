@@ -58,6 +58,11 @@ export interface Labels {
   answer: string;
   chosen: string;
   rejected: string;
+  /**
+   * grounding answers as they were written in an imported file (resized frame), by question
+   * (boxQuestion): trained and exported verbatim while that question's boxes are unchanged
+   */
+  written?: Record<string, string>;
 }
 
 export interface DatasetMeta {
