@@ -4,7 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { strFromU8, unzipSync } from 'fflate';
+import jpeg from 'jpeg-js';
 import { launch, serveDist, watchErrors, type Browser, type StaticServer } from './harness.ts';
 import { dragBox, dropFiles, imagePoint, newDataset, png, scene, storedRecords } from './datasetUtil.ts';
 
@@ -426,6 +428,94 @@ describe('import: the box frame on every route, no duplicates, answers as writte
     expect(await more.textContent()).toMatch(/more\.jsonl line 2: image path "\.\.\/b\.png" is refused: "\.\." leads above the dataset folder/);
     expect(await page.getByTestId('thumb').count()).toBe(2);
     expect(await page.getByTestId('box-count').allTextContents()).toEqual(['2 boxes', '1 box']);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
+
+describe('image files: EXIF orientation and pixel limit', () => {
+  /** A w x h JPEG, red left half and blue right half, with an EXIF orientation segment spliced in. */
+  const orientedJpeg = (w: number, h: number, orientation: number): Buffer => {
+    const data = Buffer.alloc(w * h * 4);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data.set(x < w / 2 ? [230, 20, 20, 255] : [20, 20, 230, 255], (y * w + x) * 4);
+    const enc = jpeg.encode({ data, width: w, height: h }, 95).data;
+    const tiff = Buffer.alloc(26);
+    tiff.write('MM', 0, 'ascii');
+    tiff.writeUInt16BE(42, 2);
+    tiff.writeUInt32BE(8, 4);
+    tiff.writeUInt16BE(1, 8);
+    tiff.writeUInt16BE(0x0112, 10);
+    tiff.writeUInt16BE(3, 12);
+    tiff.writeUInt32BE(1, 14);
+    tiff.writeUInt16BE(orientation, 18);
+    const body = Buffer.concat([Buffer.from('Exif\0\0', 'binary'), tiff]);
+    const app1 = Buffer.alloc(4);
+    app1.writeUInt16BE(0xffe1, 0);
+    app1.writeUInt16BE(body.length + 2, 2);
+    return Buffer.concat([enc.subarray(0, 2), app1, body, enc.subarray(2)]);
+  };
+  /** A PNG whose header claims w x h (with one tiny IDAT): only a header check stops it. */
+  const bombPng = (w: number, h: number): Buffer => {
+    const chunk = (type: string, d: Buffer) => {
+      const out = Buffer.alloc(12 + d.length);
+      out.writeUInt32BE(d.length, 0);
+      out.write(type, 4, 'ascii');
+      d.copy(out, 8);
+      out.writeUInt32BE(crc32(out.subarray(4, 8 + d.length)), 8 + d.length);
+      return out;
+    };
+    const ihdr = Buffer.alloc(13);
+    ihdr.writeUInt32BE(w, 0);
+    ihdr.writeUInt32BE(h, 4);
+    ihdr[8] = 8;
+    ihdr[9] = 2;
+    return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', Buffer.from([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])), chunk('IEND', Buffer.alloc(0))]);
+  };
+
+  it('a JPEG with EXIF orientation 6 is stored upright (as PIL exif_transpose), its JSONL box in the oriented frame; a bomb header is refused with the numbers', async () => {
+    const page = await browser.context.newPage();
+    const errors = watchErrors(page);
+    await page.goto(server.url + '#dataset');
+    await newDataset(page);
+    await page.getByTestId('answer-frame').selectOption('abs');
+    // 64x32 stored, orientation 6 (90° clockwise) → 32x64 upright; the box covers the top (red) half.
+    const line = JSON.stringify({ messages: [{ role: 'user', content: '<image>Where is the red part?' }, { role: 'assistant', content: '{"bbox_2d": [0, 0, 32, 32], "label": "red"}' }], images: ['photo.jpg'] });
+    await dropFiles(page, '[data-testid="drop-zone"]', [
+      { name: 'data.jsonl', bytes: Buffer.from(line + '\n'), type: '' },
+      { name: 'photo.jpg', bytes: orientedJpeg(64, 32, 6), type: 'image/jpeg' },
+      { name: 'bomb.png', bytes: bombPng(40000, 40000), type: 'image/png' },
+    ]);
+    const notice = page.getByTestId('notice').filter({ hasText: 'problem' });
+    await notice.waitFor({ timeout: 15_000 });
+    const text = (await notice.textContent())!;
+    expect(text).toMatch(/Added 1 image/);
+    expect(text).toContain("bomb.png: skipped, is 40000×40000 = 1.60e9 pixels, over twice the limit of 89,478,485 pixels (like PIL's MAX_IMAGE_PIXELS = 89,478,485, which refuses above 178,956,970): refused as a possible decompression bomb; resize it");
+    expect(text).toMatch(/photo\.jpg: EXIF orientation 6 applied \(stored upright, 32×64\)/);
+    type Rec = { name: string; width: number; height: number; labels: { boxes: { x1: number; y1: number; x2: number; y2: number }[] } };
+    const rec = (await storedRecords<Rec>(page, 'images')).find((r) => r.name === 'photo.jpg')!;
+    expect([rec.width, rec.height]).toEqual([32, 64]);
+    expect(rec.labels.boxes.map((b) => [b.x1, b.y1, b.x2, b.y2])).toEqual([[0, 0, 32, 32]]);
+    // The stored blob decodes upright even without EXIF handling: red at the top, blue at the bottom.
+    const px = await page.evaluate(async (id) => {
+      const db: IDBDatabase = await new Promise((ok, err) => {
+        const r = indexedDB.open('patchwork-datasets');
+        r.onsuccess = () => ok(r.result);
+        r.onerror = () => err(r.error);
+      });
+      const blobs = await new Promise<{ image: Blob }>((ok) => {
+        const r = db.transaction('blobs').objectStore('blobs').get(id);
+        r.onsuccess = () => ok(r.result);
+      });
+      db.close();
+      const bmp = await createImageBitmap(blobs.image, { imageOrientation: 'none' });
+      const c = new OffscreenCanvas(bmp.width, bmp.height);
+      const g = c.getContext('2d')!;
+      g.drawImage(bmp, 0, 0);
+      return { w: bmp.width, h: bmp.height, top: Array.from(g.getImageData(16, 8, 1, 1).data), bottom: Array.from(g.getImageData(16, 56, 1, 1).data) };
+    }, (await storedRecords<{ id: string; name: string }>(page, 'images')).find((r) => r.name === 'photo.jpg')!.id);
+    expect([px.w, px.h]).toEqual([32, 64]);
+    expect(px.top[0]).toBeGreaterThan(180);
+    expect(px.bottom[2]).toBeGreaterThan(180);
     expect(errors).toEqual([]);
     await page.close();
   });
