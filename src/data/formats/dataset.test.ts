@@ -27,6 +27,9 @@ describe('paths', () => {
     expect(resolveImagePath('images/a.png', 'bundle/data.jsonl')).toEqual({ path: 'bundle/images/a.png' });
     expect(resolveImagePath('./x/../images\\b.png', 'data.jsonl')).toEqual({ path: 'images/b.png' });
     expect(resolveImagePath('a.png', '')).toEqual({ path: 'a.png' });
+    // An absolute dataset file (the CLI): its folder is kept as given.
+    expect(resolveImagePath('images/./a.png', '/home/me/ds/train.jsonl')).toEqual({ path: '/home/me/ds/images/a.png' });
+    expect(resolveImagePath('a.png', 'C:\\ds\\train.jsonl')).toEqual({ path: 'C:/ds/a.png' });
   });
   it('refuses every way out of the folder, saying which', () => {
     expect(pathEscape('../secret.png')).toBe('".." leads above the dataset folder');

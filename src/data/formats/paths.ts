@@ -74,8 +74,10 @@ export type ResolvedPath = { path: string; error?: undefined } | { error: string
 export function resolveImagePath(ref: string, datasetFile: string): ResolvedPath {
   const why = pathEscape(ref);
   if (why) return { error: `image path ${JSON.stringify(ref)} is refused: ${why}; write it relative to the folder of ${baseOf(datasetFile) || 'the dataset file'} and keep the image inside that folder` };
-  const dir = dirName(datasetFile);
-  return { path: normalizePath(dir ? `${dir}/${ref.trim()}` : ref.trim()) };
+  // The folder part is the caller's (maybe absolute, on disk); only the written part is normalised.
+  const dir = dirName(datasetFile).replace(/\/+$/, '');
+  const rel = normalizePath(ref.trim());
+  return { path: dir ? `${dir}/${rel}` : rel };
 }
 
 function baseOf(p: string): string {
