@@ -520,7 +520,8 @@ async function ingest(files: SourceFile[], opts: { newDataset?: boolean }): Prom
   // Images already in the dataset: by content hash (SHA-256 of the file), by name + size for
   // images stored before hashes were kept.
   const byId = new Map(get().images.map((r) => [r.id, r]));
-  const byHash = new Map(get().images.filter((r) => r.hash).map((r) => [r.hash!, r.id]));
+  const byHash = new Map<string, string>();
+  for (const r of get().images) for (const h of [r.hash, r.storedHash]) if (h) byHash.set(h, r.id);
   const legacy = new Map(get().images.filter((r) => !r.hash).map((r) => [`${r.name}\u0000${r.bytes}`, r.id]));
   let added = 0;
   let duplicates = 0;
@@ -628,7 +629,7 @@ async function ingest(files: SourceFile[], opts: { newDataset?: boolean }): Prom
         const labels = lab.labels[k];
         const rec: ImageRecord = {
           id: uid('img'), datasetId: dsId, name: k === 0 ? f.path : `${f.path} #${k + 1}`, type: pi.type,
-          width: pi.width, height: pi.height, origWidth, origHeight, scale, bytes: f.size, hash,
+          width: pi.width, height: pi.height, origWidth, origHeight, scale, bytes: f.size, hash, ...(pi.storedHash ? { storedHash: pi.storedHash } : {}),
           order: ++order, addedAt: Date.now(), labels,
         };
         try {
@@ -644,6 +645,7 @@ async function ingest(files: SourceFile[], opts: { newDataset?: boolean }): Prom
         }
         if (k === 0) {
           byHash.set(hash, rec.id);
+          if (pi.storedHash) byHash.set(pi.storedHash, rec.id);
           byId.set(rec.id, rec);
         }
         added++;

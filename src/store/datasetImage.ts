@@ -31,6 +31,8 @@ export interface ProcessedImage {
   /** set when the image was downscaled, re-oriented or is above the pixel warning limit */
   notice?: string;
   header: ImageHeader;
+  /** content hash of `stored` when it is not the file itself */
+  storedHash?: string;
 }
 
 async function encode(bmp: ImageBitmap, type: string, quality?: number): Promise<Blob> {
@@ -89,7 +91,8 @@ export async function processImage(blob: Blob, type: string, bytes: Uint8Array):
     let thumb = await encode(tb, 'image/webp', 0.8);
     if (thumb.type !== 'image/webp') thumb = await encode(tb, 'image/jpeg', 0.85);
     tb.close();
-    return { stored, thumb, type: storedType, width: w, height: h, origWidth: W, origHeight: H, scale: W / w, notice: notices.join('; ') || undefined, header };
+    const storedHash = stored === blob ? undefined : await contentHash(new Uint8Array(await stored.arrayBuffer()));
+    return { stored, thumb, type: storedType, width: w, height: h, origWidth: W, origHeight: H, scale: W / w, notice: notices.join('; ') || undefined, header, storedHash };
   } finally {
     bmp.close();
   }

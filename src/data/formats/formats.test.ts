@@ -427,3 +427,25 @@ describe('answers kept as written (studio import → training records)', () => {
     expect((taskRecords(d, img('i', 's.png', 700, 350, labels))[0] as { answer: string }).answer).toContain('{"bbox_2d": [325, 62, 425, 312]}');
   });
 });
+
+describe('re-import into a dataset', () => {
+  it('mergeLabels adds new boxes, skips equal ones, fills empty answers and keeps a differing one apart', async () => {
+    const { mergeLabels } = await import('./import.ts');
+    const base = { ...emptyLabels(), boxes: [box(1, 2, 30, 40, 'cat', 'q')] };
+    const same = mergeLabels(base, [{ ...emptyLabels(), boxes: [box(1.004, 2, 30, 40, 'cat', 'q')] }]);
+    expect(same.added).toBe(0);
+    expect(same.labels.boxes.length).toBe(1);
+    const more = mergeLabels(base, [{ ...emptyLabels(), boxes: [box(1, 2, 30, 40, 'dog', 'q'), box(50, 50, 60, 60, 'cat', 'q')] }]);
+    expect([more.added, more.labels.boxes.map((b) => b.label)]).toEqual([2, ['cat', 'dog', 'cat']]);
+    const fill = mergeLabels(emptyLabels(), [{ ...emptyLabels(), question: 'Q', answer: 'A' }]);
+    expect([fill.labels.question, fill.labels.answer, fill.extra]).toEqual(['Q', 'A', []]);
+    const again = mergeLabels(fill.labels, [{ ...emptyLabels(), question: 'Q', answer: 'A' }, { ...emptyLabels(), question: 'Q', answer: 'B' }]);
+    expect([again.added, again.extra.map((l) => l.answer)]).toEqual([0, ['B']]);
+  });
+  it('a JSONL alone labels images already in the dataset (stand-ins), a dropped file winning over a stored one', async () => {
+    const line = (img: string) => JSON.stringify({ query: '<image>Q', response: 'A', images: [img] });
+    const plan = await planImport([txt('more.jsonl', [line('a.png'), line('sub/b.png'), line('c.png')].join('\n')), png('c.png')], { answerFrame: 'resized', existing: [{ id: 'i1', name: 'a.png' }, { id: 'i2', name: 'x/b.png' }, { id: 'i3', name: 'c.png' }] });
+    expect(plan.errors).toEqual([]);
+    expect(plan.images.map((p) => [p.file.path, p.existingId, p.samples.length])).toEqual([['c.png', undefined, 1], ['a.png', 'i1', 1], ['x/b.png', 'i2', 1]]);
+  });
+});

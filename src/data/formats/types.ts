@@ -98,6 +98,8 @@ export interface ImageRecord {
   bytes: number;
   /** SHA-256 of the file as added (hex): the same image added again is matched, not duplicated */
   hash?: string;
+  /** SHA-256 of the stored Blob when it differs from the file (oriented or downscaled): re-imports of an export match too */
+  storedHash?: string;
   /** insertion order inside the dataset */
   order: number;
   addedAt: number;
