@@ -428,6 +428,15 @@ describe('import: the box frame on every route, no duplicates, answers as writte
     expect(await more.textContent()).toMatch(/more\.jsonl line 2: image path "\.\.\/b\.png" is refused: "\.\." leads above the dataset folder/);
     expect(await page.getByTestId('thumb').count()).toBe(2);
     expect(await page.getByTestId('box-count').allTextContents()).toEqual(['2 boxes', '1 box']);
+
+    // Exported for training: b.png's answer exactly as it was written; a.png's (two boxes now) written afresh.
+    await page.getByTestId('export-button').click();
+    await page.getByTestId('export-format').selectOption('swift');
+    await page.locator('[data-testid="export-panel"] input[type=checkbox]').uncheck();
+    const [d] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-run').click()]);
+    const recs = (await readFile((await d.path())!, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    expect(recs.find((r) => r.images[0] === 'images/b.png').messages[1].content).toBe('{"bbox_2d": [20, 20, 80, 80], "label": "sun"}');
+    expect(recs.find((r) => r.images[0] === 'images/a.png').messages[1].content).toMatch(/^```json\n\[\n\t\{"bbox_2d": \[10, 10, 60, 60\], "label": "sun"\},\n\t\{"bbox_2d": \[\d+, \d+, \d+, \d+\], "label": "sun"\}\n\]\n```$/);
     expect(errors).toEqual([]);
     await page.close();
   });
