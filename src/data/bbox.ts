@@ -112,19 +112,32 @@ export function parseGroundings(text: string): Grounding[] {
   return out;
 }
 
-/**
- * What is wrong with a box of a `width` × `height` image (in the frame the box is written in),
- * or null when it is usable: 4 finite numbers, x1 < x2, y1 < y2, every edge inside [0, width] ×
- * [0, height]. Used by the dataset checks before training and by the import.
- */
-export function boxProblem(box: readonly unknown[], width: number, height: number): string | null {
-  const shown = `[${box.map((v) => (typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v))).join(', ')}]`;
+function showBox(box: readonly unknown[]): string {
+  return `[${box.map((v) => (typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v))).join(', ')}]`;
+}
+
+/** boxProblem without the image: 4 finite numbers, x1 < x2, y1 < y2 (null when so). */
+export function boxShapeProblem(box: readonly unknown[]): string | null {
+  const shown = showBox(box);
   if (box.length !== 4) return `box ${shown} must be 4 numbers [x1, y1, x2, y2], it has ${box.length}`;
   const bad = box.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v));
   if (bad >= 0) return `box ${shown}: ${['x1', 'y1', 'x2', 'y2'][bad]} is not a finite number`;
   const [x1, y1, x2, y2] = box as number[];
   if (!(x1 < x2)) return `box ${shown}: x1 ${x1} must be less than x2 ${x2}`;
   if (!(y1 < y2)) return `box ${shown}: y1 ${y1} must be less than y2 ${y2}`;
+  return null;
+}
+
+/**
+ * What is wrong with a box of a `width` × `height` image (in the frame the box is written in),
+ * or null when it is usable: 4 finite numbers, x1 < x2, y1 < y2, every edge inside [0, width] ×
+ * [0, height]. Used by the dataset checks before training and by the import.
+ */
+export function boxProblem(box: readonly unknown[], width: number, height: number): string | null {
+  const shape = boxShapeProblem(box);
+  if (shape) return shape;
+  const shown = showBox(box);
+  const [x1, y1, x2, y2] = box as number[];
   const out: string[] = [];
   if (x1 < 0) out.push(`x1 ${x1} < 0`);
   if (y1 < 0) out.push(`y1 ${y1} < 0`);

@@ -249,7 +249,10 @@ describe('labelsForImage', () => {
     ])], { fileWidth: 100, fileHeight: 100, scale: 1 }, OPTS);
     expect(r.labels[0].boxes.map((b) => [b.x1, b.y1, b.x2, b.y2])).toEqual([[0, 0, 50, 50]]);
     expect(r.warnings.join('\n')).toMatch(/smaller than 2 px/);
-    expect(r.warnings.join('\n')).toMatch(/2 boxes reached outside/);
+    expect(r.warnings).toContain('2 boxes reached outside the image and were clamped to it: f line 1 [-10, -10, 50, 50]; f line 1 [150, 10, 300, 30]');
+    const swapped = labelsForImage([sample([{ x1: 50, y1: 10, x2: 40, y2: 20, frame: 'abs', label: 'a', question: '' }, { x1: 1, y1: NaN, x2: 5, y2: 9, frame: 'abs', label: 'b', question: '' }])], { fileWidth: 100, fileHeight: 100, scale: 1 }, OPTS);
+    expect(swapped.labels[0].boxes).toEqual([]);
+    expect(swapped.warnings).toEqual(['f line 1: box [50, 10, 40, 20]: x1 50 must be less than x2 40; skipped', 'f line 1: box [1, NaN, 5, 9]: y1 is not a finite number; skipped']);
     const c = labelsForImage([sample([{ x1: 10, y1: 10, x2: 20, y2: 20, frame: 'abs', label: 'a', question: '' }], { stated: [50, 50] })], { fileWidth: 100, fileHeight: 100, scale: 1 }, OPTS);
     expect(c.labels[0].boxes[0]).toMatchObject({ x1: 20, y1: 20, x2: 40, y2: 40 });
   });

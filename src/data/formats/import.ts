@@ -11,6 +11,7 @@
 
 
 import { parseCoco, isCoco } from './coco.ts';
+import { boxShapeProblem } from '../bbox.ts';
 import { normalizeBox, toFilePixels, type ResizeOpts } from './coords.ts';
 import type { PatchworkFile } from './export.ts';
 import { isObj, parseJsonArray, parseJsonl, type LineError } from './jsonl.ts';
@@ -360,11 +361,18 @@ export function labelsForImage(samples: ParsedSample[], size: DecodedSize, opts:
   const W = Math.round(size.fileWidth / size.scale);
   const H = Math.round(size.fileHeight / size.scale);
   const out: Labels[] = [];
-  let clamped = 0;
+  const clamped: string[] = [];
   for (const s of samples) {
     const boxes: Box[] = [];
     const written: Record<string, string> = {};
+    const where = `${s.file ? s.file + ' ' : ''}line ${s.line}`;
     for (const b of s.boxes) {
+      // Corners out of order are not swapped quietly: the box is refused, named.
+      const order = boxShapeProblem([b.x1, b.y1, b.x2, b.y2]);
+      if (order) {
+        warnings.push(`${where}: ${order}; skipped`);
+        continue;
+      }
       let f = toFilePixels(b, b.frame, size.fileWidth, size.fileHeight, opts);
       if (b.frame === 'abs' && s.stated && (s.stated[0] !== size.fileWidth || s.stated[1] !== size.fileHeight) && s.stated[0] > 0 && s.stated[1] > 0) {
         const sx = size.fileWidth / s.stated[0];
@@ -374,9 +382,9 @@ export function labelsForImage(samples: ParsedSample[], size: DecodedSize, opts:
       const st = { x1: f.x1 / size.scale, y1: f.y1 / size.scale, x2: f.x2 / size.scale, y2: f.y2 / size.scale };
       const n = normalizeBox(st, W, H);
       const tol = 1;
-      if (Math.min(st.x1, st.x2) < -tol || Math.min(st.y1, st.y2) < -tol || Math.max(st.x1, st.x2) > W + tol || Math.max(st.y1, st.y2) > H + tol) clamped++;
+      if (Math.min(st.x1, st.x2) < -tol || Math.min(st.y1, st.y2) < -tol || Math.max(st.x1, st.x2) > W + tol || Math.max(st.y1, st.y2) > H + tol) clamped.push(`${where} [${[b.x1, b.y1, b.x2, b.y2].join(', ')}]`);
       if (n.x2 - n.x1 < MIN_BOX_SIDE || n.y2 - n.y1 < MIN_BOX_SIDE) {
-        warnings.push(`${s.file ? s.file + ' ' : ''}line ${s.line}: box [${[b.x1, b.y1, b.x2, b.y2].join(', ')}] is smaller than ${MIN_BOX_SIDE} px inside the image; skipped`);
+        warnings.push(`${where}: box [${[b.x1, b.y1, b.x2, b.y2].join(', ')}] is smaller than ${MIN_BOX_SIDE} px inside the image; skipped`);
         continue;
       }
       const box: Box = { id: uid('b'), x1: round2(n.x1), y1: round2(n.y1), x2: round2(n.x2), y2: round2(n.y2), label: b.label, question: b.question };
@@ -401,7 +409,7 @@ export function labelsForImage(samples: ParsedSample[], size: DecodedSize, opts:
       if (s.question) target.question = s.question;
     }
   }
-  if (clamped) warnings.push(`${clamped} box${clamped > 1 ? 'es' : ''} reached outside the image and ${clamped > 1 ? 'were' : 'was'} clamped`);
+  if (clamped.length) warnings.push(`${clamped.length} box${clamped.length > 1 ? 'es' : ''} reached outside the image and ${clamped.length > 1 ? 'were' : 'was'} clamped to it: ${clamped.join('; ')}`);
   if (out.length === 0) out.push(emptyLabels());
   return { labels: out, warnings };
 }
