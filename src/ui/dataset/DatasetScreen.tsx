@@ -3,7 +3,8 @@
 // the pickers, or a paste anywhere on the screen.
 
 import { useEffect, useState, type DragEvent } from 'react';
-import { addFiles, cancelIngest, initDatasets, notify, useDatasetStore } from '../../store/dataset.ts';
+import type { BoxFrame } from '../../data/formats/coords.ts';
+import { addFiles, cancelIngest, FRAME_TITLES, initDatasets, notify, setImportFrame, useDatasetStore } from '../../store/dataset.ts';
 import { Labeler } from '../labeler/Labeler.tsx';
 import { collectDrop, collectPaste, filesFromList, hasFiles } from './files.ts';
 import { Grid } from './Grid.tsx';
@@ -111,6 +112,7 @@ export function DatasetScreen() {
 }
 
 function EmptyDrop({ hasDataset }: { hasDataset: boolean }) {
+  const frame = useDatasetStore((s) => s.answerFrame);
   return (
     <div className="drop-empty">
       <div className="drop-icon" aria-hidden>
@@ -121,6 +123,19 @@ function EmptyDrop({ hasDataset }: { hasDataset: boolean }) {
         or paste an image (Ctrl+V), or use <b>Add images</b>. A zip or JSONL export (ms-swift, LLaMA-Factory, trl), COCO or YOLO labels can be dropped with its images.
       </p>
       {!hasDataset && <p className="muted small">A dataset is created for you on the first drop.</p>}
+      {!hasDataset && (
+        // With no dataset yet there is no header: the import frame of the new dataset is chosen here.
+        <label className="field-inline small">
+          <span className="field-label">Imported bbox_2d answers are in</span>
+          <select value={frame} onChange={(e) => void setImportFrame(e.target.value as BoxFrame)} data-testid="answer-frame-new">
+            {(Object.keys(FRAME_TITLES) as (keyof typeof FRAME_TITLES)[]).map((f) => (
+              <option key={f} value={f}>
+                {FRAME_TITLES[f]}
+              </option>
+            ))}
+          </select>
+        </label>
+      )}
       {!hasDataset && (
         <label className="primary-file">
           <input type="file" multiple accept="image/*,.zip,.jsonl,.json,.txt" onChange={(e) => {
