@@ -245,3 +245,22 @@ describe('round trip: every studio export format → parseDatasetFile → record
     }
   });
 });
+
+describe('parseDatasetFolder: an unzipped export or a folder, as the CLI reads one', () => {
+  it('reads a YOLO export (labels/*.txt + classes.txt + images/) and a JSONL bundle, reporting an orphan label file', async () => {
+    const { parseDatasetFolder } = await import('./dataset.ts');
+    const { unzipFiles, zipDataset } = await import('./zip.ts');
+    const d = { ...newDataset('t', 'grounding', 0), ...OPTS, classes: ['cat'] };
+    const im = { id: 'i', datasetId: 'ds', name: 'a.png', type: 'image/png', width: 1000, height: 500, origWidth: 1000, origHeight: 500, scale: 1, bytes: 4, order: 0, addedAt: 0, labels: { ...emptyLabels(), boxes: [{ id: 'b', x1: 100, y1: 50, x2: 500, y2: 250, label: 'cat', question: '' }] } };
+    const ex = exportDataset(d, [im], 'yolo');
+    const files = unzipFiles(zipDataset([...ex.files, { path: 'labels/zzz.txt', text: '0 0.5 0.5 0.1 0.1\n' }], new Map([['images/a.png', new Uint8Array(4)]])));
+    const texts = await Promise.all(files.filter((f) => !f.path.startsWith('images/')).map(async (f) => ({ path: f.path, text: new TextDecoder().decode(await f.bytes()) })));
+    const p = parseDatasetFolder(texts, files.filter((f) => f.path.startsWith('images/')).map((f) => f.path));
+    expect(p.problems.map(formatError)).toEqual(['labels/zzz.txt: a YOLO label file with no image of the same name (labels/a.txt goes with images/a.png)']);
+    expect(p.records.map((r) => [r.images, r.boxes.map((b) => b.label)])).toEqual([[['images/a.png'], ['cat']]]);
+    const e = recordExample(p.records[0], 'sft', [{ width: 1000, height: 500 }], OPTS) as { messages: { content: { text?: string }[] }[] };
+    expect(e.messages[0].content[1].text).toBe('Locate the cat in the image and output its bbox coordinates in JSON format.');
+    expect(e.messages[1].content[0].text).toBe('```json\n[\n\t{"bbox_2d": [101, 50, 504, 252], "label": "cat"}\n]\n```');
+    expect(parseDatasetFolder([], ['images/a.png']).problems.map(formatError)).toEqual(['no dataset file (JSONL, JSON, COCO or YOLO labels) in the folder']);
+  });
+});

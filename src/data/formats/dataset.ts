@@ -12,7 +12,7 @@ import { DEFAULT_PARSE_OPTS, readRecord, type DatasetRecord, type ParseOpts, typ
 import { resolveImagePath } from './paths.ts';
 import { taskRecords } from './records.ts';
 import type { PatchworkFile } from './export.ts';
-import { parseYoloLabels } from './yolo.ts';
+import { isClassNamesFile, parseClassNames, parseYoloLabels, yoloImageFor } from './yolo.ts';
 import type { ChatMessage } from '../template.ts';
 
 export interface ParsedDataset {
@@ -106,5 +106,35 @@ function patchworkRecords(pw: PatchworkFile, file: string, out: ParsedDataset): 
       if (res.record) out.records.push(res.record);
     }
   });
+  return out;
+}
+
+/**
+ * A dataset folder (or an unzipped export): its annotation files with their text and the paths of
+ * its images → every record and problem. JSONL / JSON / COCO / patchwork files are read as
+ * parseDatasetFile does; YOLO label files (`labels/*.txt`) go with the image of the same stem and
+ * the class names of classes.txt / obj.names / data.yaml. Paths are relative to the folder.
+ */
+export function parseDatasetFolder(annotations: { path: string; text: string }[], images: string[], opts: ParseOpts = DEFAULT_PARSE_OPTS): ParsedDataset {
+  const out: ParsedDataset = { records: [], problems: [], warnings: [] };
+  let classes: string[] = [];
+  for (const f of annotations) if (isClassNamesFile(f.path)) classes = parseClassNames(f.text, f.path);
+  for (const f of annotations) {
+    if (isClassNamesFile(f.path) || /(^|\/)dataset_info\.json$/i.test(f.path)) continue;
+    let part: ParsedDataset;
+    if (/\.txt$/i.test(f.path)) {
+      const img = yoloImageFor(f.path, images, (p) => p);
+      if (!img) {
+        out.problems.push({ file: f.path, line: 0, reason: 'a YOLO label file with no image of the same name (labels/a.txt goes with images/a.png)' });
+        continue;
+      }
+      part = parseYoloFile(f.text, f.path, img, classes);
+    } else if (/\.(jsonl|json)$/i.test(f.path)) part = parseDatasetFile(f.text, f.path, opts);
+    else continue;
+    out.records.push(...part.records);
+    out.problems.push(...part.problems);
+    out.warnings.push(...part.warnings);
+  }
+  if (!annotations.some((f) => /\.(jsonl|json|txt)$/i.test(f.path) && !isClassNamesFile(f.path))) out.problems.push({ file: '', line: 0, reason: 'no dataset file (JSONL, JSON, COCO or YOLO labels) in the folder' });
   return out;
 }

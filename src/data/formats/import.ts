@@ -18,7 +18,7 @@ import { isObj, parseJsonArray, parseJsonl, type LineError } from './jsonl.ts';
 import { DEFAULT_PARSE_OPTS, parseRecord, type ParsedSample, type ParseOpts } from './parse.ts';
 import { isDataUri, resolveImagePath } from './paths.ts';
 import { IMAGE_EXT, baseName, boxQuestion, emptyLabels, mimeOf, naturalCompare, stemName, uid, type Box, type Labels, type TaskKind } from './types.ts';
-import { isClassNamesFile, parseClassNames, parseYoloLabels } from './yolo.ts';
+import { isClassNamesFile, parseClassNames, parseYoloLabels, yoloImageFor } from './yolo.ts';
 import { unzipFiles } from './zip.ts';
 
 export interface SourceFile {
@@ -182,15 +182,8 @@ export async function planImport(input: SourceFile[], opts: PlanOpts = DEFAULT_P
   }
 
   // YOLO label files: match by stem, preferring labels/ ↔ images/ siblings.
-  const byStem = new Map<string, SourceFile[]>();
-  for (const im of images) {
-    const k = stemName(im.path).toLowerCase();
-    byStem.set(k, [...(byStem.get(k) ?? []), im]);
-  }
   for (const f of yoloTxt) {
-    const cands = byStem.get(stemName(f.path).toLowerCase()) ?? [];
-    const want = f.path.replace(/(^|\/)labels\//, '$1images/').replace(/\.txt$/i, '').toLowerCase();
-    const img = cands.find((c) => c.path.replace(/\.[^./]*$/, '').toLowerCase() === want) ?? cands[0];
+    const img = yoloImageFor(f.path, images, (im) => im.path);
     if (!img) {
       skipped.push({ path: f.path, reason: 'a .txt with no image of the same name (YOLO labels need their image)' });
       continue;

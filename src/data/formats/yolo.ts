@@ -26,6 +26,17 @@ export function parseClassNames(text: string, path: string): string[] {
   return text.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
 }
 
+/**
+ * The image a YOLO label file belongs to, among `images` (paths): same stem, preferring the
+ * labels/ ↔ images/ sibling (…/labels/a.txt → …/images/a.png), else the first of that stem.
+ */
+export function yoloImageFor<T>(txtPath: string, images: T[], pathOf: (t: T) => string): T | undefined {
+  const stem = (p: string) => p.replace(/\\/g, '/').replace(/^.*\//, '').replace(/\.[^.]*$/, '').toLowerCase();
+  const cands = images.filter((im) => stem(pathOf(im)) === stem(txtPath));
+  const want = txtPath.replace(/(^|\/)labels\//, '$1images/').replace(/\.txt$/i, '').toLowerCase();
+  return cands.find((c) => pathOf(c).replace(/\.[^./]*$/, '').toLowerCase() === want) ?? cands[0];
+}
+
 export function isClassNamesFile(path: string): boolean {
   return /(^|\/)(classes\.txt|obj\.names|data\.ya?ml|dataset\.ya?ml)$/i.test(path);
 }
