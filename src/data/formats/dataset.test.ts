@@ -79,6 +79,14 @@ describe('readRecord: every format the studio exports and the usual tools write'
     expect(record!.messages[0].content).toEqual([{ type: 'image' }, { type: 'text', text: 'Where is the cat?' }]);
     expect(record!.boxes).toEqual([{ x1: 1, y1: 2, x2: 30, y2: 40, frame: 'resized', label: 'cat', question: 'Where is the cat?', where: 'messages[1]', answer: '{"bbox_2d": [1, 2, 30, 40], "label": "cat"}' }]);
   });
+  it('image paths inside content parts (transformers chat format), with no "images" list', () => {
+    const { record, problems } = one({ messages: [{ role: 'user', content: [{ type: 'image', image: 'pics/a.png' }, { type: 'text', text: 'Q' }] }, asst('A')] });
+    expect(problems).toEqual([]);
+    expect(record!.images).toEqual(['data/pics/a.png']);
+    expect(record!.messages[0].content).toEqual([{ type: 'image' }, { type: 'text', text: 'Q' }]);
+    expect(one({ messages: [{ role: 'user', content: [{ type: 'image', image: '../a.png' }] }, asst('A')] }).problems).toEqual(['data/train.jsonl line 7: image path "../a.png" is refused: ".." leads above the dataset folder; write it relative to the folder of train.jsonl and keep the image inside that folder']);
+    expect(one({ messages: [{ role: 'user', content: [{ type: 'image', image: 'a.png' }] }, asst('A')], images: ['b.png'] }).problems).toEqual(['data/train.jsonl line 7: the image parts name "a.png" but "images" holds "b.png"']);
+  });
   it('LLaMA-Factory sharegpt: <image> tags placed, system kept, from/value roles', () => {
     const { record } = one({ conversations: [{ from: 'human', value: 'Look <image> here' }, { from: 'gpt', value: 'A dog.' }], system: 'Be brief.', images: ['d.png'] });
     expect(record!.messages).toEqual([

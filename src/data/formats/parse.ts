@@ -127,21 +127,27 @@ export function readRecord(value: Record<string, unknown>, file: string, line: n
   const warnings: string[] = [];
   const bad = (reason: string) => problems.push({ file, line, reason });
 
-  // Images.
+  // Images: the record's "images" (or "image"), else the paths inside image parts
+  // ({"type": "image", "image": "a.png"}, as transformers' chat format writes them).
   const written: string[] = [];
   const images: string[] = [];
+  const addImage = (ref: string) => {
+    written.push(ref);
+    if (isDataUri(ref)) return images.push(ref);
+    const r = resolveImagePath(ref, file);
+    if (r.error !== undefined) bad(r.error);
+    else images.push(r.path);
+  };
   const raw = value.images ?? value.image;
   if (raw !== undefined && raw !== null) {
     (Array.isArray(raw) ? raw : [raw]).forEach((it, i) => {
       const ref = typeof it === 'string' ? it : isObj(it) && typeof it.path === 'string' ? it.path : isObj(it) && typeof it.url === 'string' ? it.url : isObj(it) && typeof it.image === 'string' ? it.image : undefined;
       if (ref === undefined) return bad(`"images"[${i}] must be a path string (or {"path": ...}), got ${JSON.stringify(it)?.slice(0, 60)}`);
-      written.push(ref);
-      if (isDataUri(ref)) return images.push(ref);
-      const r = resolveImagePath(ref, file);
-      if (r.error !== undefined) bad(r.error);
-      else images.push(r.path);
+      addImage(ref);
     });
   }
+  const inline: string[] = [];
+  const partsOf = (c: unknown, where: string, report: (r: string) => void) => contentParts(c, where, report, inline);
 
   // Conversation turns (text with image markers), then the answers.
   const turns: { role: Role; parts: ContentPart[]; where: string }[] = [];
@@ -238,6 +244,9 @@ export function readRecord(value: Record<string, unknown>, file: string, line: n
     if (value[k] !== undefined && value[k] !== null) reference = typeof value[k] === 'string' ? (value[k] as string) : JSON.stringify(value[k]);
   }
 
+  if (raw === undefined || raw === null) inline.forEach(addImage);
+  else if (inline.length && inline.join('\u0000') !== written.join('\u0000')) bad(`the image parts name ${inline.map((x) => JSON.stringify(x)).join(', ')} but "images" holds ${written.map((x) => JSON.stringify(x)).join(', ') || 'nothing'}`);
+
   // Images into the turns: explicit markers must match the number of images.
   const marked = turns.reduce((n, t) => n + t.parts.filter((p) => p.type === 'image').length, 0);
   if (marked === 0 && written.length) {
@@ -328,7 +337,7 @@ export function readRecord(value: Record<string, unknown>, file: string, line: n
 }
 
 /** A content value → parts: a string (its <image> tags become image parts) or trl's list of parts. */
-function partsOf(c: unknown, where: string, bad: (r: string) => void): ContentPart[] {
+function contentParts(c: unknown, where: string, bad: (r: string) => void, inline: string[]): ContentPart[] {
   const fromText = (s: string): ContentPart[] => {
     const out: ContentPart[] = [];
     const pieces = s.split(IMAGE_TAG);
@@ -344,7 +353,11 @@ function partsOf(c: unknown, where: string, bad: (r: string) => void): ContentPa
     c.forEach((p, i) => {
       if (typeof p === 'string') out.push(...fromText(p));
       else if (isObj(p) && p.type === 'text' && typeof p.text === 'string') out.push({ type: 'text', text: p.text });
-      else if (isObj(p) && (p.type === 'image' || p.type === 'image_url')) out.push({ type: 'image' });
+      else if (isObj(p) && (p.type === 'image' || p.type === 'image_url')) {
+        const ref = typeof p.image === 'string' ? p.image : typeof p.path === 'string' ? p.path : typeof p.url === 'string' ? p.url : isObj(p.image_url) && typeof p.image_url.url === 'string' ? p.image_url.url : undefined;
+        if (ref !== undefined) inline.push(ref);
+        out.push({ type: 'image' });
+      }
       else bad(`${where}: content part ${i + 1} is not {"type": "text", "text": ...} or {"type": "image"}: ${JSON.stringify(p)?.slice(0, 60)}`);
     });
     return out;
