@@ -11,6 +11,7 @@
 //                 preference: {"prompt": [...], "chosen": [...], "rejected": [...], "images"}
 //                 prompt-only (GRPO): {"prompt": [...], "images", "solution"|"reference"|"ground_truth"?}
 //                 prompt + completion: {"prompt": [...], "completion": [...], "images"}
+//   transformers chat format: image parts naming their file ({"type": "image", "image": "a.png"}), no "images"
 //   the cluster bundle's data.jsonl is the trl form above, paths relative to the JSONL's folder.
 //
 // Images: `<image>` in a text (or Qwen's <|vision_start|><|image_pad|><|vision_end|>) or trl's
