@@ -25,6 +25,16 @@ async function serve(handler: (req: IncomingMessage, res: ServerResponse) => voi
   };
 }
 
+/** The error a promise rejects with (fails the test when it resolves). */
+async function failure<E = HubError>(p: Promise<unknown>): Promise<E> {
+  try {
+    await p;
+  } catch (e) {
+    return e as E;
+  }
+  throw new Error('expected a rejection');
+}
+
 /** A port nothing listens on: bind one, then close it. */
 async function closedPort(): Promise<number> {
   const s = await serve(() => {});
@@ -77,7 +87,7 @@ describe('hub source failures name the endpoint and what to do', () => {
   it('an endpoint that refuses connections is unreachable, not "fetch failed"', async () => {
     const port = await closedPort();
     const src = hubSource('patchwork/tiny', { endpoint: `http://127.0.0.1:${port}`, cache: null });
-    const e = await src.read('config.json').catch((x: unknown) => x as HubError);
+    const e = await failure(src.read('config.json'));
     expect(e).toBeInstanceOf(HubError);
     expect(e.status).toBeUndefined();
     expect(e.message).toMatch(new RegExp(`^Could not reach http://127\\.0\\.0\\.1:${port} \\(patchwork/tiny/config\\.json\\): the endpoint is unreachable from this machine \\(ECONNREFUSED.*\\) — check the network or set a mirror endpoint$`));
@@ -103,7 +113,7 @@ describe('hub source failures name the endpoint and what to do', () => {
     for (const status of [401, 403]) {
       const gated = await serve((_q, r) => r.writeHead(status, { 'x-error-code': 'GatedRepo' }).end('gated'));
       try {
-        const e = await hubSource('patchwork/tiny', { endpoint: gated.endpoint, cache: null }).read('config.json').catch((x: unknown) => x as HubError);
+        const e = await failure(hubSource('patchwork/tiny', { endpoint: gated.endpoint, cache: null }).read('config.json'));
         expect(e).toBeInstanceOf(HubError);
         expect(e.status).toBe(status);
         expect(e.message).toBe(`hub patchwork/tiny@main: config.json: HTTP ${status}: the repo is gated or private; pass an access token (${gated.endpoint})`);
@@ -120,7 +130,7 @@ describe('hub source failures name the endpoint and what to do', () => {
     const rev = hubSource('patchwork/tiny', { endpoint: hf.endpoint, revision: 'v9', cache: null });
     await expect(loadModel(rev)).rejects.toThrow(`hub patchwork/tiny@v9: config.json: HTTP 404: repository "patchwork/tiny" on ${hf.endpoint} has no revision "v9": check the branch, tag or commit`);
     const file = hubSource('patchwork/tiny', { endpoint: hf.endpoint, cache: null });
-    const e = await file.read('tokenizer.json').catch((x: unknown) => x as Error);
+    const e = await failure<Error>(file.read('tokenizer.json'));
     expect(e).toBeInstanceOf(MissingFileError); // the loader treats a missing optional file as absent
     expect(e.message).toBe(`hub patchwork/tiny@main: file "tokenizer.json" not found (HTTP 404 from ${hf.endpoint})`);
     // the repo exists and has config.json but no weights: the loader says which files are missing
@@ -141,7 +151,7 @@ describe('hub source failures name the endpoint and what to do', () => {
       await expect(hubSource('patchwork/tiny', { endpoint: limited.endpoint, cache: null }).read('config.json')).rejects.toThrow(
         `hub patchwork/tiny@main: config.json: HTTP 429: ${limited.endpoint} is rate-limiting requests; retry in 17 s (an access token gets a higher limit)`,
       );
-      const e = await hubSource('patchwork/tiny', { endpoint: broken.endpoint, cache: null }).readRange('model.safetensors', 0, 8).catch((x: unknown) => x as HubError);
+      const e = await failure(hubSource('patchwork/tiny', { endpoint: broken.endpoint, cache: null }).readRange('model.safetensors', 0, 8));
       expect(e.status).toBe(503);
       expect(e.message).toBe(`hub patchwork/tiny@main: model.safetensors: HTTP 503 Service Unavailable: ${broken.endpoint} failed on its side; retry later or set a mirror endpoint`);
       await expect(hubSource('patchwork/tiny', { endpoint: broken.endpoint, cache: null }).list()).rejects.toThrow(/\(file list\): HTTP 503/);
