@@ -131,10 +131,14 @@ function onEvent(runId: string): (e: TrainEvent) => void {
         break;
       case 'step': {
         const m = e.metrics;
-        runs.appendMetrics(runId, e.step, chartMetrics(m));
         const now = performance.now();
-        if (mine) set({ active: { ...mine, step: e.step, totalSteps: e.totalSteps, loss: m.loss, tokensPerS: m.tokens_per_s, gpuBytes: m.gpu_bytes, epoch: m.epoch, secPerStep: (now - lastT) / 1000 } });
+        const secPerStep = (now - lastT) / 1000;
         lastT = now;
+        // shown once its row is committed: a tab closed at any moment loses no step it showed
+        void runs.recordStep(runId, e.step, chartMetrics(m)).then(() => {
+          const cur = get().active;
+          if (cur?.runId === runId) set({ active: { ...cur, step: e.step, totalSteps: e.totalSteps, loss: m.loss, tokensPerS: m.tokens_per_s, gpuBytes: m.gpu_bytes, epoch: m.epoch, secPerStep } });
+        });
         break;
       }
       case 'checkpoint':
