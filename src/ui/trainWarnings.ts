@@ -51,7 +51,8 @@ const n = (v: number) => Math.round(v).toLocaleString('en-US');
 export function fmtLong(sec: number): string {
   if (sec < 5400) return `${Math.round(sec / 60)} min`;
   if (sec < 48 * 3600) return `${(sec / 3600).toFixed(1)} h`;
-  return `${(sec / 86400).toFixed(1)} days`;
+  const days = sec / 86400;
+  return days < 100 ? `${days.toFixed(1)} days` : `${n(days)} days`;
 }
 
 /** Warnings by field path for legal but absurd step counts. Fields with an error get no warning. */
