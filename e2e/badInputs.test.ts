@@ -193,6 +193,8 @@ describe('bad inputs in the studio', () => {
 
   it('a tab that crashes mid-run loses no step it showed; the resumed chart has no gap; predictions ask every question and flag answers without a box', { timeout: 480_000 }, async () => {
     const own = await launch();
+    const t0 = Date.now();
+    const lap = (what: string) => console.log(`[e2e badInputs] ${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     try {
       let page = await own.context.newPage();
       const errors = watchErrors(page);
@@ -207,6 +209,7 @@ describe('bad inputs in the studio', () => {
       type Rec = { labels: { boxes: { question: string }[] } };
       await expect.poll(async () => (await storedRecords<Rec>(page, 'images')).some((r) => r.labels.boxes.some((b) => b.question === 'Where is the sun?'))).toBe(true);
 
+      lap('labelled');
       // train: Quick try, a checkpoint every 2 steps
       await page.getByTestId('tab-train').click();
       await page.getByRole('button', { name: 'Quick try' }).click();
@@ -217,13 +220,20 @@ describe('bad inputs in the studio', () => {
       await train.click();
       const step = async (p: Page) => Number((await p.getByTestId('current-step').textContent().catch(() => null)) ?? NaN);
       await expect.poll(() => step(page), { timeout: 180_000, interval: 200 }).toBeGreaterThanOrEqual(3);
+      lap('step 3');
       const runId = (await page.getByTestId('run-row').first().getAttribute('data-run'))!;
+      // crash the moment a new step is drawn: a write batched for later (the old 1 s throttle) would lose it
+      const before = await step(page);
+      await expect.poll(() => step(page), { timeout: 120_000, interval: 20 }).toBeGreaterThan(before);
       const shown = await step(page);
       // crash the renderer: no pagehide, no unload, no flush
       const cdp = await page.context().newCDPSession(page);
-      await Promise.all([page.waitForEvent('crash', { timeout: 15_000 }), cdp.send('Page.crash').catch(() => undefined)]);
+      const crashed = page.waitForEvent('crash', { timeout: 30_000 });
+      void cdp.send('Page.crash').catch(() => undefined); // never answers: the page is gone
+      await crashed;
       expect(errors.filter((e) => !/crash/i.test(e))).toEqual([]);
 
+      lap('crashed');
       // reopen: every step the crashed tab showed is there, 1..N without a hole
       page = await own.context.newPage();
       const errors2 = watchErrors(page);
@@ -237,6 +247,7 @@ describe('bad inputs in the studio', () => {
       expect(Number(await row.locator('td').nth(4).textContent())).toBe(after.length);
       expect(Number((await page.locator('figure[data-metric="Loss"] .chart-step').textContent())?.replace(/\D+/g, ''))).toBe(after.length);
 
+      lap('reopened');
       // resume: from the last checkpoint, redoing the steps after it; the series stays 1..M, each step once
       await row.getByTestId('run-resume').click();
       await expect.poll(() => step(page), { timeout: 180_000, interval: 200 }).toBeGreaterThanOrEqual(after.length + 2);
@@ -246,6 +257,7 @@ describe('bad inputs in the studio', () => {
       expect(resumed.length).toBeGreaterThanOrEqual(after.length + 2);
       expect(resumed).toEqual(Array.from({ length: resumed.length }, (_, i) => i + 1));
 
+      lap('resumed and stopped');
       // predictions, base model: both questions of the image are asked; an answer without a box says so
       await page.getByTestId('tab-predictions').click();
       await expect.poll(() => page.getByTestId('predict-pick').count()).toBe(1);
@@ -257,6 +269,7 @@ describe('bad inputs in the studio', () => {
       expect(await page.getByTestId('pred-question').allTextContents()).toEqual(['Where is the house?', 'Where is the sun?']);
       expect(await page.getByTestId('pred-qindex').allTextContents()).toEqual([' (question 1 of 2)', ' (question 2 of 2)']);
       // six tokens of an untrained model: no parseable box, said in words, scored 0 (not left blank)
+      lap('predictions');
       const nobox = page.getByTestId('nobox-base');
       expect(await nobox.count()).toBe(2);
       expect(await nobox.first().textContent()).toMatch(/^no box found in: .+/);
