@@ -21,14 +21,17 @@ let hub: Server;
 let hubUrl: string;
 let closedUrl: string;
 
-/** A stand-in for huggingface.co's error answers (with its CORS headers): unknown repos 401 RepoNotFound, "patchwork/gated" 401 GatedRepo. */
+/**
+ * A stand-in for huggingface.co's error answers (with its CORS headers): unknown repos 401
+ * RepoNotFound, "patchwork/gated" 401 GatedRepo, revision "v9" of "patchwork/tiny" 404 RevisionNotFound.
+ */
 function startHub(): Promise<void> {
   hub = createServer((req, res) => {
     const cors = { 'access-control-allow-origin': '*', 'access-control-allow-headers': '*', 'access-control-expose-headers': 'x-error-code, x-error-message' };
     if (req.method === 'OPTIONS') return res.writeHead(204, cors).end();
     const path = new URL(req.url ?? '/', 'http://x').pathname;
-    const code = path.startsWith('/patchwork/gated/') ? 'GatedRepo' : 'RepoNotFound';
-    res.writeHead(401, { ...cors, 'x-error-code': code, 'x-error-message': code }).end(code);
+    const code = path.startsWith('/patchwork/gated/') ? 'GatedRepo' : path.startsWith('/patchwork/tiny/resolve/v9/') ? 'RevisionNotFound' : 'RepoNotFound';
+    res.writeHead(code === 'RevisionNotFound' ? 404 : 401, { ...cors, 'x-error-code': code, 'x-error-message': code }).end(code);
   });
   return new Promise((ok) => hub.listen(0, '127.0.0.1', () => ok()));
 }
@@ -184,9 +187,14 @@ describe('bad inputs in the studio', () => {
     // 8. a gated repo
     await chooseHub(page, 'patchwork/gated', hubUrl);
     expect(await trainMessage(page)).toBe(`hub patchwork/gated@main: config.json: HTTP 401: the repo is gated or private; pass an access token (${hubUrl})`);
+    // 9. a revision the repo does not have
+    await chooseHub(page, 'patchwork/tiny', hubUrl);
+    await page.locator('input[name="revision"]').fill('v9');
+    expect(await trainMessage(page)).toBe(`hub patchwork/tiny@v9: config.json: HTTP 404: repository "patchwork/tiny" on ${hubUrl} has no revision "v9": check the branch, tag or commit`);
     // those runs failed on their model, with the reason in the history
     const statuses = await page.getByTestId('run-status').allTextContents();
-    expect(statuses).toEqual(['failed', 'failed', 'failed']);
+    expect(statuses).toEqual(['failed', 'failed', 'failed', 'failed']);
+    expect(await page.locator('.run-error').first().textContent()).toMatch(/has no revision "v9"/);
     expect(errors.filter((e) => !/Failed to load resource|ERR_CONNECTION_REFUSED|401/.test(e))).toEqual([]);
     await page.close();
   });
