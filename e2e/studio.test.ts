@@ -122,6 +122,27 @@ describe('studio on WebGPU (SwiftShader)', () => {
     // hiding a run removes it from the charts
     await history.locator('tbody tr').first().locator('input[type="checkbox"]').uncheck();
     expect(await loss.locator('.chart-legend li').count()).toBe(1);
+    // the series those older runs carried were moved into per-step rows: once the history is saved again
+    // (without series), a reload still draws them
+    const kvSeries = () =>
+      page.evaluate(
+        () =>
+          new Promise<number>((ok) => {
+            const r = indexedDB.open('patchwork-runs');
+            r.onsuccess = () => {
+              const g = r.result.transaction('kv').objectStore('kv').get('runs');
+              g.onsuccess = () => ok((g.result?.state?.runs ?? []).reduce((n: number, x: { metrics?: object }) => n + Object.keys(x.metrics ?? {}).length, 0));
+            };
+          }),
+      );
+    await expect.poll(kvSeries, { timeout: 10_000 }).toBe(0);
+    await page.reload();
+    await history.waitFor();
+    expect(await loss.locator('.chart-legend li').count()).toBe(1); // the hidden run stays hidden
+    expect(await loss.locator('.chart-step').textContent()).toBe('step 40');
+    await history.locator('tbody tr').first().locator('input[type="checkbox"]').check();
+    expect(await loss.locator('.chart-legend li').count()).toBe(2);
+    expect(await page.locator('figure[data-metric="rewards/margins"] canvas').count()).toBe(1); // the DPO run's own series
     expect(errors).toEqual([]);
     await own.close();
   });

@@ -27,21 +27,37 @@ afterAll(async () => {
 const SHOTS = join(ROOT, 'docs', 'screenshots');
 const num = async (page: Page, testId: string) => Number((await page.getByTestId(testId).textContent()) ?? NaN);
 
-/** The run history as persisted in IndexedDB (what a reload will show). */
+/** The run history as persisted in IndexedDB (what a reload will show), series from the per-step rows. */
 function storedRuns(page: Page) {
-  return page.evaluate(
-    () =>
-      new Promise<{ id: string; status: string; metrics: Record<string, { step: number[] }>; checkpointStep?: number }[]>((ok) => {
-        const r = indexedDB.open('patchwork-runs');
+  return page.evaluate(async () => {
+    // never open a database the app has not created: that would create it empty, without its store
+    const names = new Set((await indexedDB.databases()).map((d) => d.name));
+    const all = <T,>(db: string, store: string, key?: string) =>
+      new Promise<T>((ok, bad) => {
+        if (!names.has(db)) return ok((key ? undefined : []) as T);
+        const r = indexedDB.open(db);
+        r.onerror = () => bad(r.error);
         r.onsuccess = () => {
-          const g = r.result.transaction('kv').objectStore('kv').get('runs');
+          if (!r.result.objectStoreNames.contains(store)) {
+            r.result.close();
+            return ok((key ? undefined : []) as T);
+          }
+          const s = r.result.transaction(store).objectStore(store);
+          const g = key ? s.get(key) : s.getAll();
           g.onsuccess = () => {
-            ok(g.result?.state?.runs ?? []);
+            ok(g.result as T);
             r.result.close();
           };
         };
-      }),
-  );
+      });
+    const runs = ((await all<{ state?: { runs?: { id: string; status: string; checkpointStep?: number }[] } }>('patchwork-runs', 'kv', 'runs'))?.state?.runs ?? []);
+    const rows = await all<{ runId: string; step: number; values: Record<string, number> }[]>('patchwork-metrics', 'steps').catch(() => []);
+    return runs.map((r) => {
+      const metrics: Record<string, { step: number[] }> = {};
+      for (const row of rows) if (row.runId === r.id) for (const k of Object.keys(row.values)) (metrics[k] ??= { step: [] }).step.push(row.step);
+      return { ...r, metrics };
+    });
+  });
 }
 
 describe('train, predict, export', () => {

@@ -1,27 +1,32 @@
 // Predictions: run an adapter (and the base model) on chosen images of a dataset, keep the answers
-// with their boxes in original pixels and the IoU against the labelled boxes. Kept in a store so
-// switching screens does not lose them.
+// with their boxes in original pixels and the IoU against the labelled boxes. Every question of an
+// image is asked and scored (boxes grouped by their question, as training groups them); an answer
+// that holds no parseable box is flagged, not scored silently as 0. Kept in a store so switching
+// screens does not lose them.
 import { create } from 'zustand';
-import { iou, type Box as XYXY } from '../data/bbox.ts';
-import { boxQuestion, type DatasetMeta, type ImageRecord } from '../data/formats/types.ts';
+import type { Box as XYXY } from '../data/bbox.ts';
+import type { DatasetMeta, ImageRecord } from '../data/formats/types.ts';
+import { questionsOf, scoreAnswer, type Scored } from './predictionScore.ts';
 import { imageBlobs } from './dataset.ts';
 import { useRuns } from './runs.ts';
 import { trainer } from './runtime.ts';
 import { modelSpec } from './training.ts';
 import type { TrainConfig } from './runConfig.ts';
-import type { GenerateResult } from '../worker/api.ts';
 
 export interface Prediction {
   imageId: string;
   name: string;
   question: string;
+  /** which of the image's questions (0-based) and how many it has */
+  questionIndex: number;
+  questionCount: number;
   /** labelled boxes of that question, original pixels */
   labelled: XYXY[];
   /** original size */
   width: number;
   height: number;
-  adapter?: GenerateResult & { iou: number | null };
-  base?: GenerateResult & { iou: number | null };
+  adapter?: Scored;
+  base?: Scored;
   error?: string;
 }
 
@@ -38,40 +43,7 @@ interface PredictionState {
 export const usePredictions = create<PredictionState>(() => ({ running: false, done: 0, total: 0, adapterLabel: '', results: [] }));
 const set = usePredictions.setState;
 
-/**
- * Mean IoU of the labelled boxes, each matched to a distinct predicted box (greedy, best pairs first;
- * an unmatched labelled box scores 0). null when nothing is labelled.
- */
-export function matchedIou(labelled: XYXY[], predicted: XYXY[]): number | null {
-  if (!labelled.length) return null;
-  const pairs: [number, number, number][] = [];
-  labelled.forEach((g, i) => predicted.forEach((p, j) => pairs.push([iou(p, g), i, j])));
-  pairs.sort((a, b) => b[0] - a[0]);
-  const usedG = new Set<number>(), usedP = new Set<number>();
-  let sum = 0;
-  for (const [v, i, j] of pairs) {
-    if (usedG.has(i) || usedP.has(j)) continue;
-    usedG.add(i);
-    usedP.add(j);
-    sum += v;
-  }
-  return sum / labelled.length;
-}
-
-export function meanIou(results: Prediction[], which: 'adapter' | 'base'): number | null {
-  const v = results.map((r) => r[which]?.iou).filter((x): x is number => typeof x === 'number');
-  return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
-}
-
-/** The question asked of an image: its first box's question, else the image's question. */
-export function questionOf(img: ImageRecord): { question: string; boxes: XYXY[] } {
-  const b = img.labels.boxes;
-  if (b.length) {
-    const q = boxQuestion(b[0]);
-    return { question: q, boxes: b.filter((x) => boxQuestion(x) === q).map((x) => [x.x1 * img.scale, x.y1 * img.scale, x.x2 * img.scale, x.y2 * img.scale]) };
-  }
-  return { question: img.labels.question.trim() || 'Describe this image.', boxes: [] };
-}
+export { matchedIou, meanIou, questionsOf, scoreAnswer, type Scored } from './predictionScore.ts';
 
 export async function runPredictions(o: { runId: string | 'current' | ''; compare: boolean; maxNewTokens: number; dataset: DatasetMeta; images: ImageRecord[]; config: TrainConfig }): Promise<void> {
   const api = trainer();
@@ -89,21 +61,24 @@ export async function runPredictions(o: { runId: string | 'current' | ''; compar
     }
     set({ adapterLabel: label });
     const results: Prediction[] = [];
+    let done = 0;
     for (const img of o.images) {
-      const { question, boxes } = questionOf(img);
-      const p: Prediction = { imageId: img.id, name: img.name, question, labelled: boxes, width: img.origWidth, height: img.origHeight };
-      try {
-        const blob = (await imageBlobs(img.id))?.image;
-        if (!blob) throw new Error('the image is missing from storage');
-        const opts = { maxNewTokens: o.maxNewTokens, minPixels: o.dataset.minPixels, maxPixels: o.dataset.maxPixels, original: [{ width: img.origWidth, height: img.origHeight }] };
-        const score = (g: GenerateResult) => ({ ...g, iou: matchedIou(boxes, g.boxes.map((b) => b.bbox)) });
-        if (withAdapter) p.adapter = score(await api.generate([blob], question, { ...opts, adapter: true }));
-        if (o.compare || !withAdapter) p.base = score(await api.generate([blob], question, { ...opts, adapter: false }));
-      } catch (e) {
-        p.error = (e as Error).message;
+      const qs = questionsOf(img);
+      const blob = (await imageBlobs(img.id).catch(() => undefined))?.image;
+      for (const [qi, { question, boxes }] of qs.entries()) {
+        const p: Prediction = { imageId: img.id, name: img.name, question, questionIndex: qi, questionCount: qs.length, labelled: boxes, width: img.origWidth, height: img.origHeight };
+        try {
+          if (!blob) throw new Error('the image is missing from storage');
+          const opts = { maxNewTokens: o.maxNewTokens, minPixels: o.dataset.minPixels, maxPixels: o.dataset.maxPixels, original: [{ width: img.origWidth, height: img.origHeight }] };
+          if (withAdapter) p.adapter = scoreAnswer(boxes, await api.generate([blob], question, { ...opts, adapter: true }));
+          if (o.compare || !withAdapter) p.base = scoreAnswer(boxes, await api.generate([blob], question, { ...opts, adapter: false }));
+        } catch (e) {
+          p.error = (e as Error).message;
+        }
+        results.push(p);
+        set({ results: [...results] });
       }
-      results.push(p);
-      set({ results: [...results], done: results.length });
+      set({ done: ++done });
     }
   } catch (e) {
     set({ error: (e as Error).message });

@@ -2,7 +2,7 @@
 // Values are stored by structured clone (no JSON), so typed arrays and Dates survive as they are.
 // Writes are coalesced: a store that changes on every training step writes at most once per
 // `throttleMs`, and whatever is pending is written when the page is hidden.
-import { createStore, del, get, set, type UseStore } from 'idb-keyval';
+import { createStore, del, get, promisifyRequest, set, setMany, type UseStore } from 'idb-keyval';
 import type { PersistStorage, StorageValue } from 'zustand/middleware';
 
 let db: UseStore | undefined;
@@ -54,4 +54,76 @@ export function idbStorage<S>(throttleMs = 0): PersistStorage<S> {
     },
     removeItem: (name) => del(name, runDb()),
   };
+}
+
+// ---- per-step metrics: append-only rows, durable before they are drawn ---------------------------
+//
+// One row per optimizer step, keyed [runId, step], in its own database. A row is written in its own
+// small transaction as the step arrives and the charts draw the step only once that transaction has
+// committed, so closing or killing the tab at any moment loses nothing the charts showed (the run
+// history itself, in 'patchwork-runs', no longer carries the series).
+
+/** metric name → parallel arrays of step and value */
+export type Series = { step: number[]; value: number[] };
+
+export interface StepRow {
+  runId: string;
+  step: number;
+  values: Record<string, number>;
+}
+
+let mdb: UseStore | undefined;
+export function metricsDb(): UseStore {
+  return (mdb ??= createStore('patchwork-metrics', 'steps'));
+}
+
+const runRange = (runId: string, after = -Infinity) => IDBKeyRange.bound([runId, after], [runId, Infinity], after !== -Infinity, false);
+
+/** Resolves once the row is committed. */
+export function putStep(row: StepRow): Promise<void> {
+  return set([row.runId, row.step], row, metricsDb());
+}
+
+export function putSteps(rows: StepRow[]): Promise<void> {
+  return setMany(rows.map((r) => [[r.runId, r.step], r]), metricsDb());
+}
+
+/** Every stored row, grouped by run, in step order (keys sort by run id, then step). */
+export async function loadAllSteps(): Promise<Map<string, StepRow[]>> {
+  const rows = await metricsDb()('readonly', (s) => promisifyRequest(s.getAll() as IDBRequest<StepRow[]>));
+  const out = new Map<string, StepRow[]>();
+  for (const r of rows) {
+    const list = out.get(r.runId);
+    if (list) list.push(r);
+    else out.set(r.runId, [r]);
+  }
+  return out;
+}
+
+/** Drop a run's rows after `step` (all of them when `step` is omitted). */
+export function deleteSteps(runId: string, after?: number): Promise<void> {
+  return metricsDb()('readwrite', (s) => {
+    s.delete(runRange(runId, after));
+    return promisifyRequest(s.transaction);
+  });
+}
+
+/** Series of a run from its step rows (in step order). */
+export function seriesOf(rows: readonly StepRow[]): Record<string, Series> {
+  const metrics: Record<string, Series> = {};
+  for (const r of rows) {
+    for (const [k, v] of Object.entries(r.values)) {
+      const m = (metrics[k] ??= { step: [], value: [] });
+      m.step.push(r.step);
+      m.value.push(v);
+    }
+  }
+  return metrics;
+}
+
+/** Step rows of a run's series (the inverse of seriesOf). */
+export function rowsOf(runId: string, metrics: Record<string, Series>): StepRow[] {
+  const byStep = new Map<number, Record<string, number>>();
+  for (const [k, s] of Object.entries(metrics)) s.step.forEach((step, i) => ((byStep.get(step) ?? byStep.set(step, {}).get(step)!)[k] = s.value[i]));
+  return [...byStep].sort((a, b) => a[0] - b[0]).map(([step, values]) => ({ runId, step, values }));
 }

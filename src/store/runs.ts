@@ -1,16 +1,21 @@
 // Run history: every training run with its settings and metric series, persisted in IndexedDB so
-// charts come back after a reload. The engine's progress callback (store/training.ts) appends one
-// row of metrics per optimizer step through `appendMetrics`; the checkpoints themselves live in the
-// worker's IndexedDB store (patchwork-checkpoints), keyed by the run id.
+// charts come back after a reload. The engine's progress callback (store/training.ts) records one
+// row of metrics per optimizer step through `recordStep`: the row is committed to its own
+// append-only store (runPersist.ts, patchwork-metrics) before the step is drawn, so a closed or
+// crashed tab loses no step the charts showed and a resumed run's chart has no gap. The run records
+// themselves (settings, status, checkpoint step) are written throttled to 'patchwork-runs'. The
+// checkpoints live in the worker's IndexedDB store (patchwork-checkpoints), keyed by the run id.
 import { create } from 'zustand';
 import { persist } from 'zustand/middleware';
-import { idbStorage } from './runPersist.ts';
+import { deleteSteps, idbStorage, loadAllSteps, onPersistError, putStep, putSteps, rowsOf, seriesOf, type StepRow } from './runPersist.ts';
+import type { PersistStorage } from 'zustand/middleware';
 import type { Method, TrainConfig } from './runConfig.ts';
 
 export type RunStatus = 'running' | 'paused' | 'stopped' | 'done' | 'failed';
 
 /** metric name → parallel arrays of step and value */
-export type Series = { step: number[]; value: number[] };
+export type { Series } from './runPersist.ts';
+import type { Series } from './runPersist.ts';
 
 export interface RunRecord {
   id: string;
@@ -39,8 +44,10 @@ interface RunsStore {
   runs: RunRecord[];
   /** create a run record (status running) and return its id */
   addRun(r: { name?: string; method: Method; model: string; config: TrainConfig; datasetId?: string }): string;
-  /** one optimizer step's metrics (loss, lr, grad_norm, tokens_per_s, ...) */
+  /** one optimizer step's metrics (loss, lr, grad_norm, tokens_per_s, ...), in memory only */
   appendMetrics(id: string, step: number, values: Record<string, number>): void;
+  /** persist a step's metrics, then append them (resolves once both are done) */
+  recordStep(id: string, step: number, values: Record<string, number>): Promise<void>;
   /** drop points after `step` (a run resumed from its checkpoint at `step` redoes them) */
   truncateMetrics(id: string, step: number): void;
   setStatus(id: string, status: RunStatus, error?: string): void;
@@ -90,7 +97,16 @@ export const useRuns = create<RunsStore>()(
           }),
         }));
       },
+      async recordStep(id, step, values) {
+        try {
+          await putStep({ runId: id, step, values });
+        } catch (e) {
+          onPersistError(`Could not save the metrics of step ${step}: ${(e as Error)?.message ?? String(e)}`);
+        }
+        get().appendMetrics(id, step, values);
+      },
       truncateMetrics(id, step) {
+        void deleteSteps(id, step).catch(() => undefined);
         set((s) => ({
           runs: s.runs.map((r) => {
             if (r.id !== id) return r;
@@ -107,14 +123,18 @@ export const useRuns = create<RunsStore>()(
       setStatus: (id, status, error) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, status, error } : r)) })),
       rename: (id, name) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, name } : r)) })),
       toggleVisible: (id) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, visible: !r.visible } : r)) })),
-      remove: (id) => set((s) => ({ runs: s.runs.filter((r) => r.id !== id) })),
+      remove: (id) => {
+        void deleteSteps(id).catch(() => undefined);
+        set((s) => ({ runs: s.runs.filter((r) => r.id !== id) }));
+      },
     }),
     {
       name: 'runs',
       version: 1,
-      // metrics arrive every step: write at most once a second (and when the tab is hidden)
-      storage: idbStorage<{ runs: RunRecord[] }>(1000),
-      partialize: (s) => ({ runs: s.runs }),
+      // status and checkpoint changes: write at most once a second (and when the tab is hidden)
+      storage: withStepRows(idbStorage<{ runs: RunRecord[] }>(1000)),
+      // the series live in the metrics store, one row per step
+      partialize: (s) => ({ runs: s.runs.map((r) => ({ ...r, metrics: {} })) }),
       // A run that was running or paused when the tab closed did not finish: it is stopped now.
       merge: (persisted, current) => ({
         ...current,
@@ -123,3 +143,26 @@ export const useRuns = create<RunsStore>()(
     },
   ),
 );
+
+/**
+ * The run history's storage with the series filled in from the step rows on load. A run saved by an
+ * older build keeps the series it carried, and they are moved into step rows once.
+ */
+function withStepRows(inner: PersistStorage<{ runs: RunRecord[] }>): PersistStorage<{ runs: RunRecord[] }> {
+  return {
+    ...inner,
+    getItem: async (name) => {
+      const [v, rows] = await Promise.all([inner.getItem(name), loadAllSteps().catch(() => new Map<string, StepRow[]>())]);
+      if (!v?.state?.runs) return v;
+      const legacy: StepRow[] = [];
+      const runs = v.state.runs.map((r) => {
+        const mine = rows.get(r.id);
+        if (mine?.length) return { ...r, metrics: seriesOf(mine) };
+        if (r.metrics && Object.keys(r.metrics).length) legacy.push(...rowsOf(r.id, r.metrics));
+        return { ...r, metrics: r.metrics ?? {} };
+      });
+      if (legacy.length) void putSteps(legacy).catch(() => undefined);
+      return { ...v, state: { ...v.state, runs } };
+    },
+  };
+}

@@ -4,6 +4,9 @@
 import { create } from 'zustand';
 import { get as idbGet } from 'idb-keyval';
 import { flushWrites } from './dataset.ts';
+import { getDataset, listImages } from './datasetDb.ts';
+import { taskRecords } from '../data/formats/records.ts';
+import { countTrainable, untrainableReason, type Trainable } from './trainable.ts';
 import { runDb } from './runPersist.ts';
 import { useRuns, type RunStatus } from './runs.ts';
 import type { TrainConfig } from './runConfig.ts';
@@ -128,10 +131,14 @@ function onEvent(runId: string): (e: TrainEvent) => void {
         break;
       case 'step': {
         const m = e.metrics;
-        runs.appendMetrics(runId, e.step, chartMetrics(m));
         const now = performance.now();
-        if (mine) set({ active: { ...mine, step: e.step, totalSteps: e.totalSteps, loss: m.loss, tokensPerS: m.tokens_per_s, gpuBytes: m.gpu_bytes, epoch: m.epoch, secPerStep: (now - lastT) / 1000 } });
+        const secPerStep = (now - lastT) / 1000;
         lastT = now;
+        // shown once its row is committed: a tab closed at any moment loses no step it showed
+        void runs.recordStep(runId, e.step, chartMetrics(m)).then(() => {
+          const cur = get().active;
+          if (cur?.runId === runId) set({ active: { ...cur, step: e.step, totalSteps: e.totalSteps, loss: m.loss, tokensPerS: m.tokens_per_s, gpuBytes: m.gpu_bytes, epoch: m.epoch, secPerStep } });
+        });
         break;
       }
       case 'checkpoint':
@@ -158,11 +165,25 @@ async function drive(runId: string, start: () => Promise<RunSummary>): Promise<v
   }
 }
 
+/** The stored dataset's records counted against the method, and why it cannot train (undefined: it can). */
+export async function trainableOf(datasetId: string, method: TrainConfig['method']): Promise<Trainable & { name: string; reason?: string }> {
+  const [ds, images] = await Promise.all([getDataset(datasetId), listImages(datasetId)]);
+  if (!ds || ds.deletedAt) return { name: '', images: 0, kinds: {}, examples: 0, reason: 'choose a dataset' };
+  const t = countTrainable(images.filter((r) => !r.deletedAt).map((r) => taskRecords(ds, r)), method);
+  return { ...t, name: ds.name, reason: untrainableReason(ds.name, t, method) };
+}
+
 /** Start a new run of `config` on a stored dataset. */
 export async function startRun(config: TrainConfig, datasetId: string, opts: { startFrom?: 'fresh' | 'imported' } = {}): Promise<string | undefined> {
   const api = trainer();
   if (!api || get().active) return undefined;
   await flushWrites(); // the last label edits reach IndexedDB before the worker reads it
+  // nothing to train on: say so here, without a run record that could only fail
+  const t = await trainableOf(datasetId, config.method);
+  if (t.reason) {
+    set({ message: { level: 'error', text: t.reason.charAt(0).toUpperCase() + t.reason.slice(1) + '.' } });
+    return undefined;
+  }
   const model = await modelSpec(config);
   if (model.source === 'local' && !model.files?.length) {
     set({ message: { level: 'error', text: 'Choose the local model folder again: the browser needs it picked in this session.' } });

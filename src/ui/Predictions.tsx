@@ -6,7 +6,7 @@ import { useTrainConfig } from '../store/runConfig.ts';
 import { useRuntime } from '../store/runtime.ts';
 import { useTraining } from '../store/training.ts';
 import { currentDataset, initDatasets, useDatasetStore } from '../store/dataset.ts';
-import { meanIou, questionOf, runPredictions, usePredictions, type Prediction } from '../store/predictions.ts';
+import { meanIou, questionsOf, runPredictions, usePredictions, type Prediction, type Scored } from '../store/predictions.ts';
 import { isLabelled } from '../data/formats/types.ts';
 import { useUrl } from './dataset/urls.ts';
 import { fmtValue } from './Charts.tsx';
@@ -100,7 +100,7 @@ export function Predictions() {
         <div className="pick-grid" data-testid="predict-images">
           {labelled.length === 0 && <span className="muted">No labelled images in this dataset yet.</span>}
           {labelled.map((r) => (
-            <PickTile key={r.id} id={r.id} name={r.name} checked={selected.includes(r.id)} onToggle={() => toggle(r.id)} question={questionOf(r).question} />
+            <PickTile key={r.id} id={r.id} name={r.name} checked={selected.includes(r.id)} onToggle={() => toggle(r.id)} question={questionsOf(r).map((q) => q.question).join('\n')} />
           ))}
         </div>
         <div className="run-buttons">
@@ -137,7 +137,7 @@ export function Predictions() {
           </div>
           <div className="pred-grid">
             {results.map((p) => (
-              <PredictionCard key={p.imageId} p={p} />
+              <PredictionCard key={`${p.imageId}:${p.questionIndex}`} p={p} />
             ))}
           </div>
         </section>
@@ -174,7 +174,14 @@ function PredictionCard({ p }: { p: Prediction }) {
       </div>
       <figcaption>
         <div className="pred-q">
-          <b>{p.name}</b> — {p.question}
+          <b>{p.name}</b>
+          {p.questionCount > 1 && (
+            <span className="muted small" data-testid="pred-qindex">
+              {' '}
+              (question {p.questionIndex + 1} of {p.questionCount})
+            </span>
+          )}{' '}
+          — <span data-testid="pred-question">{p.question}</span>
         </div>
         {p.error && <div className="error-text">{p.error}</div>}
         {p.adapter && <Answer who="adapter" g={p.adapter} />}
@@ -184,16 +191,22 @@ function PredictionCard({ p }: { p: Prediction }) {
   );
 }
 
-function Answer({ who, g }: { who: 'adapter' | 'base'; g: NonNullable<Prediction['adapter']> }) {
+function Answer({ who, g }: { who: 'adapter' | 'base'; g: Scored }) {
   return (
     <div className={`answer answer-${who}`} data-testid={`answer-${who}`}>
       <span className="answer-who">{who === 'adapter' ? 'adapter' : 'base'}</span>
-      <span className="answer-iou" data-testid={`iou-${who}`} title="IoU with the labelled box(es)">
+      <span className="answer-iou" data-testid={`iou-${who}`} title={g.noBox ? 'No box in the answer: scored 0 in the mean' : 'IoU with the labelled box(es)'}>
         IoU {fmtIou(g.iou)}
       </span>
-      <code className="answer-text" title={`${g.tokens} tokens, ${fmtValue(g.ms / 1000)} s`}>
-        {g.text || '(empty)'}
-      </code>
+      {g.noBox ? (
+        <span className="answer-nobox" data-testid={`nobox-${who}`} title={`${g.tokens} tokens, ${fmtValue(g.ms / 1000)} s`}>
+          no box found in: <code>{g.text.trim() ? g.text : '(empty answer)'}</code>
+        </span>
+      ) : (
+        <code className="answer-text" title={`${g.tokens} tokens, ${fmtValue(g.ms / 1000)} s`}>
+          {g.text || '(empty)'}
+        </code>
+      )}
     </div>
   );
 }

@@ -10,7 +10,6 @@ import {
   loraScale,
   missingModelFiles,
   useTrainConfig,
-  validateConfig,
   type Method,
   type ModelSource,
   type Reward,
@@ -21,20 +20,22 @@ import { useRuns, type RunRecord } from '../store/runs.ts';
 import { trainer, useRuntime } from '../store/runtime.ts';
 import { initDatasets, useDatasetStore } from '../store/dataset.ts';
 import {
-  continueRun, deleteRunEverywhere, localModelFiles, pauseRun, resumeRun, setLocalModelFiles, startRun, stopRun, useTraining, type ActiveRun,
+  continueRun, deleteRunEverywhere, localModelFiles, pauseRun, resumeRun, setLocalModelFiles, startRun, stopRun, trainableOf, useTraining, type ActiveRun,
 } from '../store/training.ts';
+import { formErrors, trainWarnings, type FieldMessages } from './trainWarnings.ts';
 import type { EstimateResult } from '../worker/api.ts';
 import { MetricChart, SmoothingSlider, fmtValue, useSmoothing, type ChartSeries } from './Charts.tsx';
 import { GpuInfo, fmtBytes } from './GpuInfo.tsx';
 
 // ---- small form pieces ----------------------------------------------------------------------
 
-function Field({ label, help, error, children, wide }: { label: string; help?: ReactNode; error?: string; children: ReactNode; wide?: boolean }) {
+/** A labelled input with its error (blocks Train), else its warning (legal but odd; never blocks), else its help. */
+function Field({ label, help, error, warn, children, wide }: { label: string; help?: ReactNode; error?: string; warn?: string; children: ReactNode; wide?: boolean }) {
   return (
-    <label className={`field${error ? ' has-error' : ''}${wide ? ' wide' : ''}`}>
+    <label className={`field${error ? ' has-error' : warn ? ' has-warn' : ''}${wide ? ' wide' : ''}`}>
       <span className="field-label">{label}</span>
       {children}
-      {error ? <span className="field-error">{error}</span> : help ? <span className="field-help">{help}</span> : null}
+      {error ? <span className="field-error">{error}</span> : warn ? <span className="field-warn" data-testid="field-warn">{warn}</span> : help ? <span className="field-help">{help}</span> : null}
     </label>
   );
 }
@@ -338,7 +339,7 @@ function LoraSettings({ c, errors, update, engineParams }: { c: TrainConfig; err
   );
 }
 
-function OptimizerSettings({ c, errors, update }: { c: TrainConfig; errors: Record<string, string>; update: Update }) {
+function OptimizerSettings({ c, errors, warnings, update }: { c: TrainConfig; errors: Record<string, string>; warnings: FieldMessages; update: Update }) {
   const o = c.optim;
   return (
     <Section title="Optimizer (AdamW)">
@@ -353,13 +354,13 @@ function OptimizerSettings({ c, errors, update }: { c: TrainConfig; errors: Reco
             <option value="constant">constant</option>
           </select>
         </Field>
-        <Field label="Warmup steps" error={errors['optim.warmupSteps']} help="Rate rises linearly from 0; avoids early blow-ups.">
+        <Field label="Warmup steps" error={errors['optim.warmupSteps']} warn={warnings['optim.warmupSteps']} help="Rate rises linearly from 0; avoids early blow-ups.">
           <NumInput name="optim.warmupSteps" value={o.warmupSteps} onChange={(v) => update({ optim: { warmupSteps: v } })} />
         </Field>
-        <Field label="Epochs" error={errors['optim.numEpochs']} help="Passes over the dataset (when max steps is 0).">
+        <Field label="Epochs" error={errors['optim.numEpochs']} warn={warnings['optim.numEpochs']} help="Passes over the dataset (when max steps is 0).">
           <NumInput name="optim.numEpochs" value={o.numEpochs} onChange={(v) => update({ optim: { numEpochs: v } })} />
         </Field>
-        <Field label="Max steps" error={errors['optim.maxSteps']} help="Optimizer steps; overrides epochs when > 0.">
+        <Field label="Max steps" error={errors['optim.maxSteps']} warn={warnings['optim.maxSteps']} help="Optimizer steps; overrides epochs when > 0.">
           <NumInput name="optim.maxSteps" value={o.maxSteps} onChange={(v) => update({ optim: { maxSteps: v } })} />
         </Field>
         <Field label="Batch size" error={errors['optim.batchSize']} help="Samples per forward pass.">
@@ -465,7 +466,7 @@ function RunStatusLine({ a }: { a: ActiveRun }) {
   );
 }
 
-function RunControls({ errors, config, datasetId, setDatasetId }: { errors: Record<string, string>; config: TrainConfig; datasetId: string; setDatasetId: (id: string) => void }) {
+function RunControls({ errors, config, datasetId, setDatasetId, untrainable }: { errors: Record<string, string>; config: TrainConfig; datasetId: string; setDatasetId: (id: string) => void; untrainable?: string }) {
   const gpu = useRuntime((s) => s.gpu);
   const hasTrain = useRuntime((s) => s.methods.includes('train'));
   const datasets = useDatasetStore((s) => s.datasets);
@@ -483,6 +484,7 @@ function RunControls({ errors, config, datasetId, setDatasetId }: { errors: Reco
   else if (!live.length) reason = 'add images on the Dataset screen first';
   else if (!datasetId) reason = 'choose a dataset';
   else if (active) reason = 'a run is in progress';
+  else if (untrainable) reason = untrainable;
   const state = active?.state;
   return (
     <section className="card run-controls" data-testid="run-controls">
@@ -761,6 +763,29 @@ function RunRow({ r, live, onResume, onToggle, onRemove, onRename }: { r: RunRec
 
 // ---- the screen --------------------------------------------------------------------------------
 
+/**
+ * The chosen dataset's trainable records for the method, re-read from IndexedDB when the screen opens
+ * and whenever the dataset's images or labels change in this tab (undefined until read).
+ */
+function useTrainable(datasetId: string, method: Method) {
+  const count = useDatasetStore((s) => (datasetId ? s.counts[datasetId] : undefined));
+  const images = useDatasetStore((s) => s.images);
+  const [t, setT] = useState<Awaited<ReturnType<typeof trainableOf>> & { key: string }>();
+  const key = `${datasetId}|${method}`;
+  useEffect(() => {
+    if (!datasetId) return setT(undefined);
+    let cancelled = false;
+    const timer = setTimeout(() => {
+      trainableOf(datasetId, method).then((r) => !cancelled && setT({ ...r, key }), () => undefined);
+    }, 150); // label edits reach IndexedDB in batches
+    return () => {
+      cancelled = true;
+      clearTimeout(timer);
+    };
+  }, [datasetId, method, count, images, key]);
+  return t?.key === key ? t : undefined;
+}
+
 export function TrainPanel() {
   const config = useTrainConfig((s) => s.config);
   const update = useTrainConfig((s) => s.update);
@@ -768,13 +793,17 @@ export function TrainPanel() {
   const reset = useTrainConfig((s) => s.reset);
   const [hydrated, setHydrated] = useState(() => useTrainConfig.persist.hasHydrated());
   useEffect(() => useTrainConfig.persist.onFinishHydration(() => setHydrated(true)), []);
-  const errors = useMemo(() => validateConfig(config), [config]);
-  const currentDataset = useDatasetStore((s) => s.currentId);
   const [datasetPick, setDatasetPick] = useState('');
+  const currentDataset = useDatasetStore((s) => s.currentId);
   useEffect(() => void initDatasets(), []);
   const datasets = useDatasetStore((s) => s.datasets);
   const datasetId = datasetPick && datasets.some((d) => d.id === datasetPick && !d.deletedAt) ? datasetPick : (currentDataset ?? '');
+  const trainable = useTrainable(datasetId, config.method);
+  const ctx = useMemo(() => ({ datasetSize: trainable?.examples || undefined }), [trainable?.examples]);
+  const errors = useMemo(() => formErrors(config, ctx), [config, ctx]);
   const estimate = useEstimate(config, datasetId, errors);
+  const secondsPerStep = estimate.est?.secondsPerStep;
+  const warnings = useMemo(() => trainWarnings(config, { ...ctx, secondsPerStep }, errors), [config, ctx, secondsPerStep, errors]);
 
   return (
     <div className="train-screen" data-testid="train-screen">
@@ -795,7 +824,7 @@ export function TrainPanel() {
             <ModelPicker c={config} errors={errors} update={update} />
             <MethodPicker c={config} errors={errors} update={update} />
             <LoraSettings c={config} errors={errors} update={update} engineParams={estimate.est?.loraParams} />
-            <OptimizerSettings c={config} errors={errors} update={update} />
+            <OptimizerSettings c={config} errors={errors} warnings={warnings} update={update} />
             <DataSettings c={config} errors={errors} update={update} />
           </>
         ) : (
@@ -803,7 +832,7 @@ export function TrainPanel() {
         )}
       </div>
       <div className="train-side">
-        <RunControls errors={errors} config={config} datasetId={datasetId} setDatasetId={setDatasetPick} />
+        <RunControls errors={errors} config={config} datasetId={datasetId} setDatasetId={setDatasetPick} untrainable={trainable?.reason} />
         <EstimateCard e={estimate} />
         <RunCharts />
         <RunHistory />

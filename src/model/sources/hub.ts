@@ -16,6 +16,8 @@ export interface HubOptions {
   /** access token for gated or private repos */
   token?: string;
   fetch?: typeof fetch;
+  /** ms to wait for a response's headers before calling the endpoint unreachable; default 30000 */
+  timeoutMs?: number;
   /** called after every response with the bytes that came over the network (0 for cache hits) */
   onBytes?: (file: string, networkBytes: number, cachedBytes: number) => void;
 }
@@ -27,6 +29,22 @@ export interface HubStats {
   cachedBytes: number;
 }
 
+/**
+ * An answer from the endpoint that is not the file (`status` is the HTTP status), or no answer at all
+ * (`status` absent; the message then starts "Could not reach <endpoint> (<repo>/<file>)"). Either way
+ * the message names the endpoint, the repo and file, what went wrong and what to do.
+ */
+export class HubError extends SourceError {
+  constructor(source: string, file: string, what: string, readonly status?: number, whole?: string) {
+    super(source, file, what);
+    if (whole) this.message = whole;
+    this.name = 'HubError';
+  }
+}
+
+// the Node CLI says "this machine", the studio "this browser"
+const HERE = (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node ? 'this machine' : 'this browser';
+
 export type HubSource = ModelSource & { readonly stats: HubStats; url(file: string): string };
 
 export function hubSource(repo: string, opts: HubOptions = {}): HubSource {
@@ -36,7 +54,8 @@ export function hubSource(repo: string, opts: HubOptions = {}): HubSource {
   const endpoint = (opts.endpoint ?? 'https://huggingface.co').replace(/\/+$/, '');
   const revision = opts.revision ?? 'main';
   const cache = opts.cache === undefined ? defaultCache() : opts.cache;
-  const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
+  const rawFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
+  const timeoutMs = opts.timeoutMs ?? 30_000;
   const id = `hub ${repo}@${revision}`;
   const stats: HubStats = { requests: 0, networkBytes: 0, cacheHits: 0, cachedBytes: 0 };
   const sizes = new Map<string, number>();
@@ -47,12 +66,57 @@ export function hubSource(repo: string, opts: HubOptions = {}): HubSource {
   };
   const headers = (extra: Record<string, string> = {}) => ({ ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}), ...extra });
 
-  const fail = (file: string, r: Response): never => {
-    if (r.status === 404) throw new MissingFileError(id, file, `HTTP 404 from ${endpoint}`);
-    if (r.status === 401 || r.status === 403) {
-      throw new SourceError(id, file, `HTTP ${r.status}: the repo is gated or private${opts.token ? ' and the token was refused' : '; pass an access token'}`);
+  const where = (file: string) => `${endpoint} (${repo}${revision === 'main' ? '' : `@${revision}`}/${file})`;
+  let answered = false; // a file came back: repo and revision exist, so a later 404 is that file's
+
+  /**
+   * fetch that names the endpoint when it cannot be reached: a refused connection, DNS, CORS and an
+   * offline browser all surface as a bare TypeError ("Failed to fetch"), a hung server as no answer.
+   * The timeout covers the wait for the response's headers, not the download of its body.
+   */
+  const doFetch = async (file: string, u: string, init: RequestInit): Promise<Response> => {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), timeoutMs);
+    try {
+      return await rawFetch(u, { ...init, signal: ctl.signal });
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      const detail = ctl.signal.aborted ? `no answer within ${timeoutMs < 1000 ? `${timeoutMs} ms` : `${Math.round(timeoutMs / 1000)} s`}` : [cause?.code ?? cause?.message, (e as Error).message].filter(Boolean).join(': ');
+      const what = `the endpoint is unreachable from ${HERE} (${detail}) — check the network or set a mirror endpoint`;
+      throw new HubError(id, file, what, undefined, `Could not reach ${where(file)}: ${what}`);
+    } finally {
+      clearTimeout(timer);
     }
-    throw new SourceError(id, file, `HTTP ${r.status} ${r.statusText}`);
+  };
+
+  const fail = async (file: string, r: Response): Promise<never> => {
+    // huggingface.co says which part is missing in x-error-code (it answers 401 for a repo it will not admit exists)
+    const code = r.headers.get('x-error-code');
+    const s = r.status;
+    const repoMissing = () => new HubError(id, file, `HTTP ${s}: ${endpoint} has no repository "${repo}": check the model id${opts.token ? '' : ' (a private repo needs an access token)'}`, s);
+    const revMissing = () => new HubError(id, file, `HTTP ${s}: repository "${repo}" on ${endpoint} has no revision "${revision}": check the branch, tag or commit`, s);
+    if (code === 'RepoNotFound') throw repoMissing();
+    if (code === 'RevisionNotFound') throw revMissing();
+    if (code === 'GatedRepo' || ((s === 401 || s === 403) && code !== 'EntryNotFound')) {
+      throw new HubError(id, file, `HTTP ${s}: the repo is gated or private${opts.token ? ' and the token was refused (does it have read access, and were the repo\'s terms accepted?)' : '; pass an access token'} (${endpoint})`, s);
+    }
+    if (s === 404) {
+      if (!code && !answered) {
+        // a mirror without x-error-code: ask the revision's file list whether repo or revision exist
+        const probe = await rawFetch(`${endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}`, { headers: headers(), signal: AbortSignal.timeout(timeoutMs) }).catch(() => undefined);
+        const pc = probe?.headers.get('x-error-code');
+        if (pc === 'RepoNotFound') throw repoMissing();
+        if (pc === 'RevisionNotFound') throw revMissing();
+        if (probe?.status === 404) throw new HubError(id, file, `HTTP 404: ${endpoint} has no repository "${repo}" at revision "${revision}": check the model id and the revision`, 404);
+      }
+      throw new MissingFileError(id, file, `HTTP 404 from ${endpoint}`);
+    }
+    if (s === 429) {
+      const after = r.headers.get('retry-after');
+      throw new HubError(id, file, `HTTP 429: ${endpoint} is rate-limiting requests; retry ${after ? `in ${after} s` : 'in a minute'}${opts.token ? '' : ' (an access token gets a higher limit)'}`, s);
+    }
+    if (s >= 500) throw new HubError(id, file, `HTTP ${s}${r.statusText ? ` ${r.statusText}` : ''}: ${endpoint} failed on its side; retry later or set a mirror endpoint`, s);
+    throw new HubError(id, file, `HTTP ${s} ${r.statusText} from ${endpoint}`, s);
   };
 
   const fromCache = async (file: string, key: string): Promise<Uint8Array | undefined> => {
@@ -83,9 +147,10 @@ export function hubSource(repo: string, opts: HubOptions = {}): HubSource {
     // a remembered 404 (e.g. the index.json of a single-file model): a cached load makes no request
     if (cache && (await cache.get(`${u}?patchwork-missing`))) throw new MissingFileError(id, file, 'cached 404');
     stats.requests++;
-    const r = await doFetch(u, { headers: headers() });
-    if (r.status === 404) await toCache(`${u}?patchwork-missing`, new Uint8Array([1]));
-    if (!r.ok) fail(file, r);
+    const r = await doFetch(file, u, { headers: headers() });
+    if (r.status === 404 && (answered || r.headers.get('x-error-code') === 'EntryNotFound')) await toCache(`${u}?patchwork-missing`, new Uint8Array([1]));
+    if (!r.ok) await fail(file, r);
+    answered = true;
     const bytes = new Uint8Array(await r.arrayBuffer());
     stats.networkBytes += bytes.byteLength;
     opts.onBytes?.(file, bytes.byteLength, 0);
@@ -102,9 +167,10 @@ export function hubSource(repo: string, opts: HubOptions = {}): HubSource {
     const hit = await fromCache(file, key);
     if (hit) return hit;
     stats.requests++;
-    const r = await doFetch(u, { headers: headers({ range: `bytes=${begin}-${end - 1}` }) });
+    const r = await doFetch(file, u, { headers: headers({ range: `bytes=${begin}-${end - 1}` }) });
     if (r.status === 416) throw new SourceError(id, file, `byte range [${begin}, ${end}) is outside the file (HTTP 416; truncated?)`);
-    if (!r.ok) fail(file, r);
+    if (!r.ok) await fail(file, r);
+    answered = true;
     let bytes = new Uint8Array(await r.arrayBuffer());
     stats.networkBytes += bytes.byteLength;
     opts.onBytes?.(file, bytes.byteLength, 0);
@@ -150,8 +216,8 @@ export function hubSource(repo: string, opts: HubOptions = {}): HubSource {
   const list = async (): Promise<string[]> => {
     const u = `${endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}`;
     stats.requests++;
-    const r = await doFetch(u, { headers: headers() });
-    if (!r.ok) fail('(file list)', r);
+    const r = await doFetch('(file list)', u, { headers: headers() });
+    if (!r.ok) await fail('(file list)', r);
     const j = (await r.json()) as { siblings?: { rfilename: string }[] };
     return (j.siblings ?? []).map((s) => s.rfilename).sort();
   };

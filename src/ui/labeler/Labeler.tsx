@@ -4,7 +4,7 @@
 //   → / D next image, ← / A previous (arrows nudge instead when a box is selected)
 //   arrows: nudge the selected box 1 px (Shift: 10 px)      Delete / Backspace: delete the box
 //   Ctrl+Z undo, Ctrl+Shift+Z / Ctrl+Y redo                 Ctrl+D / R: repeat the previous image's boxes
-//   1-9: class for the selected box and for new boxes       Tab / Shift+Tab: select next / previous box
+//   1-9: relabel the selected box (undoable) + new boxes    Tab / Shift+Tab: select next / previous box
 //   + / - zoom, 0 fit                                        Esc: deselect, then back to the grid
 //   H: hide / show the boxes                                 ?: this list
 //   space+drag or middle-drag: pan                           wheel: zoom at the cursor
@@ -19,6 +19,7 @@ import { preloadImage, useUrl } from '../dataset/urls.ts';
 import { colorFor } from './colors.ts';
 import { FIT_VIEW, MAX_ZOOM, MIN_ZOOM, moveRect, repeatBoxes, type Rect } from './geometry.ts';
 import { canRedo, canUndo } from './history.ts';
+import { chooseClass } from './classChoice.ts';
 import { commitEdit, editLabels, historyFor, redo, select, setView, undo, useLabeler } from './labelerStore.ts';
 import { Stage } from './Stage.tsx';
 
@@ -40,7 +41,7 @@ export function Labeler({ ds, images, image, readOnly }: LabelerProps) {
   const hideBoxes = useLabeler((s) => s.hideBoxes);
   useLabeler((s) => s.version);
   const url = useUrl(image.id, 'image');
-  const [flash, setFlash] = useState<string | null>(null);
+  const [flash, setFlash] = useState<{ text: string; undo?: boolean } | null>(null);
   const flashTimer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
 
   const byId = useMemo(() => new Map(images.map((r) => [r.id, r])), [images]);
@@ -55,10 +56,10 @@ export function Labeler({ ds, images, image, readOnly }: LabelerProps) {
   const hist = historyFor(image);
   const activeLabel = ds.classes[activeClass] ?? '';
 
-  const say = useCallback((msg: string) => {
-    setFlash(msg);
+  const say = useCallback((msg: string, undoable = false) => {
+    setFlash({ text: msg, undo: undoable });
     clearTimeout(flashTimer.current);
-    flashTimer.current = setTimeout(() => setFlash(null), 2500);
+    flashTimer.current = setTimeout(() => setFlash(null), undoable ? 6000 : 2500);
   }, []);
 
   // Preload neighbours; drop a selection that does not belong to this image.
@@ -94,12 +95,16 @@ export function Labeler({ ds, images, image, readOnly }: LabelerProps) {
 
   const setClass = useCallback(
     (k: number) => {
-      if (k >= ds.classes.length) return say(`No class ${k + 1}: add classes in the panel`);
-      useLabeler.setState({ activeClass: k });
-      const sel = boxes.find((b) => b.id === selectedId);
-      if (sel) setBoxes(boxes.map((b) => (b.id === sel.id ? { ...b, label: ds.classes[k] } : b)));
+      const c = chooseClass(boxes, readOnly ? null : selectedId, ds.classes, k);
+      if (c.kind !== 'none') useLabeler.setState({ activeClass: c.activeClass });
+      if (c.kind === 'relabel') {
+        commitEdit(image); // its own undo step, apart from a drag or typing before it
+        if (setBoxes(c.boxes)) say(`${c.message} · Ctrl+Z undoes`, true);
+        return;
+      }
+      say(c.message);
     },
-    [ds.classes, boxes, selectedId, setBoxes, say],
+    [ds.classes, boxes, selectedId, setBoxes, say, image, readOnly],
   );
 
   // Keyboard.
@@ -308,15 +313,27 @@ export function Labeler({ ds, images, image, readOnly }: LabelerProps) {
             onRefused={say}
           />
           {flash && (
-            <div className="stage-flash" role="status" data-testid="labeler-flash">
-              {flash}
+            <div className={flash.undo ? 'stage-flash with-action' : 'stage-flash'} role="status" data-testid="labeler-flash">
+              {flash.text}
+              {flash.undo && (
+                <button
+                  className="flash-undo"
+                  data-testid="flash-undo"
+                  onClick={() => {
+                    undo(image);
+                    setFlash(null);
+                  }}
+                >
+                  Undo
+                </button>
+              )}
             </div>
           )}
           {showHelp && <ShortcutHelp onClose={() => useLabeler.setState({ showHelp: false })} />}
         </div>
         <aside className="label-panel">
           {readOnly && <div className="panel-note warn">Read-only: this dataset is open in another tab.</div>}
-          {canDraw && <ClassBar ds={ds} activeClass={activeClass} onPick={setClass} readOnly={readOnly} />}
+          {canDraw && <ClassBar ds={ds} activeClass={activeClass} onPick={setClass} readOnly={readOnly} selected={readOnly ? undefined : boxes.findIndex((b) => b.id === selectedId)} />}
           {ds.kind === 'grounding' && <BoxList ds={ds} image={image} boxes={boxes} selectedId={selectedId} readOnly={readOnly} o={o} />}
           {ds.kind === 'vqa' && <TextFields image={image} readOnly={readOnly} fields={[['question', 'Question', 'Describe this image.'], ['answer', 'Answer', 'The answer the model should give']]} />}
           {ds.kind === 'preference' && (
@@ -359,7 +376,8 @@ function safeResize(image: ImageRecord, ds: DatasetMeta): [number, number] {
   }
 }
 
-function ClassBar({ ds, activeClass, onPick, readOnly }: { ds: DatasetMeta; activeClass: number; onPick(k: number): void; readOnly: boolean }) {
+/** The classes; says what a pick does now: relabel the selected box (index `selected`), or set the class of new boxes. */
+function ClassBar({ ds, activeClass, onPick, readOnly, selected = -1 }: { ds: DatasetMeta; activeClass: number; onPick(k: number): void; readOnly: boolean; selected?: number }) {
   const [draft, setDraft] = useState('');
   const add = () => {
     const names = draft.split(',').map((s) => s.trim()).filter((s) => s && !ds.classes.includes(s));
@@ -370,11 +388,13 @@ function ClassBar({ ds, activeClass, onPick, readOnly }: { ds: DatasetMeta; acti
     <div className="panel-section">
       <div className="panel-head">
         <h2>Classes</h2>
-        <span className="muted small">1–9 pick</span>
+        <span className={selected >= 0 ? 'small class-mode relabel' : 'muted small class-mode'} data-testid="class-mode">
+          {selected >= 0 ? `1–9 relabel box ${selected + 1}` : '1–9: class of new boxes'}
+        </span>
       </div>
       <div className="class-chips" data-testid="class-chips">
         {ds.classes.map((c, k) => (
-          <button key={c} className={k === activeClass ? 'class-chip active' : 'class-chip'} onClick={() => onPick(k)} title={k < 9 ? `Key ${k + 1}` : ''} style={{ ['--c' as string]: colorFor(c, ds.classes) }}>
+          <button key={c} className={k === activeClass ? 'class-chip active' : 'class-chip'} onClick={() => onPick(k)} title={`${k < 9 ? `Key ${k + 1}: ` : ''}${selected >= 0 ? `relabel box ${selected + 1} as "${c}" (and new boxes)` : `new boxes get "${c}"`}`} style={{ ['--c' as string]: colorFor(c, ds.classes) }}>
             <span className="swatch" />
             {k < 9 && <kbd>{k + 1}</kbd>}
             {c}

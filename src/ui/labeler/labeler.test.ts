@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Box } from '../../data/formats/types.ts';
 import { FIT_VIEW, hitBox, hitHandle, isValidRect, layout, moveRect, panBy, rectFromDrag, repeatBoxes, resizeRect, snap, zoomAt } from './geometry.ts';
+import { chooseClass } from './classChoice.ts';
 import { HISTORY_LIMIT, canRedo, canUndo, historyReducer, initHistory, type History, type HistoryAction } from './history.ts';
 
 const box = (id: string, x1: number, y1: number, x2: number, y2: number): Box => ({ id, x1, y1, x2, y2, label: '', question: '' });
@@ -122,5 +123,30 @@ describe('view', () => {
     // Same view on a 400x200 image: the same relative point sits at the viewport centre.
     const c = layout(v, 400, 200, 432, 432);
     expect((216 - c.tx) / c.scale / 400).toBeCloseTo(v.cx, 9);
+  });
+});
+
+describe('choosing a class', () => {
+  const classes = ['sun', 'house', 'tree'];
+  const boxes = [{ ...box('a', 0, 0, 5, 5), label: 'sun' }, { ...box('b', 1, 1, 9, 9), label: '' }];
+  it('with a box selected relabels that box (only it) and sets the class of new boxes', () => {
+    const c = chooseClass(boxes, 'b', classes, 1);
+    expect(c.kind).toBe('relabel');
+    if (c.kind !== 'relabel') return;
+    expect(c.activeClass).toBe(1);
+    expect(c.boxes.map((b) => b.label)).toEqual(['sun', 'house']);
+    expect(c.boxes[0]).toBe(boxes[0]); // the others are untouched
+    expect(c.message).toBe('Box 2: "no label" → "house"');
+    const again = chooseClass(c.boxes, 'a', classes, 2);
+    expect(again.kind === 'relabel' && again.message).toBe('Box 1: "sun" → "tree"');
+  });
+  it('without a selection only sets the class of the next boxes', () => {
+    expect(chooseClass(boxes, null, classes, 2)).toEqual({ kind: 'next', activeClass: 2, message: 'New boxes: "tree"' });
+    expect(chooseClass(boxes, 'gone', classes, 0)).toEqual({ kind: 'next', activeClass: 0, message: 'New boxes: "sun"' });
+  });
+  it('the same class is a no-op that says so; a missing class changes nothing', () => {
+    expect(chooseClass(boxes, 'a', classes, 0)).toEqual({ kind: 'same', activeClass: 0, message: 'Box 1 is already "sun"' });
+    expect(chooseClass(boxes, 'a', classes, 5)).toEqual({ kind: 'none', message: 'No class 6: add classes in the panel' });
+    expect(chooseClass(boxes, 'a', [], 0).kind).toBe('none');
   });
 });

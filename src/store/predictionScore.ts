@@ -1,0 +1,58 @@
+// Scoring of predictions, pure (no stores, no worker) so it is unit-tested in Node: the questions of
+// an image, an answer's IoU against the labelled boxes of its question, the mean over answers.
+import { iou, type Box as XYXY } from '../data/bbox.ts';
+import { boxQuestion, type ImageRecord } from '../data/formats/types.ts';
+import type { GenerateResult } from '../worker/api.ts';
+
+/** One answer, scored: `noBox` when boxes were labelled but the answer holds none that parses. */
+export type Scored = GenerateResult & { iou: number | null; noBox: boolean };
+
+/**
+ * Mean IoU of the labelled boxes, each matched to a distinct predicted box (greedy, best pairs first;
+ * an unmatched labelled box scores 0). null when nothing is labelled.
+ */
+export function matchedIou(labelled: XYXY[], predicted: XYXY[]): number | null {
+  if (!labelled.length) return null;
+  const pairs: [number, number, number][] = [];
+  labelled.forEach((g, i) => predicted.forEach((p, j) => pairs.push([iou(p, g), i, j])));
+  pairs.sort((a, b) => b[0] - a[0]);
+  const usedG = new Set<number>(), usedP = new Set<number>();
+  let sum = 0;
+  for (const [v, i, j] of pairs) {
+    if (usedG.has(i) || usedP.has(j)) continue;
+    usedG.add(i);
+    usedP.add(j);
+    sum += v;
+  }
+  return sum / labelled.length;
+}
+
+/**
+ * The questions asked of an image, each with its labelled boxes in original pixels: one per distinct
+ * box question (in the order the boxes were drawn), else the image's own question.
+ */
+export function questionsOf(img: Pick<ImageRecord, 'labels' | 'scale'>): { question: string; boxes: XYXY[] }[] {
+  const b = img.labels.boxes;
+  if (!b.length) return [{ question: img.labels.question.trim() || 'Describe this image.', boxes: [] }];
+  const groups = new Map<string, XYXY[]>();
+  for (const x of b) {
+    const q = boxQuestion(x);
+    const box: XYXY = [x.x1 * img.scale, x.y1 * img.scale, x.x2 * img.scale, x.y2 * img.scale];
+    const g = groups.get(q);
+    if (g) g.push(box);
+    else groups.set(q, [box]);
+  }
+  return [...groups].map(([question, boxes]) => ({ question, boxes }));
+}
+
+/** An answer against the labelled boxes of its question: IoU (null when none are labelled), and whether it held no box. */
+export function scoreAnswer(labelled: XYXY[], g: GenerateResult): Scored {
+  const predicted = g.boxes.map((b) => b.bbox);
+  return { ...g, iou: matchedIou(labelled, predicted), noBox: labelled.length > 0 && predicted.length === 0 };
+}
+
+/** Mean IoU over the answers that were scored (an answer without a box counts 0). */
+export function meanIou(results: { adapter?: Scored; base?: Scored }[], which: 'adapter' | 'base'): number | null {
+  const v = results.map((r) => r[which]?.iou).filter((x): x is number => typeof x === 'number');
+  return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
+}
