@@ -200,6 +200,25 @@ describe('bad inputs', () => {
     await expect(load({ 'config.json': enc(cfg), 'model.safetensors': ints })).rejects.toThrow(/model\.norm\.weight/);
   });
 
+  it('rejects structurally bad headers: reversed or out-of-range offsets, bad shapes, non-object header or metadata', async () => {
+    const cfg = enc(tinyConfigJson(SMALL));
+    const st = (header: unknown, dataBytes: number) => {
+      let json = JSON.stringify(header);
+      while ((8 + json.length) % 8) json += ' ';
+      const hb = new TextEncoder().encode(json);
+      const out = new Uint8Array(8 + hb.byteLength + dataBytes);
+      new DataView(out.buffer).setBigUint64(0, BigInt(hb.byteLength), true);
+      out.set(hb, 8);
+      return { 'config.json': cfg, 'model.safetensors': out };
+    };
+    await expect(load(st({ a: { dtype: 'F32', shape: [1], data_offsets: [8, 4] } }, 8))).rejects.toThrow(/^test-model: model\.safetensors: tensor "a" has invalid data_offsets \[8,4\]$/);
+    await expect(load(st({ a: { dtype: 'F32', shape: [4], data_offsets: [100, 116] } }, 16))).rejects.toThrow(/tensor "a" ends at data byte 116 but the file has only 16 data bytes \(truncated\?\)/);
+    await expect(load(st({ a: { dtype: 'F32', shape: [-1, 2], data_offsets: [0, 8] } }, 8))).rejects.toThrow(/tensor "a" has an invalid shape \[-1,2\]/);
+    await expect(load(st({ a: { dtype: 'F32', shape: [2.5], data_offsets: [0, 8] } }, 8))).rejects.toThrow(/tensor "a" has an invalid shape \[2\.5\]/);
+    await expect(load(st([1, 2], 0))).rejects.toThrow(/model\.safetensors: header is not a JSON object/);
+    await expect(load(st({ __metadata__: 'pt' }, 0))).rejects.toThrow(/__metadata__ is not an object/);
+  });
+
   it('checks the shard index against the shards', async () => {
     const f = files({ ...SMALL, maxShardBytes: 100_000 });
     const idx = JSON.parse(new TextDecoder().decode(f['model.safetensors.index.json']));

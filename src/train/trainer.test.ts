@@ -230,7 +230,7 @@ describe('PPO', () => {
   it('takes steps with a value head, reports trl metrics, and checkpoints the head', async () => {
     const m = await model();
     const prompts = syntheticRlPrompts({ count: 2, seed: 6 }).map((r): TrainExample => ({ kind: 'rl', images: [r.image], prompt: r.prompt, reference: r.reference }));
-    const tr = new Trainer(m, tok, prompts, opts({ maxSteps: 2 }, { method: 'ppo', ppo: { maxNewTokens: 4, temperature: 1, rewards: [{ name: 'length', weight: 1, fn: (c: string) => c.length / 10 }] } }), 'ppo');
+    const tr = new Trainer(m, tok, prompts, opts({ maxSteps: 3 }, { method: 'ppo', ppo: { maxNewTokens: 4, temperature: 1, rewards: [{ name: 'length', weight: 1, fn: (c: string) => c.length / 10 }] } }), 'ppo');
     for (let i = 0; i < 2; i++) {
       const s = await tr.trainStep();
       expect(Number.isFinite(s.loss)).toBe(true);
@@ -238,6 +238,17 @@ describe('PPO', () => {
       expect(s.grad_norm).toBeGreaterThan(0);
     }
     expect(tr.valueHead!.w.some((x) => x !== 0)).toBe(true);
+    // a step whose value-head update overflows is discarded whole: LoRA, moments and the head stay
+    const head = { w: tr.valueHead!.w.slice(), m: tr.valueHead!.m.slice(), step: tr.valueHead!.step };
+    const lora = await state(tr);
+    (tr.cfg.optim as { learningRate: number }).learningRate = 1e38;
+    const err = await tr.trainStep().catch((e) => e);
+    expect(err).toBeInstanceOf(TrainingFault);
+    expect([err.kind, err.step, err.lastGoodStep]).toEqual(['update-nonfinite', 3, 2]);
+    expect(err.message).toMatch(/^Step 3: the AdamW update would have made the PPO value head \(v_head\) NaN\/Inf\. The step was discarded/);
+    expect([Array.from(tr.valueHead!.w), Array.from(tr.valueHead!.m), tr.valueHead!.step]).toEqual([Array.from(head.w), Array.from(head.m), head.step]);
+    expect(same(await state(tr), lora)).toBe(true);
+    (tr.cfg.optim as { learningRate: number }).learningRate = 1e-3;
     const ck = await tr.checkpoint();
     expect(Array.from(ck.extra!['v_head.weight'].data)).toEqual(Array.from(tr.valueHead!.w));
     tr.dispose();
