@@ -166,6 +166,41 @@ describe('fileKV (checkpoints on disk)', () => {
     expect((await loadNewestValidCheckpoint(kv, 'r'))!.checkpoint.step).toBe(1);
   });
 
+  it('a kill (SIGKILL) while a checkpoint is written leaves the previous one latest and valid; its temp file is swept', async () => {
+    const dir = join(root, 'ck-kill');
+    await saveCheckpoint(fileKV(dir), ck(1));
+    const script = join(root, 'ck-kill-child.mts');
+    const here = (f: string) => JSON.stringify(fileURLToPath(new URL(f, import.meta.url)));
+    await writeFile(script, `
+      import { writeFile } from 'node:fs/promises';
+      import { fileKV } from ${here('./files.ts')};
+      import { saveCheckpoint } from ${here('../train/checkpoint.ts')};
+      const data = new Float32Array(20000).fill(0.5);
+      const ck = { runId: 'r', step: 2, epoch: 0, dataPosition: 2, config: {}, lora: { a: { shape: [20000], data } }, optimizer: { m: {}, v: {} }, metrics: [], savedAt: 0 };
+      await saveCheckpoint(fileKV(${JSON.stringify(dir)}, async (p, b) => {
+        await writeFile(p, b.subarray(0, b.byteLength >> 1));
+        process.stdout.write('mid-write\\n');
+        await new Promise(() => {});
+      }), ck);
+    `);
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    await new Promise<void>((ok, fail) => {
+      child.stdout.on('data', (d) => String(d).includes('mid-write') && ok());
+      child.on('exit', (c) => fail(new Error(`child exited (${c}) before mid-write: ${err}`)));
+    });
+    const dead = new Promise((ok) => child.on('exit', ok));
+    child.kill('SIGKILL');
+    await dead;
+    const kv = fileKV(dir);
+    const swept = await kv.sweep();
+    expect(swept.length).toBe(1);
+    expect(swept[0]).toMatch(new RegExp(`^ckpt%2Fr%2F00000002-\\w+\\.${child.pid}\\.\\w+\\.tmp$`));
+    const got = await loadNewestValidCheckpoint(kv, 'r');
+    expect([got!.checkpoint.step, got!.skipped.length]).toEqual([1, 0]);
+  }, 60_000);
+
   it('a failing write (full disk) keeps the latest pointer on the previous checkpoint; orphans are swept', async () => {
     const dir = join(root, 'ck4');
     await saveCheckpoint(fileKV(dir), ck(1));
