@@ -444,6 +444,21 @@ describe('model folders: symlinks, tokenizer, damaged weights, warnings', () => 
     expect(m.loadWarnings).toEqual([{ kind: 'index-mismatch', tensor: name, file: shards[1], message: `tensor "${name}" in ${shards[1]} is ignored: model.safetensors.index.json places it in ${shards[0]}` }]);
   });
 
+  it('the hub cache sweeps temp files of killed downloads before its first write', async () => {
+    const cdir = join(tmp, 'hubcache');
+    await mkdir(cdir, { recursive: true });
+    const { spawn } = await import('node:child_process');
+    const gone = spawn(process.execPath, ['-e', '0']);
+    await new Promise((ok) => gone.on('exit', ok));
+    await writeFile(join(cdir, `abc.${gone.pid}.x1y2.tmp`), new Uint8Array(5));
+    await writeFile(join(cdir, `def.${process.pid}.x1y2.tmp`), new Uint8Array(5)); // ours: may be in flight
+    const c = dirCache(cdir);
+    await c.put('https://x/y', new Uint8Array([1, 2]));
+    const { readdir } = await import('node:fs/promises');
+    expect((await readdir(cdir)).filter((f) => f.endsWith('.tmp'))).toEqual([`def.${process.pid}.x1y2.tmp`]);
+    expect(Array.from((await c.get('https://x/y'))!)).toEqual([1, 2]);
+  });
+
   it('the tiny model folder carries chat_template.json as Qwen2.5-VL checkpoints do, and tokenizer.json', async () => {
     const dir = join(tmp, 'tinyfolder');
     const names = await writeTinyModelFolder(dir, { ...SMALL, vocabSize: 151936 });

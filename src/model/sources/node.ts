@@ -1,7 +1,7 @@
 // Node-only helpers (tests, CLI): a directory cache for the hub source, a model folder on disk as
 // a ModelSource, and writing the tiny model as a real Hugging Face folder. The browser bundle must
 // not import this file (node:fs).
-import { mkdir, readdir, readFile, readlink, realpath, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { openAsBlob, existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -11,7 +11,35 @@ import { localSource } from './local.ts';
 import { SourceError, type ModelSource } from './source.ts';
 import { tinyFiles, type TinyOptions } from '../tiny.ts';
 
-/** One file per key, named by the key's SHA-256; written to a temp name then renamed (no torn entries). */
+/** Temp files `<name>.<pid>.<rand>.tmp` in `dir` whose writer process is gone (killed mid-write): deleted. */
+export async function sweepStaleTemp(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const alive = (pid: number) => {
+    if (pid === process.pid) return true; // ours may be in flight (the cache is shared by concurrent reads)
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  };
+  const stale = names.filter((f) => {
+    const m = /\.(\d+)\.[a-z0-9]+\.tmp$/.exec(f);
+    return m && !alive(Number(m[1]));
+  });
+  for (const f of stale) await unlink(join(dir, f)).catch(() => undefined);
+  return stale;
+}
+
+/**
+ * One file per key, named by the key's SHA-256; written to a temp name then renamed (no torn
+ * entries). Temp files of killed downloads are swept before the first write.
+ */
 export function dirCache(dir: string): ByteCache {
   let made: Promise<unknown> | undefined;
   const path = (key: string) => join(dir, createHash('sha256').update(key).digest('hex'));
@@ -25,7 +53,7 @@ export function dirCache(dir: string): ByteCache {
       }
     },
     async put(key, bytes) {
-      await (made ??= mkdir(dir, { recursive: true }));
+      await (made ??= mkdir(dir, { recursive: true }).then(() => sweepStaleTemp(dir)));
       const p = path(key);
       const tmp = `${p}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
       await writeFile(tmp, bytes);
