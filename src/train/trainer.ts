@@ -306,7 +306,7 @@ export class Trainer {
     state.release();
     const gs = parseGradState(s);
     if (gs.nonFinite) throw fault('grad-nonfinite', `a LoRA gradient became NaN/Inf (or their norm overflowed)`, suspect);
-    if (gs.vanished) throw fault('grad-vanished', `every LoRA gradient is exactly 0 although the loss (${loss.toPrecision(4)}) has a gradient: the activations overflowed float32 (RMSNorm's sum of squares became Inf, so it outputs 0 and nothing flows back), typically after a far too large update`, suspect);
+    if (gs.vanished) throw fault('grad-vanished', `every LoRA gradient is exactly 0 although the loss (${loss.toPrecision(4)}) has a gradient: the activations overflowed float32 (RMSNorm's sum of squares became Inf, so it outputs 0 and nothing flows back), typically after a far too large update (or no LoRA module lies on this loss's path, e.g. vision-only LoRA on text-only examples)`, suspect);
     if (gs.updateNonFinite) throw fault('update-nonfinite', `the AdamW update would have made LoRA parameters or optimizer moments NaN/Inf`, this.step);
     this.opt.zeroGrads();
     this.opt.commit(gs);
