@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { crc32 as zlibCrc32 } from 'node:zlib';
 import {
   MemoryKV, crc32, decodeCheckpoint, discardCheckpointsAfter, encodeCheckpoint, listCheckpoints, loadLatestCheckpoint, loadNewestValidCheckpoint, saveCheckpoint,
   type Checkpoint,
@@ -54,6 +55,8 @@ describe('checkpoints', () => {
 
   it('CRC32 is zlib\'s; a checkpoint round-trips through its bytes exactly', () => {
     expect(crc32(new TextEncoder().encode('123456789'))).toBe(0xcbf43926);
+    const buf = Uint8Array.from({ length: 5000 }, (_, i) => (i * 7) ^ (i >> 5));
+    for (const [a, b] of [[0, 5000], [1, 4999], [4, 1003], [3, 3], [2, 9]]) expect(crc32(buf.subarray(a, b)), `[${a}, ${b})`).toBe(zlibCrc32(buf.subarray(a, b)) >>> 0);
     const c = { ...ck(3), extra: { 'v_head.weight': { shape: [2], data: Float32Array.from([0.25, -1]) } } };
     const back = decodeCheckpoint(encodeCheckpoint(c));
     expect(back).toEqual(c);
