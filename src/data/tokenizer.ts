@@ -106,6 +106,24 @@ export class QwenTokenizer {
   }
 }
 
+/** Token strings of the special ids (for messages). */
+export const SPECIAL_TOKEN_STRINGS: Readonly<Record<keyof SpecialTokenIds, string>> = SPECIAL_TOKENS;
+
+/**
+ * The ids a model's config.json expects for the tokenizer's special tokens. Mismatches are all
+ * reported at once, naming both ids: a wrong <|image_pad|> id would silently drop every image (the
+ * model looks for image_token_id), a wrong <|im_end|> would never stop generation.
+ */
+export function checkSpecialIds(tok: QwenTokenizer, expected: { [K in keyof SpecialTokenIds]?: { field: string; ids: number[] } }, where = 'config.json'): void {
+  const bad: string[] = [];
+  for (const [k, e] of Object.entries(expected) as [keyof SpecialTokenIds, { field: string; ids: number[] }][]) {
+    if (!e || !e.ids.length) continue;
+    const have = tok.special[k];
+    if (!e.ids.includes(have)) bad.push(`${SPECIAL_TOKENS[k]} is id ${have} in tokenizer.json but ${where} ${e.field} is ${e.ids.join(' or ')}`);
+  }
+  if (bad.length) throw new Error(`tokenizer.json does not match ${where}: ${bad.join('; ')}. Use the tokenizer files that came with this model.`);
+}
+
 let defaultTokenizer: Promise<QwenTokenizer> | undefined;
 
 /** The built-in Qwen tokenizer (loaded once; the JSON is ~11 MB, parsing takes a second or two). */

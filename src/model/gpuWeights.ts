@@ -10,7 +10,7 @@
 import { gpu } from '../gpu/device.ts';
 import { fromData, trimPool, type Tensor } from '../gpu/tensor.ts';
 import type { QwenVLConfig } from './config.ts';
-import { bf16ToF32, lmHeadName, loadWeights, type Weight } from './weights.ts';
+import { bf16ToF32, lmHeadName, loadWeights, type LoadWarning, type Weight } from './weights.ts';
 import type { ModelSource } from './sources/source.ts';
 
 export interface UploadProgress { bytes: number; total: number; tensor?: string }
@@ -27,6 +27,8 @@ export class GpuWeights {
   embed: VocabShard[] = [];
   /** the output projection: the embedding shards when tied */
   lmHead: VocabShard[] = [];
+  /** what the loader accepted with a note (unused tensors, layout...) */
+  loadWarnings: LoadWarning[] = [];
   constructor(readonly config: QwenVLConfig, readonly vocabChunk: number) {}
 
   get(name: string): Tensor {
@@ -129,7 +131,7 @@ export async function uploadWeights(
   const gw = new GpuWeights(cfg, vocabChunkRows(cfg, opts.vocabChunk));
   let current: string | undefined;
   try {
-    await loadWeights(source, cfg, {
+    const loaded = await loadWeights(source, cfg, {
       keep: false,
       signal: opts.signal,
       onTensor: (name, w) => {
@@ -140,6 +142,7 @@ export async function uploadWeights(
         if (p.phase === 'tensors' || p.phase === 'done') opts.onProgress?.({ bytes: p.loadedBytes, total: p.totalBytes, tensor: current });
       },
     });
+    gw.loadWarnings = loaded.loadWarnings;
     if (!gw.embed.length || !gw.lmHead.length) throw new Error(`${source.id}: no ${gw.embed.length ? lmHeadName(cfg) : 'model.embed_tokens.weight'} was uploaded`);
     // surface allocation / validation errors now, while we can still clean up
     await gpu().device.queue.onSubmittedWorkDone();

@@ -38,7 +38,7 @@ import {
 } from './lora.ts';
 import { checkMemory, estimateMemory, gib, mib, neededSplits } from './memory.ts';
 import { MissingFileError, type ModelSource } from './sources/source.ts';
-import type { TensorLayout } from './weights.ts';
+import type { LoadWarning, TensorLayout } from './weights.ts';
 import {
   layerBackward, layerForward, lmHeadBackward, lmHeadScore, logitsChunk, releaseActs, releaseBlocks, rowsPerBlock,
   type GpuLoraModule, type LayerActs, type ScoreBlock, type TextCtx,
@@ -186,6 +186,8 @@ export class Qwen2_5_VL {
   scoreRowBlock?: number;
   /** notes about settings this engine does not honour */
   readonly warnings: string[] = [];
+  /** the weight loader's notes, structured (weights.ts LoadWarning) */
+  loadWarnings: LoadWarning[] = [];
   private lora = new Map<string, GpuLoraModule>();
   /** seeds of train forwards that are not given one */
   private dropoutCounter = 0;
@@ -217,6 +219,8 @@ export class Qwen2_5_VL {
     Qwen2_5_VL.checkMemory(config, g.limits, opts);
     const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal });
     const m = new Qwen2_5_VL(config, w, opts);
+    m.loadWarnings = w.loadWarnings; // the front ends print / show these (messages also in m.warnings)
+    m.warnings.push(...w.loadWarnings.map((x) => x.message));
     try {
       if (opts.lora) m.setAdapter(initLora(config, opts.lora, opts.loraSeed ?? 0));
       flush();

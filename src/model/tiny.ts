@@ -286,6 +286,8 @@ export function tinyFiles(opts: TinyOptions = {}): Record<string, Uint8Array> {
     'config.json': json(cfgJson),
     'generation_config.json': json({ bos_token_id: QWEN_IDS.endoftext, eos_token_id: [QWEN_IDS.imEnd, QWEN_IDS.endoftext], pad_token_id: QWEN_IDS.endoftext, do_sample: false, transformers_version: '4.49.0' }),
     'tokenizer_config.json': json(qwenTokenizerConfig()),
+    // transformers' processors read the template from here (trl's SFTTrainer, the cluster bundle)
+    'chat_template.json': json({ chat_template: QWEN2_5_VL_CHAT_TEMPLATE }),
     'preprocessor_config.json': json(qwenPreprocessorConfig()),
     ...weightFiles(tinyWeights(cfg, opts.seed ?? 0), opts),
   };

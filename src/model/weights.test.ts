@@ -1,16 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile, unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeSafetensors } from './safetensors.ts';
+import { readSafetensors, writeSafetensors } from './safetensors.ts';
 import { configToJson } from './config.ts';
 import { tinyConfig, tinyConfigJson, tinyFiles, tinySource, tinyWeights, weightFiles, type TinyOptions } from './tiny.ts';
 import {
-  canonicalName, expectedWeights, f32ToBf16, hubSource, layoutName, loadModel, localSource, memoryCache, memorySource, MissingFileError,
+  canonicalName, expectedWeights, f32ToBf16, hubSource, layoutName, loadModel, loadTokenizer, localSource, memoryCache, memorySource, MissingFileError,
   type LoadProgress, type WeightMap,
 } from './weights.ts';
-import { dirCache, dirSource, serveModelFolders, writeFiles, type ModelServer } from './sources/node.ts';
+import { dirCache, dirSource, qwenTokenizerJsonPath, serveModelFolders, writeFiles, writeTinyModelFolder, type ModelServer } from './sources/node.ts';
+import { QWEN2_5_VL_CHAT_TEMPLATE } from './tiny.ts';
 
 // small vocabulary: these tests are about files, not sizes
 const SMALL: TinyOptions = { seed: 7, vocabSize: 1000, tieWordEmbeddings: true };
@@ -198,6 +200,25 @@ describe('bad inputs', () => {
     await expect(load({ 'config.json': enc(cfg), 'model.safetensors': ints })).rejects.toThrow(/model\.norm\.weight/);
   });
 
+  it('rejects structurally bad headers: reversed or out-of-range offsets, bad shapes, non-object header or metadata', async () => {
+    const cfg = enc(tinyConfigJson(SMALL));
+    const st = (header: unknown, dataBytes: number) => {
+      let json = JSON.stringify(header);
+      while ((8 + json.length) % 8) json += ' ';
+      const hb = new TextEncoder().encode(json);
+      const out = new Uint8Array(8 + hb.byteLength + dataBytes);
+      new DataView(out.buffer).setBigUint64(0, BigInt(hb.byteLength), true);
+      out.set(hb, 8);
+      return { 'config.json': cfg, 'model.safetensors': out };
+    };
+    await expect(load(st({ a: { dtype: 'F32', shape: [1], data_offsets: [8, 4] } }, 8))).rejects.toThrow(/^test-model: model\.safetensors: tensor "a" has invalid data_offsets \[8,4\]$/);
+    await expect(load(st({ a: { dtype: 'F32', shape: [4], data_offsets: [100, 116] } }, 16))).rejects.toThrow(/tensor "a" ends at data byte 116 but the file has only 16 data bytes \(truncated\?\)/);
+    await expect(load(st({ a: { dtype: 'F32', shape: [-1, 2], data_offsets: [0, 8] } }, 8))).rejects.toThrow(/tensor "a" has an invalid shape \[-1,2\]/);
+    await expect(load(st({ a: { dtype: 'F32', shape: [2.5], data_offsets: [0, 8] } }, 8))).rejects.toThrow(/tensor "a" has an invalid shape \[2\.5\]/);
+    await expect(load(st([1, 2], 0))).rejects.toThrow(/model\.safetensors: header is not a JSON object/);
+    await expect(load(st({ __metadata__: 'pt' }, 0))).rejects.toThrow(/__metadata__ is not an object/);
+  });
+
   it('checks the shard index against the shards', async () => {
     const f = files({ ...SMALL, maxShardBytes: 100_000 });
     const idx = JSON.parse(new TextDecoder().decode(f['model.safetensors.index.json']));
@@ -315,5 +336,138 @@ describe('tiny source', () => {
     const tc = JSON.parse(new TextDecoder().decode(await src.read('tokenizer_config.json')));
     expect(tc.chat_template).toContain('<|vision_start|><|image_pad|><|vision_end|>');
     expect(tc.added_tokens_decoder['151655'].content).toBe('<|image_pad|>');
+  });
+});
+
+describe('model folders: symlinks, tokenizer, damaged weights, warnings', () => {
+  let tmp: string;
+  let tokJson: Uint8Array;
+  beforeAll(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'pw-folders-'));
+    tokJson = new Uint8Array(await readFile(qwenTokenizerJsonPath()!));
+  });
+  afterAll(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  /** a Hugging Face cache entry: blobs/<sha256> and snapshots/<rev>/<file> -> ../../blobs/<sha256> */
+  async function hfCache(name: string, f: Record<string, Uint8Array>): Promise<string> {
+    const repo = join(tmp, name), snap = join(repo, 'snapshots', 'abc123');
+    await mkdir(join(repo, 'blobs'), { recursive: true });
+    await mkdir(snap, { recursive: true });
+    for (const [file, bytes] of Object.entries(f)) {
+      const sha = createHash('sha256').update(bytes).digest('hex');
+      await writeFile(join(repo, 'blobs', sha), bytes);
+      await symlink(`../../blobs/${sha}`, join(snap, file));
+    }
+    return snap;
+  }
+
+  it('loads a Hugging Face cache snapshot whose files are symlinks into blobs/', async () => {
+    const snap = await hfCache('cache1', { ...files(), 'tokenizer.json': tokJson });
+    const m = await loadModel(await dirSource(snap));
+    expectSameWeights(m.weights, tinyWeights(tinyConfig(SMALL), SMALL.seed));
+    expect((await (await dirSource(snap)).list()).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json']);
+  });
+
+  it('a dangling symlink (interrupted download) is named with its target', async () => {
+    const snap = await hfCache('cache2', files());
+    const target = (await import('node:fs/promises')).readlink;
+    const to = await target(join(snap, 'model.safetensors'));
+    await unlink(join(snap, '..', '..', 'blobs', to.split('/').pop()!));
+    const src = await dirSource(snap);
+    await expect(loadModel(src)).rejects.toThrow(new RegExp(`model\\.safetensors: is a symbolic link to \\.\\./\\.\\./blobs/[0-9a-f]{64}, which does not exist \\(an interrupted Hugging Face download\\?`));
+  });
+
+  it('a missing config.json is named', async () => {
+    const { 'config.json': _, ...rest } = files();
+    await expect(loadModel(memorySource(rest, 'no-config'))).rejects.toThrow(/^no-config: config\.json is missing: a model folder needs config\.json next to its safetensors$/);
+  });
+
+  it('tokenizer.json missing from a model folder is an error, not the bundled tokenizer', async () => {
+    const m = await loadModel(memorySource(files(), 'my-model'));
+    await expect(loadTokenizer(memorySource(files(), 'my-model'), m.config)).rejects.toThrow(
+      /^my-model: tokenizer\.json is missing: a model folder needs the tokenizer it was trained with \(the built-in Qwen tokenizer is used only for the built-in tiny model\)/,
+    );
+  });
+
+  it('tokenizer special ids are cross-checked with config.json, naming both ids', async () => {
+    const real = { ...files({ ...SMALL, vocabSize: 151936 }), 'tokenizer.json': tokJson };
+    const cfgOf = async (f: Record<string, Uint8Array>) => (await loadModel(memorySource(f))).config;
+    const cfg = await cfgOf(real);
+    const tok = await loadTokenizer(memorySource(real, 'ok'), cfg);
+    expect(tok.special.imagePad).toBe(151655);
+    expect(tok.chatTemplate).toBeUndefined(); // no tokenizer_config.json / chat_template.json here
+    const bad = { ...cfg, imageTokenId: 151654, visionEndTokenId: 151600 };
+    await expect(loadTokenizer(memorySource(real, 'm'), bad)).rejects.toThrow(
+      /^m: tokenizer\.json does not match config\.json: <\|image_pad\|> is id 151655 in tokenizer\.json but config\.json image_token_id is 151654; <\|vision_end\|> is id 151653 in tokenizer\.json but config\.json vision_end_token_id is 151600\. Use the tokenizer files that came with this model\.$/,
+    );
+    await expect(loadTokenizer(memorySource(real, 'm'), { ...cfg, eosTokenIds: [151645, 7] })).rejects.toThrow(/eos_token_id 7 is neither <\|im_end\|> \(id 151645\) nor <\|endoftext\|> \(id 151643\)/);
+    await expect(loadTokenizer(memorySource(real, 'm'), { ...cfg, text: { ...cfg.text, vocabSize: 150000 } })).rejects.toThrow(/tokenizer\.json has 151669 tokens but config\.json vocab_size is 150000/);
+    // the template comes from chat_template.json when tokenizer_config.json has none
+    const withTpl = { ...real, 'chat_template.json': enc({ chat_template: QWEN2_5_VL_CHAT_TEMPLATE }) };
+    expect((await loadTokenizer(memorySource(withTpl), cfg)).chatTemplate).toBe(QWEN2_5_VL_CHAT_TEMPLATE);
+  });
+
+  for (const [dtype, bad] of [['BF16', NaN], ['F32', Infinity], ['F16', -Infinity]] as const) {
+    it(`NaN/Inf in base weights (${dtype}, ${bad}) is found at load, naming every damaged tensor`, async () => {
+      const f = files({ ...SMALL, dtype }, {
+        weights: (w) => {
+          for (const [name, at] of [['model.layers.1.mlp.up_proj.weight', 77], ['visual.blocks.0.norm1.weight', 3]] as const) {
+            const bits = w[name].data as Uint16Array;
+            bits[at] = bad !== bad ? 0x7fc0 : bad > 0 ? 0x7f80 : 0xff80;
+          }
+        },
+      });
+      await expect(loadModel(memorySource(f, 'broken'))).rejects.toThrow(
+        /^broken: 2 tensor\(s\) hold NaN\/Inf: "model\.layers\.1\.mlp\.up_proj\.weight" in model\.safetensors \(1 of 40960 values, the first at index 77\); "visual\.blocks\.0\.norm1\.weight" in model\.safetensors \(1 of \d+ values, the first at index 3\)\. The checkpoint is damaged/,
+      );
+    });
+  }
+
+  it('loader warnings come back as a structured list', async () => {
+    const extra = await loadModel(memorySource(files(SMALL, { weights: (w) => (w['model.extra_head.weight'] = w['model.norm.weight']) })));
+    expect(extra.loadWarnings).toEqual([{ kind: 'unused-tensor', tensor: 'model.extra_head.weight', file: 'model.safetensors', message: 'unused tensor "model.extra_head.weight" in model.safetensors' }]);
+    expect(extra.warnings).toEqual(['unused tensor "model.extra_head.weight" in model.safetensors']);
+    const tf = await loadModel(memorySource(files({ ...SMALL, layout: 'transformers' })));
+    expect(tf.loadWarnings.map((w) => w.kind)).toEqual(['layout']);
+    // a shard holding a tensor the index places elsewhere: ignored with a note (as transformers does)
+    const sh = files({ ...SMALL, maxShardBytes: 60_000 });
+    const idx = JSON.parse(new TextDecoder().decode(sh['model.safetensors.index.json']));
+    const shards = Object.keys(sh).filter((k) => k.endsWith('.safetensors')).sort();
+    const a = readSafetensors(sh[shards[0]]), b = readSafetensors(sh[shards[1]]);
+    const [name, t] = [...a.tensors][0];
+    const copy = (st: typeof a) => [...st.tensors.values()].map((x) => ({ name: x.name, dtype: x.dtype, shape: x.shape, data: x.bytes.slice() }));
+    const both = { ...sh, [shards[1]]: writeSafetensors([...copy(b), { name, dtype: t.dtype, shape: t.shape, data: t.bytes.slice() }]) };
+    expect(idx.weight_map[name]).toBe(shards[0]);
+    const m = await loadModel(memorySource(both));
+    expect(m.loadWarnings).toEqual([{ kind: 'index-mismatch', tensor: name, file: shards[1], message: `tensor "${name}" in ${shards[1]} is ignored: model.safetensors.index.json places it in ${shards[0]}` }]);
+  });
+
+  it('the hub cache sweeps temp files of killed downloads before its first write', async () => {
+    const cdir = join(tmp, 'hubcache');
+    await mkdir(cdir, { recursive: true });
+    const { spawn } = await import('node:child_process');
+    const gone = spawn(process.execPath, ['-e', '0']);
+    await new Promise((ok) => gone.on('exit', ok));
+    await writeFile(join(cdir, `abc.${gone.pid}.x1y2.tmp`), new Uint8Array(5));
+    await writeFile(join(cdir, `def.${process.pid}.x1y2.tmp`), new Uint8Array(5)); // ours: may be in flight
+    const c = dirCache(cdir);
+    await c.put('https://x/y', new Uint8Array([1, 2]));
+    const { readdir } = await import('node:fs/promises');
+    expect((await readdir(cdir)).filter((f) => f.endsWith('.tmp'))).toEqual([`def.${process.pid}.x1y2.tmp`]);
+    expect(Array.from((await c.get('https://x/y'))!)).toEqual([1, 2]);
+  });
+
+  it('the tiny model folder carries chat_template.json as Qwen2.5-VL checkpoints do, and tokenizer.json', async () => {
+    const dir = join(tmp, 'tinyfolder');
+    const names = await writeTinyModelFolder(dir, { ...SMALL, vocabSize: 151936 });
+    expect(names).toEqual(expect.arrayContaining(['chat_template.json', 'tokenizer.json', 'tokenizer_config.json', 'config.json']));
+    const ct = JSON.parse(await readFile(join(dir, 'chat_template.json'), 'utf8'));
+    expect(Object.keys(ct)).toEqual(['chat_template']);
+    expect(ct.chat_template).toBe(QWEN2_5_VL_CHAT_TEMPLATE);
+    const src = await dirSource(dir);
+    const tok = await loadTokenizer(src, (await loadModel(src)).config);
+    expect(tok.chatTemplate).toBe(QWEN2_5_VL_CHAT_TEMPLATE);
   });
 });

@@ -8,6 +8,7 @@
 import { parseConfig, type QwenVLConfig } from './config.ts';
 import { DTYPE_BYTES, headerLength, parseHeader, type StHeader, type StTensorInfo } from './safetensors.ts';
 import { MissingFileError, checkFileName, type ModelSource } from './sources/source.ts';
+import { QwenTokenizer, checkSpecialIds } from '../data/tokenizer.ts';
 
 export * from './sources/source.ts';
 export { localSource, type LocalEntry } from './sources/local.ts';
@@ -136,22 +137,55 @@ function f16BitsToF32(h: number): number {
   return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
-/** Raw little-endian bytes of a safetensors tensor -> Weight. Copies, so the chunk can be freed. */
-function decode(bytes: Uint8Array, info: StTensorInfo, keepF32: boolean): Weight {
+/**
+ * NaN/Inf in raw float bits: the count and the first index. Run on the bytes as they are decoded
+ * (already in cache), so a damaged checkpoint costs no second pass. BF16 is tested two values per
+ * u32 word; F16 and F32 on their exponent bits.
+ */
+function nonFinite(bits: Uint16Array | Uint32Array, dtype: 'BF16' | 'F16' | 'F32'): { count: number; first: number } {
+  let count = 0, first = -1;
+  const hit = (i: number) => {
+    if (first < 0) first = i;
+    count++;
+  };
+  if (dtype === 'F32') {
+    const u = bits as Uint32Array;
+    for (let i = 0; i < u.length; i++) if ((u[i] & 0x7f800000) === 0x7f800000) hit(i);
+  } else if (dtype === 'F16') {
+    const h = bits as Uint16Array;
+    for (let i = 0; i < h.length; i++) if ((h[i] & 0x7c00) === 0x7c00) hit(i);
+  } else {
+    const h = bits as Uint16Array, pairs = h.length >> 1;
+    const w = new Uint32Array(h.buffer, h.byteOffset, pairs);
+    for (let i = 0; i < pairs; i++) {
+      const x = w[i];
+      if ((x & 0x7f80) === 0x7f80) hit(2 * i);
+      if ((x & 0x7f800000) === 0x7f800000) hit(2 * i + 1);
+    }
+    if (h.length & 1 && (h[h.length - 1] & 0x7f80) === 0x7f80) hit(h.length - 1);
+  }
+  return { count, first };
+}
+
+/** Raw little-endian bytes of a safetensors tensor -> Weight (+ its NaN/Inf count). Copies, so the chunk can be freed. */
+function decode(bytes: Uint8Array, info: StTensorInfo, keepF32: boolean): { w: Weight; bad: { count: number; first: number } } {
   const n = bytes.byteLength / DTYPE_BYTES[info.dtype];
   const aligned = bytes.slice(); // own buffer, offset 0: typed views are safe
   switch (info.dtype) {
-    case 'BF16':
-      return { dtype: 'bf16', shape: info.shape, data: new Uint16Array(aligned.buffer, 0, n) };
+    case 'BF16': {
+      const h = new Uint16Array(aligned.buffer, 0, n);
+      return { w: { dtype: 'bf16', shape: info.shape, data: h }, bad: nonFinite(h, 'BF16') };
+    }
     case 'F16': {
       const h = new Uint16Array(aligned.buffer, 0, n);
       const f = new Float32Array(n);
       for (let i = 0; i < n; i++) f[i] = f16BitsToF32(h[i]);
-      return { dtype: 'bf16', shape: info.shape, data: f32ToBf16(f) };
+      return { w: { dtype: 'bf16', shape: info.shape, data: f32ToBf16(f) }, bad: nonFinite(h, 'F16') };
     }
     case 'F32': {
       const f = new Float32Array(aligned.buffer, 0, n);
-      return keepF32 ? { dtype: 'f32', shape: info.shape, data: f } : { dtype: 'bf16', shape: info.shape, data: f32ToBf16(f) };
+      const bad = nonFinite(new Uint32Array(aligned.buffer, 0, n), 'F32');
+      return { w: keepF32 ? { dtype: 'f32', shape: info.shape, data: f } : { dtype: 'bf16', shape: info.shape, data: f32ToBf16(f) }, bad };
     }
     default:
       throw new Error(`unreachable dtype ${info.dtype}`);
@@ -183,13 +217,28 @@ export interface LoadWeightsOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Something the loader accepted but a user should know, for the front ends to print or show:
+ * 'unused-tensor' (present, not in the architecture), 'tied-lm-head' (a stored lm_head.weight of a
+ * tied model: the embedding is used), 'index-mismatch' (a shard holds a tensor the index places
+ * elsewhere: ignored, as transformers does), 'layout' (the tensor-name layout that was detected).
+ */
+export interface LoadWarning {
+  kind: 'unused-tensor' | 'tied-lm-head' | 'index-mismatch' | 'layout';
+  message: string;
+  tensor?: string;
+  file?: string;
+}
+
 export interface LoadedWeights {
   weights: WeightMap;
   layout: TensorLayout;
   /** safetensors files read, in order */
   files: string[];
-  /** tensors present but unused (e.g. lm_head.weight of a tied model) */
+  /** the messages of loadWarnings */
   warnings: string[];
+  /** everything accepted with a note (see LoadWarning) */
+  loadWarnings: LoadWarning[];
 }
 
 export interface LoadedModel extends LoadedWeights {
@@ -270,6 +319,7 @@ export async function loadWeights(src: ModelSource, cfg: QwenVLConfig, opts: Loa
   const keep = opts.keep ?? true;
   const plan = await shardPlan(src);
 
+  const notes: LoadWarning[] = [];
   // headers
   const located = new Map<string, Located>();
   const rawNames: string[] = [];
@@ -286,6 +336,8 @@ export async function loadWeights(src: ModelSource, cfg: QwenVLConfig, opts: Loa
     for (const [name, info] of h.tensors) {
       if (plan.index && plan.index.get(name) !== file) {
         // a tensor the index places elsewhere (or omits) is ignored, as transformers does
+        const at = plan.index.get(name);
+        notes.push({ kind: 'index-mismatch', tensor: name, file, message: `tensor "${name}" in ${file} is ignored: model.safetensors.index.json ${at ? `places it in ${at}` : 'does not list it'}` });
         continue;
       }
       const canonical = canonicalName(name);
@@ -301,6 +353,7 @@ export async function loadWeights(src: ModelSource, cfg: QwenVLConfig, opts: Loa
     }
   }
   const layout: TensorLayout = rawNames.some((n) => n.startsWith('model.language_model.') || n.startsWith('model.visual.')) ? 'transformers' : 'hub';
+  if (layout === 'transformers') notes.push({ kind: 'layout', message: 'tensor names are in the transformers ≥ 4.52 layout (model.language_model.*, model.visual.*): read as the published layout' });
 
   // validation against the config
   const expected = expectedWeights(cfg);
@@ -310,12 +363,13 @@ export async function loadWeights(src: ModelSource, cfg: QwenVLConfig, opts: Loa
     const hint = missing.length === 1 && missing[0] === 'lm_head.weight' ? ' (config.json says tie_word_embeddings: false)' : '';
     throw new WeightsError(src.id, `${missing.length} tensor(s) missing from the checkpoint: ${shown}${missing.length > 8 ? `, … ${missing.length - 8} more` : ''}${hint}`);
   }
-  const warnings: string[] = [];
   for (const [name, loc] of located) {
     const shape = expected.get(name);
     const where = `${src.id}: ${loc.file}`;
     if (!shape) {
-      warnings.push(name === 'lm_head.weight' ? 'lm_head.weight present but tie_word_embeddings is true: the tied embedding is used' : `unused tensor "${loc.info.name}" in ${loc.file}`);
+      notes.push(name === 'lm_head.weight'
+        ? { kind: 'tied-lm-head', tensor: loc.info.name, file: loc.file, message: 'lm_head.weight present but tie_word_embeddings is true: the tied embedding is used' }
+        : { kind: 'unused-tensor', tensor: loc.info.name, file: loc.file, message: `unused tensor "${loc.info.name}" in ${loc.file}` });
       continue;
     }
     if (loc.info.shape.length !== shape.length || loc.info.shape.some((d, i) => d !== shape[i])) {
@@ -331,6 +385,7 @@ export async function loadWeights(src: ModelSource, cfg: QwenVLConfig, opts: Loa
   const wanted = [...located.values()].filter((l) => expected.has(l.canonical));
   const totalBytes = wanted.reduce((a, l) => a + (l.info.end - l.info.begin), 0);
   let loadedBytes = 0, tensorsLoaded = 0;
+  const broken: string[] = [];
   for (const file of plan.files) {
     const inFile = wanted.filter((l) => l.file === file).sort((a, b) => a.info.begin - b.info.begin);
     let i = 0;
@@ -345,7 +400,8 @@ export async function loadWeights(src: ModelSource, cfg: QwenVLConfig, opts: Loa
       if (chunk.byteLength !== end - begin) throw new WeightsError(`${src.id}: ${file}`, `read ${chunk.byteLength} bytes at offset ${begin}, expected ${end - begin} (truncated?)`);
       for (let k = i; k < j; k++) {
         const l = inFile[k];
-        const w = decode(chunk.subarray(l.info.begin - begin, l.info.end - begin), l.info, opts.keepF32 ?? false);
+        const { w, bad } = decode(chunk.subarray(l.info.begin - begin, l.info.end - begin), l.info, opts.keepF32 ?? false);
+        if (bad.count) broken.push(`"${l.info.name}" in ${file} (${bad.count} of ${w.data.length} values, the first at index ${bad.first})`);
         if (opts.onTensor) await opts.onTensor(l.canonical, w);
         if (keep) weights[l.canonical] = w;
         tensorsLoaded++;
@@ -355,12 +411,66 @@ export async function loadWeights(src: ModelSource, cfg: QwenVLConfig, opts: Loa
       i = j;
     }
   }
+  if (broken.length) throw new WeightsError(src.id, `${broken.length} tensor(s) hold NaN/Inf: ${broken.join('; ')}. The checkpoint is damaged (or was saved from a diverged run): download it again or pick another`);
   opts.onProgress?.({ phase: 'done', file: '', loadedBytes, totalBytes, tensorsLoaded, tensorCount: wanted.length });
-  return { weights, layout, files: plan.files, warnings };
+  return { weights, layout, files: plan.files, warnings: notes.map((n) => n.message), loadWarnings: notes };
 }
 
 function gapBytes(l: Located[], i: number, j: number): number {
   let g = 0;
   for (let k = i + 1; k < j; k++) g += l[k].info.begin - l[k - 1].info.end;
   return g;
+}
+
+// ---------------------------------------------------------------- tokenizer
+
+/**
+ * The tokenizer of a model folder: tokenizer.json (required: the built-in tokenizer is for the
+ * built-in tiny model only, and silently using it for another model would train on other ids),
+ * tokenizer_config.json when present (its chat_template, else chat_template.json's), cross-checked
+ * against config.json's special ids and vocabulary size. Errors name the file and both ids.
+ */
+export async function loadTokenizer(src: ModelSource, cfg: QwenVLConfig): Promise<QwenTokenizer> {
+  const files = await src.list();
+  if (!files.includes('tokenizer.json')) {
+    throw new WeightsError(src.id, 'tokenizer.json is missing: a model folder needs the tokenizer it was trained with (the built-in Qwen tokenizer is used only for the built-in tiny model). Copy tokenizer.json and tokenizer_config.json from the base model\'s repository');
+  }
+  const text = async (f: string) => new TextDecoder().decode(await src.read(f));
+  const json = async (f: string): Promise<Record<string, unknown>> => {
+    try {
+      return JSON.parse(await text(f)) as Record<string, unknown>;
+    } catch (e) {
+      throw new WeightsError(`${src.id}: ${f}`, `is not valid JSON (${(e as Error).message})`);
+    }
+  };
+  const tokCfg = files.includes('tokenizer_config.json') ? await json('tokenizer_config.json') : {};
+  if (typeof tokCfg.chat_template !== 'string' && files.includes('chat_template.json')) {
+    const ct = (await json('chat_template.json')).chat_template;
+    if (typeof ct === 'string') tokCfg.chat_template = ct;
+  }
+  let tok: QwenTokenizer;
+  try {
+    tok = QwenTokenizer.fromJSON(await text('tokenizer.json'), tokCfg);
+  } catch (e) {
+    throw new WeightsError(src.id, (e as Error).message);
+  }
+  const one = (field: string, id: number | undefined) => (id === undefined ? undefined : { field, ids: [id] });
+  try {
+    checkSpecialIds(tok, {
+      imagePad: one('image_token_id', cfg.imageTokenId),
+      videoPad: one('video_token_id', cfg.videoTokenId),
+      visionStart: one('vision_start_token_id', cfg.visionStartTokenId),
+      visionEnd: one('vision_end_token_id', cfg.visionEndTokenId),
+    }, 'config.json');
+    // eos_token_id is <|im_end|> (Instruct) or <|endoftext|>; each listed id must be one of them
+    const stops = [tok.special.imEnd, tok.special.endOfText];
+    const badEos = cfg.eosTokenIds.filter((id) => !stops.includes(id));
+    if (badEos.length) throw new Error(`tokenizer.json does not match config.json: eos_token_id ${badEos.join(', ')} is neither <|im_end|> (id ${stops[0]}) nor <|endoftext|> (id ${stops[1]}) in tokenizer.json. Use the tokenizer files that came with this model.`);
+  } catch (e) {
+    throw new WeightsError(src.id, (e as Error).message);
+  }
+  if (tok.vocabSize > cfg.text.vocabSize) {
+    throw new WeightsError(src.id, `tokenizer.json has ${tok.vocabSize} tokens but config.json vocab_size is ${cfg.text.vocabSize}: ids past the embedding table cannot be looked up. Use the tokenizer files that came with this model`);
+  }
+  return tok;
 }

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeGpu, nodeGpu } from '../gpu/node.ts';
 import { fromData, readMany, write, type Tensor } from '../gpu/tensor.ts';
-import { adamwStep, clipGrads, gradNorm, parseGradState, readGradState } from './adamw.ts';
+import { adamwCheck, adamwStep, clipGrads, gradNorm, parseGradState, readGradState } from './adamw.ts';
 import { adamwCpu, gradNormCpu, type AdamWHyper } from './cpu/adamw.ts';
 import { rand } from './testUtil.ts';
 
@@ -95,7 +95,7 @@ describe('grad norm and clipping on the GPU', () => {
 
   it('no clipping below max norm, and none with maxNorm 0', async () => {
     const tg = [fromData([0.3, 0.4], [2])];
-    expect(parseGradState(await readMany([gradNorm(tg, 1)]).then((r) => r[0]))).toEqual({ norm: expect.closeTo(0.5, 6), clipScale: 1, nonFinite: false });
+    expect(parseGradState(await readMany([gradNorm(tg, 1)]).then((r) => r[0]))).toEqual({ norm: expect.closeTo(0.5, 6), clipScale: 1, nonFinite: false, updateNonFinite: false, vanished: false });
     expect((await readGradState(gradNorm(tg))).clipScale).toBe(1);
   });
 
@@ -118,6 +118,49 @@ describe('grad norm and clipping on the GPU', () => {
       expect(gp2.some((x) => !Number.isFinite(x))).toBe(true);
     });
   }
+
+  it('an update that would overflow is discarded whole: every tensor keeps its param, m and v', async () => {
+    // two tensors; only one element of the second overflows (lr 1e38 · sign(g) = ±1e38 on top of 3e38)
+    const sizes = [700, 33];
+    const p0 = sizes.map((n, i) => rand(n, 20 + i)), g = sizes.map((n, i) => rand(n, 30 + i));
+    p0[1][17] = 3e38;
+    const tp = p0.map((x, i) => fromData(x, [sizes[i]])), tg = g.map((x, i) => fromData(x, [sizes[i]]));
+    const tm = sizes.map((n) => fromData(new Float32Array(n).fill(0.01), [n])), tv = sizes.map((n) => fromData(new Float32Array(n).fill(0.02), [n]));
+    const h = { ...hp, lr: 1e38, weightDecay: 0, step: 3 };
+    const state = gradNorm(tg, 1);
+    sizes.forEach((_, i) => adamwCheck(tp[i], tg[i], tm[i], tv[i], h, state));
+    sizes.forEach((_, i) => adamwStep(tp[i], tg[i], tm[i], tv[i], h, { state }));
+    const [s, ...got] = await readMany([state, ...tp, ...tm, ...tv]);
+    expect(parseGradState(s)).toMatchObject({ nonFinite: false, updateNonFinite: true, vanished: false });
+    expect(Buffer.from(got[0].buffer).equals(Buffer.from(p0[0].buffer))).toBe(true); // the sound tensor is untouched too
+    expect(Buffer.from(got[1].buffer).equals(Buffer.from(p0[1].buffer))).toBe(true);
+    for (const x of [got[2], got[3]]) expect(x.every((y) => y === Math.fround(0.01))).toBe(true);
+    for (const x of [got[4], got[5]]) expect(x.every((y) => y === Math.fround(0.02))).toBe(true);
+    // the same step at a sane learning rate is stored, and matches the reference
+    const state2 = gradNorm(tg, 1);
+    const h2 = { ...h, lr: 1e-3 };
+    sizes.forEach((_, i) => adamwCheck(tp[i], tg[i], tm[i], tv[i], h2, state2));
+    sizes.forEach((_, i) => adamwStep(tp[i], tg[i], tm[i], tv[i], h2, { state: state2 }));
+    const [s2, q0] = await readMany([state2, tp[0]]);
+    expect(parseGradState(s2).updateNonFinite).toBe(false);
+    const ref = p0[0].slice(), rm = new Float32Array(sizes[0]).fill(0.01), rv = new Float32Array(sizes[0]).fill(0.02);
+    adamwCpu(ref, g[0], rm, rv, h2, parseGradState(s2).clipScale);
+    expectNear(q0, ref, 'param after a sound step');
+  });
+
+  it('all-zero gradients are flagged as vanished only when the loss had a gradient', async () => {
+    const tg = [fromData(new Float32Array(300), [300]), fromData(new Float32Array(5), [5])];
+    expect((await readGradState(gradNorm(tg, 1, { requireGrad: true }))).vanished).toBe(true);
+    expect((await readGradState(gradNorm(tg, 1))).vanished).toBe(false);
+    // tiny but non-zero gradients (their squares underflow f32 to 0) are not "vanished"
+    const tiny = new Float32Array(5);
+    tiny[3] = 1e-30;
+    const st = await readGradState(gradNorm([tg[0], fromData(tiny, [5])], 1, { requireGrad: true }));
+    expect(st).toMatchObject({ vanished: false, nonFinite: false });
+    // gradients whose squares overflow f32 are flagged non-finite (torch's error_if_nonfinite), not clipped to 0
+    const huge = await readGradState(gradNorm([fromData([3e20, 1], [2])], 1));
+    expect(huge.nonFinite).toBe(true);
+  });
 
   it('rejects mismatched moments by name', () => {
     const a = fromData(rand(4, 1), [4], 'f32', 'lora_A'), b = fromData(rand(3, 1), [3], 'f32', 'exp_avg');

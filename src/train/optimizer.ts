@@ -1,6 +1,7 @@
 // AdamW over the LoRA parameters, with global grad-norm clipping that stays on the GPU: one
-// `gradNorm` pass, then every update reads the clip scale (and skips itself on NaN/Inf grads).
-import { adamwStep, gradNorm, parseGradState, type GradState } from '../ops/adamw.ts';
+// `gradNorm` pass, one `adamwCheck` pass (would any new param or moment be NaN/Inf?), then every
+// update reads the clip scale and the flags, and stores itself only when the whole step is sound.
+import { adamwCheck, adamwStep, gradNorm, parseGradState, type GradState } from '../ops/adamw.ts';
 import { fill } from '../ops/elementwise.ts';
 import { readMany, write, zeros, type Tensor } from '../gpu/tensor.ts';
 import type { NamedTensor } from './checkpoint.ts';
@@ -35,19 +36,22 @@ export class AdamW {
   }
 
   /**
-   * Clip and update every parameter at learning rate `lr`. Returns the GPU state [norm, clipScale,
-   * nonFinite, Σg²]; a step whose gradients hold NaN/Inf changes nothing (and is not counted).
+   * Clip and update every parameter at learning rate `lr`. Returns the GPU state (parseGradState);
+   * a step whose gradients hold NaN/Inf, whose update would make a parameter or moment NaN/Inf, or
+   * (with `requireGrad`: the loss has a gradient) whose gradients are all exactly 0 changes nothing
+   * and is not counted. Nothing is read back here.
    */
-  step(lr: number): Tensor {
-    const state = gradNorm(this.params.map((p) => p.grad), this.cfg.maxGradNorm);
+  step(lr: number, opts: { requireGrad?: boolean } = {}): Tensor {
+    const state = gradNorm(this.params.map((p) => p.grad), this.cfg.maxGradNorm, opts);
     const hp = { lr, beta1: this.cfg.beta1, beta2: this.cfg.beta2, eps: this.cfg.eps, weightDecay: this.cfg.weightDecay, step: this.stepCount + 1 };
+    this.params.forEach((p, i) => adamwCheck(p.param, p.grad, this.m[i], this.v[i], hp, state));
     this.params.forEach((p, i) => adamwStep(p.param, p.grad, this.m[i], this.v[i], hp, { state }));
     return state;
   }
 
-  /** Call after reading the state: counts the step unless it was skipped for non-finite grads. */
+  /** Call after reading the state: counts the step when it was applied. */
   commit(s: GradState): void {
-    if (!s.nonFinite) this.stepCount++;
+    if (applied(s)) this.stepCount++;
   }
 
   zeroGrads(): void {
@@ -77,6 +81,11 @@ export class AdamW {
   dispose(): void {
     for (const t of [...this.m, ...this.v]) t.release();
   }
+}
+
+/** Whether the GPU stored the step (no flag raised). */
+export function applied(s: GradState): boolean {
+  return !s.nonFinite && !s.updateNonFinite && !s.vanished;
 }
 
 export { parseGradState };

