@@ -15,7 +15,7 @@ import { gatherRows } from '../ops/elementwise.ts';
 import { rmsnorm } from '../ops/rmsnorm.ts';
 import { mropeTables, type RopeTables } from '../ops/rope.ts';
 import type { QwenVLConfig } from './config.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../base/rng.ts';
 import { argmaxIds, layerForward, logitsChunk, type Attend, type TextCtx } from './text.ts';
 import type { ImageInput } from './qwen2_5_vl.ts';
 

@@ -12,7 +12,7 @@ import { initLora, loadAdapter, parseAdapter, targetRegex, TEXT_LORA_MODULES, VI
 import { readSafetensors } from './safetensors.ts';
 import { CpuModel } from './cpu/model.ts';
 import { Qwen2_5_VL, type SeqInput } from './qwen2_5_vl.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../base/rng.ts';
 import { GoldenCase } from '../parity/golden.ts';
 
 const root = resolve(__dirname, '../../../shared/golden');

@@ -11,7 +11,7 @@ import { loadAdapter, targetRegex, type LoraAdapter } from './lora.ts';
 import { CpuModel } from './cpu/model.ts';
 import { Qwen2_5_VL, type SeqInput } from './qwen2_5_vl.ts';
 import { tinyConfig, tinyConfigJson, tinySpecialIds, tinyWeights, weightFiles } from './tiny.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../base/rng.ts';
 import { parseConfig, QWEN2_5_VL_3B_CONFIG_JSON } from './config.ts';
 import { GoldenCase } from '../parity/golden.ts';
 

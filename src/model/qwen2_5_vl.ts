@@ -26,7 +26,7 @@ import { flush } from '../gpu/kernel.ts';
 import { fromData, readMany, trimPool, zeros, type Tensor } from '../gpu/tensor.ts';
 import { embedding } from '../ops/embedding.ts';
 import { fill, gatherRows, scaleInPlace, scatterRows } from '../ops/elementwise.ts';
-import { dropoutStream } from '../ops/cpu/dropout.ts';
+import { dropoutStream } from '../ops/dropoutMask.ts';
 import { rmsnorm, rmsnormBackward } from '../ops/rmsnorm.ts';
 import { mropeTables, type RopeTables } from '../ops/rope.ts';
 import { getRopeIndex } from '../data/ropeIndex.ts';

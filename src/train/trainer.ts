@@ -11,13 +11,13 @@ import type { QwenTokenizer } from '../data/tokenizer.ts';
 import { memory, readMany } from '../gpu/tensor.ts';
 import { AdamW, ADAMW_DEFAULTS, parseGradState } from './optimizer.ts';
 import { lrFactor, type ScheduleKind } from './schedule.ts';
-import { Rng } from '../model/rng.ts';
+import { Rng } from '../base/rng.ts';
 import { sftLoss } from './sft.ts';
 import { dpoLoss } from './dpo.ts';
 import { completionMetrics, grpoAdvantages, grpoLoss, type GrpoLossType } from './grpo.ts';
 import { computeRewards, type RewardReference, type RewardSpec } from './rewards.ts';
 import { PPO_DEFAULTS, ppoLoss, ppoRollout, type PpoConfig } from './ppo.ts';
-import { adamwCpu } from '../ops/cpu/adamw.ts';
+import { adamwCpu } from '../ops/adamwHost.ts';
 import { loadLatestCheckpoint, saveCheckpoint, type Checkpoint, type KV } from './checkpoint.ts';
 
 export type Method = 'sft' | 'dpo' | 'grpo' | 'ppo';

@@ -23,7 +23,7 @@ import { writeSafetensors, type StWriteTensor } from '../model/safetensors.ts';
 import { canonicalName, expectedWeights, layoutName } from '../model/weights.ts';
 import { Trainer, TrainingFault, type TrainExample, type TrainOptions } from '../train/trainer.ts';
 import { deleteRun, loadLatestCheckpoint, saveCheckpoint, type Checkpoint, type KV } from '../train/checkpoint.ts';
-import { clusterBundle } from '../train/cluster.ts';
+import { clusterBundle } from '../export/cluster.ts';
 import { QwenTokenizer, loadDefaultTokenizer } from '../data/tokenizer.ts';
 import { DEFAULT_IMAGE_CONFIG, preprocessImage, smartResize, stackImages, type RawImage } from '../data/image.ts';
 import { buildPrompt, type ChatMessage } from '../data/template.ts';

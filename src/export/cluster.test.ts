@@ -2,11 +2,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, type TrainConfig } from '../store/runConfig.ts';
 import { parseGroundings } from '../data/bbox.ts';
 import { smartResize } from '../data/image.ts';
-import { exactMatchReward, formatReward, iouReward } from './rewards.ts';
+import { exactMatchReward, formatReward, iouReward } from '../train/rewards.ts';
 import { clusterBundle, clusterSettings, deepspeedConfig, loraTargetRegex, pyLit, trainScript, type BundleFile, type ClusterConfig } from './cluster.ts';
 
 const dec = new TextDecoder();
@@ -127,6 +128,19 @@ describe('clusterBundle', () => {
       expect(existsSync(join(dir, 'train.py'))).toBe(true);
       expect(file(bundle(cfg({ method })), 'train.py')).toMatch(/^[\x00-\x7f]*$/); // pure ASCII source
     }
+  });
+
+  it('src/export/train.py is a real Python file: it compiles, runs --help, and is the export of the default settings', () => {
+    const py = fileURLToPath(new URL('./train.py', import.meta.url));
+    // compiled to a temp file so no __pycache__ lands in the source tree
+    execFileSync('python3', ['-B', '-c', 'import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)', py, join(tmpRoot, 'train.pyc')]);
+    expect(execFileSync('python3', ['-B', py, '--help'], { encoding: 'utf8' })).toMatch(/--learning_rate/);
+    // regenerate after changing the defaults or the settings block: npx tsx --import ./scripts/raw-loader.mjs scripts/train-py.ts
+    expect(readFileSync(py, 'utf8')).toBe(trainScript(clusterSettings(DEFAULT_CONFIG)));
+  });
+
+  it('the baked settings block carries the exported method', () => {
+    expect(trainScript(clusterSettings(cfg({ method: 'dpo' })))).toMatch(/# >>> patchwork:settings\nMETHOD = "dpo"/);
   });
 });
 
