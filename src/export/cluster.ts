@@ -25,40 +25,12 @@
 // - Strings reach Python only as escaped ASCII literals (pyLit), numbers only when finite.
 
 import { targetRegexFromNames } from '../model/lora.ts';
+import type { Method, TrainConfig } from '../config/config.ts';
+import { formatErrors, validate } from '../config/validate.ts';
 // The script is a real Python file (lintable, runnable as is with the default settings), imported as text.
 import TRAIN_PY from './train.py?raw';
 
-export type ClusterMethod = 'sft' | 'dpo' | 'grpo' | 'ppo';
-export type ClusterReward = string | { name: string; weight: number };
-
-/** What the bundle reads: store/runConfig.ts's TrainConfig satisfies it. */
-export interface ClusterConfig {
-  model: { source: 'tiny' | 'hub' | 'local'; hubId: string; endpoint?: string; revision?: string; local?: { name: string } | null };
-  method: ClusterMethod;
-  lora: { r: number; alpha: number; dropout: number; targetModules: string[]; useRslora: boolean };
-  optim: {
-    learningRate: number;
-    lrScheduler: 'constant' | 'linear' | 'cosine';
-    warmupSteps: number;
-    numEpochs: number;
-    /** 0 = run numEpochs */
-    maxSteps: number;
-    batchSize: number;
-    gradAccumSteps: number;
-    maxGradNorm: number;
-    weightDecay: number;
-    seed: number;
-    /** checkpoint every N optimizer steps (0 = only the final adapter) */
-    saveSteps?: number;
-    beta1?: number;
-    beta2?: number;
-    eps?: number;
-  };
-  data: { minPixels: number; maxPixels: number; maxLength: number };
-  dpo: { beta: number };
-  grpo: { numGenerations: number; beta: number; temperature: number; maxNewTokens: number; rewards: ClusterReward[] };
-  ppo?: { clipRange: number; klCoef: number; temperature: number; maxNewTokens: number; rewards: ClusterReward[]; vfCoef?: number; gamma?: number; lam?: number };
-}
+type RewardSetting = string | { name: string; weight: number };
 
 export interface ClusterDataset {
   /** trl-compatible records (image paths `images/<name>`), written one per line */
@@ -83,7 +55,7 @@ export interface ClusterSettings {
   /** the trl trainer train.py runs */
   method: 'sft' | 'dpo' | 'grpo';
   /** what the Train panel had (ppo is exported as grpo) */
-  requestedMethod: ClusterMethod;
+  requestedMethod: Method;
   model: string;
   modelSource: 'tiny' | 'hub' | 'local';
   revision: string;
@@ -197,7 +169,7 @@ function finite(name: string, v: number, opts: { int?: boolean; min?: number; ma
   return v;
 }
 
-function rewardList(rewards: ClusterReward[], where: string): { names: string[]; weights: number[] } {
+function rewardList(rewards: readonly RewardSetting[], where: string): { names: string[]; weights: number[] } {
   if (!rewards.length) throw new Error(`cluster: ${where}.rewards is empty: choose at least one reward`);
   const names: string[] = [], weights: number[] = [];
   for (const r of rewards) {
@@ -211,8 +183,10 @@ function rewardList(rewards: ClusterReward[], where: string): { names: string[];
   return { names, weights };
 }
 
-export function clusterSettings(c: ClusterConfig, opts: ClusterOptions = {}): ClusterSettings {
-  if (!['sft', 'dpo', 'grpo', 'ppo'].includes(c.method)) throw new Error(`cluster: unknown method ${JSON.stringify(c.method)} (sft, dpo, grpo or ppo)`);
+export function clusterSettings(c: TrainConfig, opts: ClusterOptions = {}): ClusterSettings {
+  // the config's own rules first, all at once; the checks below guard what reaches Python
+  const errors = validate(c, { modelSource: false });
+  if (errors.length) throw new Error(formatErrors(errors, 'cluster: the Train settings'));
   const notes: string[] = [];
   const src = c.model.source;
   let model = c.model.hubId.trim();
@@ -273,7 +247,7 @@ export function clusterSettings(c: ClusterConfig, opts: ClusterOptions = {}): Cl
     if (c.method === 'ppo' && !ppo) throw new Error('cluster: method ppo needs the ppo settings');
     const g = ppo
       ? { beta: ppo.klCoef, temperature: ppo.temperature, maxNewTokens: ppo.maxNewTokens, rewards: ppo.rewards, epsilon: ppo.clipRange }
-      : { beta: c.grpo.beta, temperature: c.grpo.temperature, maxNewTokens: c.grpo.maxNewTokens, rewards: c.grpo.rewards, epsilon: 0.2 };
+      : { beta: c.grpo.beta, temperature: c.grpo.temperature, maxNewTokens: c.grpo.maxNewTokens, rewards: c.grpo.rewards, epsilon: c.grpo.epsilon };
     const where = ppo ? 'ppo' : 'grpo';
     const rw = rewardList(g.rewards, where);
     s.grpo = {
@@ -697,7 +671,7 @@ export function toJsonlText(records: object[]): string {
  * The files of the "train on a cluster" zip: data/train.jsonl, images/*, train.py, accelerate_config.yaml,
  * ds_zero2.json, requirements.txt, README.md. Throws on settings or data train.py could not run with.
  */
-export function clusterBundle(config: ClusterConfig, dataset: ClusterDataset, opts: ClusterOptions = {}): BundleFile[] {
+export function clusterBundle(config: TrainConfig, dataset: ClusterDataset, opts: ClusterOptions = {}): BundleFile[] {
   const s = clusterSettings(config, opts);
   const images = new Map<string, Uint8Array>();
   for (const im of dataset.images) {
