@@ -81,13 +81,13 @@ describe('clusterBundle', () => {
   it('holds the dataset, the images, the script, the configs, requirements and README', () => {
     const files = bundle(cfg());
     const names = files.map((f) => f.name).sort();
-    expect(names).toEqual(['README.md', 'accelerate_config.yaml', 'data/train.jsonl', 'ds_zero2.json', 'images/cat.png', 'images/sub/dog 1.jpg', 'requirements.txt', 'train.py'].sort());
+    expect(names).toEqual(['README.md', 'accelerate_config.yaml', 'train.jsonl', 'ds_zero2.json', 'images/cat.png', 'images/sub/dog 1.jpg', 'requirements.txt', 'train.py'].sort());
     expect(files.find((f) => f.name === 'images/cat.png')!.bytes).toEqual(IMAGES[0].bytes);
-    const lines = file(files, 'data/train.jsonl').split('\n');
+    const lines = file(files, 'train.jsonl').split('\n');
     expect(lines.at(-1)).toBe('');
     expect(lines.slice(0, -1).map((l) => JSON.parse(l))).toEqual(RECORDS.sft);
     // U+2028 is escaped, so no reader splits the record there
-    expect(file(files, 'data/train.jsonl')).not.toMatch(/\u2028/);
+    expect(file(files, 'train.jsonl')).not.toMatch(/\u2028/);
     const req = file(files, 'requirements.txt');
     for (const pkg of ['torch>=', 'transformers>=4.52', 'trl>=0.2', 'peft>=', 'accelerate>=', 'deepspeed>=', 'datasets>=', 'Pillow>=']) expect(req).toContain(pkg);
     const readme = file(files, 'README.md');

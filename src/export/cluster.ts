@@ -2,7 +2,8 @@
 // trl + accelerate + DeepSpeed ZeRO-2, when a user outgrows one browser. Pure functions (no React,
 // no GPU); the UI zips the returned files with fflate.
 //
-//   data/train.jsonl        the dataset records as given (trl conversational, images as `images/<name>`)
+//   train.jsonl             the dataset records as given (trl conversational, images as `images/<name>`,
+//                           relative to the JSONL's folder: `npm run train -- --data train.jsonl` reads it too)
 //   images/*                the image files
 //   train.py                a self-contained script; every Train-panel value is an argparse default
 //   accelerate_config.yaml  DeepSpeed ZeRO-2, bf16 (num_processes = number of GPUs, a placeholder)
@@ -310,7 +311,7 @@ function argGroups(s: ClusterSettings): { title: string; args: PyArg[] }[] {
         { flag: 'min_pixels', type: 'int', value: s.minPixels, help: 'smart_resize lower bound; the boxes in the data are in the frame these limits give: keep them' },
         { flag: 'max_pixels', type: 'int', value: s.maxPixels, help: 'smart_resize upper bound; keep it equal to the browser run' },
         { flag: 'max_length', type: 'int', value: s.maxLength, help: 'max tokens per sequence (image tokens included)' },
-        { flag: 'data', type: 'str', value: 'data/train.jsonl', help: 'JSONL records, relative to this script' },
+        { flag: 'data', type: 'str', value: 'train.jsonl', help: 'JSONL records, relative to this script; image paths in it are relative to its folder' },
         { flag: 'output_dir', type: 'str', value: s.outputDir, help: 'checkpoints; the adapter goes to <output_dir>/adapter' },
       ],
     },
@@ -557,7 +558,7 @@ Exported by Patchwork. It trains **the same LoRA** as the browser run (same r, a
 modules, rsLoRA, learning rate, schedule, warmup, steps/epochs, batch and accumulation, clipping, weight
 decay, seed, min/max pixels) with trl's **${trainerName}**, accelerate and DeepSpeed ZeRO-2, bf16.
 
-Dataset: ${stats.records} record${stats.records === 1 ? '' : 's'} in \`data/train.jsonl\`, ${stats.images} image${stats.images === 1 ? '' : 's'} in \`images/\`.
+Dataset: ${stats.records} record${stats.records === 1 ? '' : 's'} in \`train.jsonl\`, ${stats.images} image${stats.images === 1 ? '' : 's'} in \`images/\`.
 
 ## Run
 
@@ -668,7 +669,7 @@ export function toJsonlText(records: object[]): string {
 }
 
 /**
- * The files of the "train on a cluster" zip: data/train.jsonl, images/*, train.py, accelerate_config.yaml,
+ * The files of the "train on a cluster" zip: train.jsonl, images/*, train.py, accelerate_config.yaml,
  * ds_zero2.json, requirements.txt, README.md. Throws on settings or data train.py could not run with.
  */
 export function clusterBundle(config: TrainConfig, dataset: ClusterDataset, opts: ClusterOptions = {}): BundleFile[] {
@@ -687,7 +688,7 @@ export function clusterBundle(config: TrainConfig, dataset: ClusterDataset, opts
     text('accelerate_config.yaml', accelerateConfig(s.numProcesses)),
     text('ds_zero2.json', JSON.stringify(deepspeedConfig(), null, 2) + '\n'),
     text('requirements.txt', CLUSTER_REQUIREMENTS.join('\n') + '\n'),
-    text('data/train.jsonl', toJsonlText(dataset.records)),
+    text('train.jsonl', toJsonlText(dataset.records)),
     ...[...images].map(([name, bytes]) => ({ name, bytes })),
   ];
 }

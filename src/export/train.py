@@ -38,7 +38,7 @@ def add_settings(p):
     g.add_argument("--min_pixels", type=int, default=3136, help="smart_resize lower bound; the boxes in the data are in the frame these limits give: keep them")
     g.add_argument("--max_pixels", type=int, default=401408, help="smart_resize upper bound; keep it equal to the browser run")
     g.add_argument("--max_length", type=int, default=2048, help="max tokens per sequence (image tokens included)")
-    g.add_argument("--data", type=str, default="data/train.jsonl", help="JSONL records, relative to this script")
+    g.add_argument("--data", type=str, default="train.jsonl", help="JSONL records, relative to this script; image paths in it are relative to its folder")
     g.add_argument("--output_dir", type=str, default="output", help="checkpoints; the adapter goes to <output_dir>/adapter")
     g = p.add_argument_group("LoRA (peft.LoraConfig)")
     g.add_argument("--lora_r", type=int, default=16, help="rank r")
@@ -436,7 +436,8 @@ def load_records(args):
             imgs = [imgs]
         absolute = []
         for im in imgs:
-            p = im if os.path.isabs(im) else os.path.join(HERE, im)
+            # relative to the JSONL's folder, as Patchwork's CLI reads it
+            p = im if os.path.isabs(im) else os.path.join(os.path.dirname(path), im)
             if not os.path.isfile(p):
                 problems.append("line %d: image %s not found" % (n, im))
             absolute.append(p)

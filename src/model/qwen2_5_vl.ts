@@ -78,6 +78,10 @@ export interface LoadOptions {
   /** vocabulary rows per lm_head shard (default 16384, capped by the binding limit) */
   vocabChunk?: number;
   signal?: AbortSignal;
+  /** 'nf4': store the frozen base Linear weights as bitsandbytes NF4 (QLoRA); default full precision */
+  quantize?: 'nf4';
+  /** with quantize: the vision tower's Linear layers too (default true, as bitsandbytes does); false keeps them BF16 */
+  quantizeVision?: boolean;
 }
 
 export interface LogpsResult {

@@ -13,7 +13,7 @@ import { AdamW, ADAMW_DEFAULTS, parseGradState } from './optimizer.ts';
 import { lrFactor, type ScheduleKind } from './schedule.ts';
 import { Rng } from '../base/rng.ts';
 import { sftLoss } from './sft.ts';
-import { dpoLoss } from './dpo.ts';
+import { completionIds, dpoLoss } from './dpo.ts';
 import { completionMetrics, grpoAdvantages, grpoLoss, type GrpoLossType } from './grpo.ts';
 import { computeRewards, type RewardReference, type RewardSpec } from './rewards.ts';
 import { PPO_DEFAULTS, ppoLoss, ppoRollout, type PpoConfig } from './ppo.ts';
@@ -219,9 +219,9 @@ export class Trainer {
     return e;
   }
 
-  /** prompt + answer tokens + <|im_end|>, scored from the first answer token */
+  /** prompt + completion, scored from the first completion token: a DPO answer as trl scores it (answer + <|im_end|> + "\n", dpo.ts completionIds), or sampled ids */
   private completionSeq(prompt: Int32Array, answer: string | Int32Array, image?: ImageInput): SeqInput {
-    const ans = typeof answer === 'string' ? [...this.tokenizer.encode(answer), this.tokenizer.special.imEnd] : Array.from(answer);
+    const ans = typeof answer === 'string' ? completionIds(this.tokenizer, answer) : Array.from(answer);
     const ids = new Int32Array(prompt.length + ans.length);
     ids.set(prompt);
     ids.set(ans, prompt.length);
