@@ -44,7 +44,7 @@ export interface EngineDeps {
   kv(): Promise<KV>;
   /** pixels of an image Blob (the worker: createImageBitmap + OffscreenCanvas) */
   decodeImage(blob: Blob): Promise<RawImage>;
-  /** a stored dataset: its meta and its images with their Blobs and records (store/datasetSamples.ts) */
+  /** a stored dataset: its meta and its images with their Blobs and records (data/datasetSamples.ts) */
   loadSamples(datasetId: string): Promise<{ dataset: DatasetMeta; samples: { imageId: string; name: string; blob: Blob; image: ImageRecord; records: TaskRecord[] }[] }>;
   /** take a named exclusive lock if free: its release function, or null when another holder has it (Web Locks) */
   lock(name: string): Promise<(() => void) | null>;
