@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, type TrainConfig } from '../store/runConfig.ts';
+import { DEFAULT_CONFIG, type TrainConfig } from '../config/config.ts';
 import { parseGroundings } from '../data/bbox.ts';
 import { smartResize } from '../data/image.ts';
 import { exactMatchReward, formatReward, iouReward } from '../train/rewards.ts';

@@ -148,9 +148,9 @@ export interface LoadModelOptions extends Pick<LoadOptions, 'plan' | 'recompute'
   lora?: LoraConfig;
   loraSeed?: number;
   onProgress?(p: LoadProgress): void;
-  /** an already read config / tokenizer of this spec (a cache of the front end) */
+  /** an already read config / tokenizer of this spec (a cache of the front end; a function is called after the memory check) */
   config?: QwenVLConfig;
-  tokenizer?: QwenTokenizer;
+  tokenizer?: QwenTokenizer | (() => Promise<QwenTokenizer>);
 }
 
 /** spec → source → config.json → tokenizer → weights on the GPU. On failure nothing stays on the GPU. */
@@ -162,7 +162,7 @@ export async function loadModel(spec: ModelSpec, host: ModelHost, o: LoadModelOp
   // refuse, with the numbers, a model that will not fit, before reading anything else
   Qwen2_5_VL.checkMemory(config, gpu().limits, { lora: o.lora, plan: o.plan, recompute: o.recompute, budgetBytes: o.budgetBytes });
   o.onProgress?.({ phase: 'tokenizer', loaded: 0, total: 1, label: 'tokenizer.json' });
-  const tokenizer = o.tokenizer ?? (await readTokenizer(spec, source, host));
+  const tokenizer = typeof o.tokenizer === 'function' ? await o.tokenizer() : (o.tokenizer ?? (await readTokenizer(spec, source, host)));
   const bad = tokenizerProblem(tokenizer, config, source.id);
   if (bad) throw new Error(bad);
   const model = await Qwen2_5_VL.load(source, {
