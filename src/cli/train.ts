@@ -20,7 +20,7 @@ import type { RawImage } from '../data/image.ts';
 import { METHODS, type Method, type TrainConfig } from '../config/config.ts';
 import { formatErrors, nearestKey, parseConfig, validate, type ConfigError } from '../config/validate.ts';
 import { baseModelId, loadModel, loraConfigOf, quantizeOptions, readTokenizer, sourceOf, type ModelHost, type ModelSpec } from '../session/model.ts';
-import { prepareExamples, type ExampleSource } from '../session/examples.ts';
+import { ExampleProblems, prepareExamples, type ExampleProblem, type ExampleSource, type PreparedExamples } from '../session/examples.ts';
 import { jsonlSources, syntheticSources } from '../session/dataset.ts';
 import { Run } from '../session/run.ts';
 import { modelAdapterFiles } from '../export/peft.ts';
@@ -167,6 +167,8 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
   const { config, errors, where } = await configOf(flags);
   config.model = spec.source === 'hub' ? { ...config.model, source: 'hub', hubId: spec.repo, endpoint: spec.endpoint ?? config.model.endpoint, revision: spec.revision ?? config.model.revision }
     : spec.source === 'folder' ? { ...config.model, source: 'local', local: { name: spec.path, files: await readdir(spec.path) } } : { ...config.model, source: 'tiny' };
+  // the model the flags name is checked like the rest (a folder without tokenizer.json or weights)
+  for (const e of validate(config)) if (e.path.startsWith('model') && !errors.some((x) => x.path === e.path)) errors.push(e);
   if (errors.length) throw new UsageError(formatErrors(errors, where));
 
   const out = resolve(flags.out ?? 'out/adapter');
@@ -181,6 +183,7 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
   const source = await sourceOf(spec, host);
   const tokenizer = await readTokenizer(spec, source, host);
   let sources: ExampleSource[];
+  let fileProblems: ExampleProblem[] = [];
   const syn = /^synthetic(?::(\d+))?$/.exec(flags.data);
   if (syn) sources = syntheticSources(config.method, Number(syn[1] ?? 8));
   else {
@@ -194,15 +197,28 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
     const root = dirname(file);
     const ds = await jsonlSources(text, flags.data, { read: (ref) => readFile(resolveInside(root, ref)), decode: decodeImage }, config.data);
     for (const w of ds.warnings) io.error(`warning: ${w}`);
-    if (ds.problems.length && !flags['skip-invalid']) {
-      throw new UsageError(`${ds.problems.length} record${ds.problems.length > 1 ? 's' : ''} of ${flags.data} cannot be trained on; fix them, or pass --skip-invalid to train on the rest:\n${ds.problems.map((p) => `  ${p.where}: ${p.message}`).join('\n')}`);
-    }
-    for (const p of ds.problems) io.error(`skipped ${p.where}: ${p.message}`);
     sources = ds.sources;
+    fileProblems = ds.problems;
   }
+  // every record checked; the problems of the file and of the checks reported together
   const maxNewTokens = config.method === 'grpo' ? config.grpo.maxNewTokens : config.method === 'ppo' ? config.ppo.maxNewTokens : undefined;
-  const prepared = prepareExamples(sources, { method: config.method, data: config.data, maxNewTokens, tokenizer, skipInvalid: flags['skip-invalid'], skipHint: 'pass --skip-invalid', name: flags.data });
-  for (const p of prepared.problems) io.error(`skipped ${p.where}: ${p.message}`);
+  let prepared: PreparedExamples | undefined;
+  let problems = fileProblems;
+  try {
+    prepared = prepareExamples(sources, { method: config.method, data: config.data, maxNewTokens, tokenizer, skipInvalid: true, name: flags.data });
+    problems = [...fileProblems, ...prepared.problems];
+  } catch (e) {
+    if (e instanceof ExampleProblems) problems = [...fileProblems, ...e.problems];
+    else if (!fileProblems.length) throw new UsageError((e as Error).message);
+  }
+  const lineOf = (w: string) => Number(/line (\d+)$/.exec(w)?.[1] ?? 0);
+  problems.sort((a, b) => lineOf(a.where) - lineOf(b.where));
+  if (problems.length && (!flags['skip-invalid'] || !prepared)) {
+    const n = problems.length;
+    throw new UsageError(`${n} record${n > 1 ? 's' : ''} of ${flags.data} cannot be trained on; fix ${n > 1 ? 'them' : 'it'}, or pass --skip-invalid to train on the rest:\n${problems.map((p) => `  ${p.where}: ${p.message}`).join('\n')}`);
+  }
+  for (const p of problems) io.error(`skipped ${p.where}: ${p.message}`);
+  if (!prepared) throw new UsageError(`${flags.data}: nothing to train on`);
   if (prepared.otherKind) io.error(`warning: ${prepared.otherKind} record${prepared.otherKind > 1 ? 's' : ''} of another kind than ${config.method.toUpperCase()} takes ${prepared.otherKind > 1 ? 'were' : 'was'} left out`);
   const dataErrors = validate(config, { datasetSize: prepared.examples.length, modelSource: false });
   if (dataErrors.length) throw new UsageError(formatErrors(dataErrors, `${where} with ${prepared.examples.length} examples`));

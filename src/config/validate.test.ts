@@ -64,6 +64,7 @@ describe('unknown keys', () => {
 
   it('nearestKey / editDistance', () => {
     expect(editDistance('kitten', 'sitting')).toBe(3);
+    expect(editDistance('stpes', 'steps')).toBe(1); // a swap is one edit
     expect(nearestKey('lora_alpah', ['alpha', 'lora_alpha', 'r'])).toBe('lora_alpha');
     expect(nearestKey('gradient_acumulation', ['gradAccumSteps'])).toBeUndefined();
     expect(nearestKey('gradAcumSteps', ['gradAccumSteps'])).toBe('gradAccumSteps');
