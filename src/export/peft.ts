@@ -6,6 +6,7 @@ import { writeSafetensors, type StWriteTensor } from '../model/safetensors.ts';
 import { canonicalName, layoutName } from '../model/weights.ts';
 import type { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
 import type { Checkpoint } from '../train/checkpoint.ts';
+import { exportAdapterFiles } from '../model/adapterFiles.ts';
 
 export interface AdapterFile {
   name: 'adapter_model.safetensors' | 'adapter_config.json';
@@ -43,6 +44,6 @@ export function checkpointAdapterFiles(ck: Checkpoint, lora: LoraConfig, baseMod
 
 /** The peft files of the adapter on the model (read back from the GPU). */
 export async function modelAdapterFiles(model: Qwen2_5_VL, layout: AdapterLayout = 'peft'): Promise<AdapterFile[]> {
-  const ex = await model.exportAdapter({ layout: tensorLayout(layout) });
+  const ex = await exportAdapterFiles(model, { layout: tensorLayout(layout) });
   return peftFiles(ex.safetensors, ex.config);
 }

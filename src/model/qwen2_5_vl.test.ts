@@ -14,6 +14,7 @@ import { tinyConfig, tinyConfigJson, tinySpecialIds, tinyWeights, weightFiles } 
 import { Rng } from '../base/rng.ts';
 import { parseConfig, QWEN2_5_VL_3B_CONFIG_JSON } from './config.ts';
 import { GoldenCase } from '../parity/golden.ts';
+import { loadAdapterFiles, exportAdapterFiles } from './adapterFiles.ts';
 
 const root = resolve(__dirname, '../../../shared/golden');
 let model: Qwen2_5_VL, ref: LoadedModel, adapter: LoraAdapter;
@@ -182,10 +183,10 @@ describe('Qwen2_5_VL on the golden tiny model', () => {
 
   it('exportAdapter / loadAdapter round-trips (peft files)', async () => {
     const before = await model.logps(seq, { lora: true, train: false });
-    const ex = await model.exportAdapter();
+    const ex = await exportAdapterFiles(model);
     const m2 = await model.adapter();
     for (const [name, mod] of m2.modules) expect(Array.from(mod.A)).toEqual(Array.from(adapter.modules.get(name)!.A));
-    await model.loadAdapter({ 'adapter_config.json': ex.config, 'adapter_model.safetensors': ex.safetensors });
+    await loadAdapterFiles(model, { 'adapter_config.json': ex.config, 'adapter_model.safetensors': ex.safetensors });
     const after = await model.logps(seq, { lora: true, train: false });
     expect(Array.from(after.logps)).toEqual(Array.from(before.logps));
     expect(model.loraParams()[0].name).toMatch(/^base_model\.model\.model\.language_model\.layers\.0\./);

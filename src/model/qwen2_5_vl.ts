@@ -32,28 +32,18 @@ import { mropeTables, type RopeTables } from '../ops/rope.ts';
 import { getRopeIndex } from '../data/ropeIndex.ts';
 import { parseConfig, type QwenVLConfig } from './config.ts';
 import { uploadWeights, type GpuWeights, type UploadProgress } from './gpuWeights.ts';
-import {
-  adapterConfigJson, defaultLoraConfig, initLora, parseAdapter, saveAdapter, peftKey,
-  type LoraAdapter, type LoraConfig,
-} from './lora.ts';
+import { defaultLoraConfig, initLora, peftKey, type LoraAdapter, type LoraConfig } from './lora.ts';
 import { checkMemory, estimateMemory, gib, mib, neededSplits } from './memory.ts';
 import { MissingFileError, type ModelSource } from './sources/source.ts';
-import type { TensorLayout } from './weights.ts';
 import {
   layerBackward, layerForward, lmHeadBackward, lmHeadScore, logitsChunk, releaseActs, releaseBlocks, rowsPerBlock,
   type GpuLoraModule, type LayerActs, type ScoreBlock, type TextCtx,
 } from './text.ts';
 import { releaseVisionSaved, visionAdapted, visionBackward, visionForward, type VisionCapture, type VisionSaved } from './vision.ts';
 import { generate, type GenerateOptions, type GenHost, type Prompt } from './generate.ts';
+import { ImageCache, type ImageInput } from './imageCache.ts';
 
-export interface ImageInput {
-  /** [N, 3·tp·p·p] patchified pixels of all images of the sequence, concatenated */
-  pixelValues: Float32Array;
-  /** [n, 3] (t, gh, gw) per image */
-  imageGridThw: Int32Array;
-  /** optional cache key (e.g. a dataset image id); default: a hash of the pixels and grids */
-  cacheKey?: string;
-}
+export type { ImageInput };
 
 export interface SeqInput {
   inputIds: Int32Array;
@@ -161,28 +151,6 @@ interface PrepareOptions {
   keepVision?: boolean;
 }
 
-const MAX_CACHED_IMAGES = 32;
-
-/** A cached vision output: the promise (concurrent callers share one tower run) and, once done, the tensor. */
-interface CachedImage { p: Promise<Tensor>; t?: Tensor }
-
-function releaseCached(e: CachedImage): void {
-  if (e.t) e.t.release();
-  else void e.p.then((t) => t.release(), () => undefined);
-}
-
-/** 64-bit content key of an image input (two 32-bit hashes over the raw words). */
-function imageKey(img: ImageInput): string {
-  if (img.cacheKey) return 'k:' + img.cacheKey;
-  const u = new Uint32Array(img.pixelValues.buffer, img.pixelValues.byteOffset, img.pixelValues.length);
-  let h1 = 0x811c9dc5, h2 = 0x9e3779b9 ^ u.length;
-  for (let i = 0; i < u.length; i++) {
-    h1 = Math.imul(h1 ^ u[i], 0x01000193);
-    h2 = Math.imul(h2 ^ (u[i] + i), 0x85ebca6b) ^ (h2 >>> 13);
-  }
-  return `h:${(h1 >>> 0).toString(16)}${(h2 >>> 0).toString(16)}:${Array.from(img.imageGridThw).join(',')}`;
-}
-
 export class Qwen2_5_VL {
   /** the model's recompute setting (per-layer recomputation in the backward) */
   recompute: boolean;
@@ -194,7 +162,7 @@ export class Qwen2_5_VL {
   /** seeds of train forwards that are not given one */
   private dropoutCounter = 0;
   private adapterConfig?: LoraConfig;
-  private imageCache = new Map<string, CachedImage>();
+  private imageCache = new ImageCache();
   private saved: Saved[] = [];
   private disposed = false;
   readonly contextLength: number;
@@ -276,21 +244,6 @@ export class Qwen2_5_VL {
     this.setAdapter(initLora(this.config, cfg, seed));
   }
 
-  /** peft files: adapter_config.json (bytes, string or object) + adapter_model.safetensors. */
-  async loadAdapter(files: Record<string, Uint8Array | string | object>): Promise<void> {
-    const cfg = files['adapter_config.json'], st = files['adapter_model.safetensors'];
-    if (cfg === undefined || !(st instanceof Uint8Array)) throw new Error('loadAdapter: needs adapter_config.json and adapter_model.safetensors (bytes)');
-    const json = cfg instanceof Uint8Array ? new TextDecoder().decode(cfg) : cfg;
-    this.setAdapter(parseAdapter(json, st, this.config, 'adapter'));
-  }
-
-  /** The adapter as peft writes it (transformers ≥ 4.52 key layout unless `layout: 'hub'`). */
-  async exportAdapter(opts: { layout?: TensorLayout } = {}): Promise<{ safetensors: Uint8Array; config: Record<string, unknown> }> {
-    const a = await this.adapter();
-    const files = saveAdapter(a, opts);
-    return { safetensors: files['adapter_model.safetensors'], config: adapterConfigJson(a.config) };
-  }
-
   /** The adapter read back from the GPU. */
   async adapter(): Promise<LoraAdapter> {
     this.live();
@@ -329,27 +282,13 @@ export class Qwen2_5_VL {
    */
   async imageEmbeds(img: ImageInput): Promise<Tensor> {
     this.live();
-    const key = imageKey(img);
-    let e = this.imageCache.get(key);
-    if (e) this.imageCache.delete(key); // re-inserted below as the newest
-    else {
-      const entry: CachedImage = { p: visionForward(this.ctx(false), img.pixelValues, img.imageGridThw).then((r) => (entry.t = r.imageEmbeds)) };
-      entry.p.catch(() => this.imageCache.get(key) === entry && this.imageCache.delete(key));
-      e = entry;
-    }
-    this.imageCache.set(key, e);
-    while (this.imageCache.size > MAX_CACHED_IMAGES) {
-      const [k, old] = this.imageCache.entries().next().value!;
-      this.imageCache.delete(k);
-      releaseCached(old);
-    }
-    return e.p;
+    return this.imageCache.get(img, () => visionForward(this.ctx(false), img.pixelValues, img.imageGridThw).then((r) => r.imageEmbeds));
   }
 
   clearImageCache(): void {
-    for (const e of this.imageCache.values()) releaseCached(e);
     this.imageCache.clear();
   }
+
 
   /**
    * inputs_embeds [L, H] (image rows scattered in), M-RoPE tables and positions. The tower runs

@@ -13,6 +13,7 @@ import { completionIds, dpoLoss } from './dpo.ts';
 import { Trainer } from './trainer.ts';
 import { trainOptionsOf } from '../session/run.ts';
 import { DEFAULT_CONFIG } from '../config/config.ts';
+import { loadAdapterFiles } from '../model/adapterFiles.ts';
 
 const fixture = (name: string) => readFileSync(new URL(`./fixtures/dpo/${name}`, import.meta.url));
 interface Ref {
@@ -36,7 +37,7 @@ beforeAll(async () => {
   await nodeGpu();
   tok = await loadDefaultTokenizer();
   model = await Qwen2_5_VL.load(tinySource());
-  await model.loadAdapter({ 'adapter_config.json': fixture('adapter_config.json'), 'adapter_model.safetensors': new Uint8Array(fixture('adapter_model.safetensors')) });
+  await loadAdapterFiles(model, { 'adapter_config.json': fixture('adapter_config.json'), 'adapter_model.safetensors': new Uint8Array(fixture('adapter_model.safetensors')) });
 });
 
 /** f32 GPU sums of ~30 log-probs vs torch's: equal to a few parts in 1e5 */

@@ -20,6 +20,7 @@ import { TrainingFault } from '../train/trainer.ts';
 import { deleteRun, loadLatestCheckpoint, type KV } from '../train/checkpoint.ts';
 import { clusterBundle } from '../export/cluster.ts';
 import { checkpointAdapterFiles, modelAdapterFiles } from '../export/peft.ts';
+import { loadAdapterFiles } from '../model/adapterFiles.ts';
 import type { QwenTokenizer } from '../data/tokenizer.ts';
 import { DEFAULT_IMAGE_CONFIG, preprocessImage, smartResize, stackImages, type RawImage } from '../data/image.ts';
 import { buildPrompt, type ChatMessage } from '../data/template.ts';
@@ -630,7 +631,7 @@ export class Engine {
       await this.loadModel(spec, null);
       l = this.loaded!;
     }
-    await l.model.loadAdapter({ 'adapter_config.json': cfg, 'adapter_model.safetensors': st });
+    await loadAdapterFiles(l.model, { 'adapter_config.json': cfg, 'adapter_model.safetensors': st });
     const lora = parseAdapterConfig(new TextDecoder().decode(cfg));
     const name = (files.find((f) => f.name.endsWith('adapter_model.safetensors'))?.name ?? 'adapter').replace(/\/?adapter_model\.safetensors$/, '') || 'adapter';
     l.adapter = { label: `imported: ${name}`, lora };
