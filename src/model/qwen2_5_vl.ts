@@ -151,6 +151,18 @@ interface PrepareOptions {
   keepVision?: boolean;
 }
 
+/** config.json of a model source, parsed (a missing file says what a model folder needs). */
+export async function readModelConfig(source: ModelSource): Promise<QwenVLConfig> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await source.read('config.json');
+  } catch (e) {
+    if (e instanceof MissingFileError) throw new Error(`${source.id}: config.json is missing: a model folder needs config.json next to its safetensors`);
+    throw e;
+  }
+  return parseConfig(new TextDecoder().decode(bytes), `${source.id}: config.json`);
+}
+
 export class Qwen2_5_VL {
   /** the model's recompute setting (per-layer recomputation in the backward) */
   recompute: boolean;
@@ -178,14 +190,7 @@ export class Qwen2_5_VL {
    */
   static async load(source: ModelSource, opts: LoadOptions = {}): Promise<Qwen2_5_VL> {
     const g = gpu();
-    let bytes: Uint8Array;
-    try {
-      bytes = await source.read('config.json');
-    } catch (e) {
-      if (e instanceof MissingFileError) throw new Error(`${source.id}: config.json is missing: a model folder needs config.json next to its safetensors`);
-      throw e;
-    }
-    const config = parseConfig(new TextDecoder().decode(bytes), `${source.id}: config.json`);
+    const config = await readModelConfig(source);
     Qwen2_5_VL.checkMemory(config, g.limits, opts);
     const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal });
     const m = new Qwen2_5_VL(config, w, opts);

@@ -2,13 +2,14 @@
 // front ends load a base model. The front end supplies what only it can reach (a Node folder, an
 // on-disk hub cache); everything else (which files, which checks, what the adapter is called) is here.
 import { gpu } from '../gpu/device.ts';
-import { Qwen2_5_VL, type LoadOptions } from '../model/qwen2_5_vl.ts';
+import { Qwen2_5_VL, readModelConfig, type LoadOptions } from '../model/qwen2_5_vl.ts';
+export { readModelConfig };
 import { tinySource } from '../model/tiny.ts';
 import { hubSource } from '../model/sources/hub.ts';
 import { localSource } from '../model/sources/local.ts';
 import type { ByteCache } from '../model/sources/cache.ts';
-import { MissingFileError, type ModelSource } from '../model/sources/source.ts';
-import { parseConfig, type QwenVLConfig } from '../model/config.ts';
+import type { ModelSource } from '../model/sources/source.ts';
+import type { QwenVLConfig } from '../model/config.ts';
 import { targetRegex, targetRegexFromNames, type LoraConfig } from '../model/lora.ts';
 import { QwenTokenizer, loadDefaultTokenizer } from '../data/tokenizer.ts';
 import type { TrainConfig } from '../config/config.ts';
@@ -101,18 +102,6 @@ export function quantizeOptions(c: TrainConfig): Pick<LoadOptions, 'quantize' | 
 }
 
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-
-/** config.json of a source, parsed (a missing file says what a model folder needs). */
-export async function readModelConfig(source: ModelSource): Promise<QwenVLConfig> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await source.read('config.json');
-  } catch (e) {
-    if (e instanceof MissingFileError) throw new Error(`${source.id}: config.json is missing: a model folder needs config.json next to its safetensors`);
-    throw e;
-  }
-  return parseConfig(dec(bytes), `${source.id}: config.json`);
-}
 
 /**
  * The tokenizer of a source: tokenizer.json (+ tokenizer_config.json). The built-in tiny model uses

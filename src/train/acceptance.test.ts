@@ -19,8 +19,13 @@ import { buildPrompt } from '../data/template.ts';
 import { parseGroundings } from '../data/bbox.ts';
 import { syntheticGrounding, syntheticPreferences, type SyntheticGrounding } from '../data/synthetic.ts';
 import { iouReward } from './rewards.ts';
-import { Trainer, TRAIN_DEFAULTS, type TrainExample, type TrainOptions } from './trainer.ts';
+import { Trainer, type TrainExample, type TrainOptions } from './trainer.ts';
 import { loadAdapterFiles, exportAdapterFiles } from '../model/adapterFiles.ts';
+import { trainOptionsOf } from '../session/run.ts';
+import { DEFAULT_CONFIG } from '../config/config.ts';
+
+/** the Trainer's view of the default config (the defaults are defined once, in src/config) */
+const TRAIN_DEFAULTS = trainOptionsOf(DEFAULT_CONFIG);
 
 const LORA = { r: 16, loraAlpha: 32, loraDropout: 0, useRslora: false, targetModules: targetRegex() };
 let tok: QwenTokenizer;

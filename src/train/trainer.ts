@@ -67,16 +67,8 @@ export interface TrainOptions {
   checkpointEvery?: number;
 }
 
-export const TRAIN_DEFAULTS: TrainOptions = {
-  method: 'sft',
-  optim: { learningRate: 2e-4, lrScheduler: 'cosine', warmupSteps: 0, numEpochs: 3, maxSteps: 0, batchSize: 1, gradAccumSteps: 1, maxGradNorm: 1, weightDecay: 0, seed: 42 },
-  data: { minPixels: DEFAULT_IMAGE_CONFIG.minPixels, maxPixels: 512 * 28 * 28, maxLength: 2048 },
-  dpo: { beta: 0.1 },
-  // beta 0: trl's default, and the safe one here: the reference is the model with the adapter off,
-  // so for an adapter continued from SFT a KL term would pull it back to the base model.
-  grpo: { numGenerations: 4, beta: 0, temperature: 0.9, maxNewTokens: 64, rewards: ['iou', 'format'] },
-  checkpointEvery: 0,
-};
+// No defaults here: the defaults are THE config's (src/config/config.ts); session/run.ts trainOptionsOf
+// builds this view of it.
 
 export interface StepMetrics {
   step: number;

@@ -28,7 +28,7 @@ import { boxToOriginal, parseGroundings } from '../data/bbox.ts';
 import { exportDataset } from '../data/formats/export.ts';
 import type { TaskRecord } from '../data/formats/records.ts';
 import type { DatasetMeta, ImageRecord } from '../data/formats/types.ts';
-import type { TrainConfig } from '../config/config.ts';
+import { DEFAULT_CONFIG, mergeConfig, type DeepPartial, type TrainConfig } from '../config/config.ts';
 import { formatErrors, validate } from '../config/validate.ts';
 import {
   baseModelId, loadModel, loraConfigOf, quantizeOptions, readModelConfig, readTokenizer, sourceOf, specKey, specName, specOf, storableSpec, type ModelHost,
@@ -321,7 +321,8 @@ export class Engine {
     let message: string | undefined;
     try {
       setState('loading');
-      const c = req.config;
+      // settings saved by an older build (a run's meta, a persisted form) lack newer fields: the defaults fill them
+      const c = mergeConfig(DEFAULT_CONFIG, req.config as DeepPartial<TrainConfig>);
       const spec = req.model ?? specOf(c);
       const quant = quantizeOptions(c);
       const bad = validate(c, { modelSource: false });
