@@ -15,6 +15,7 @@ import { Rng } from '../base/rng.ts';
 import { parseConfig, QWEN2_5_VL_3B_CONFIG_JSON } from './config.ts';
 import { GoldenCase } from '../parity/golden.ts';
 import { loadAdapterFiles, exportAdapterFiles } from './adapterFiles.ts';
+import { captureForward } from './capture.ts';
 
 const root = resolve(__dirname, '../../../shared/golden');
 let model: Qwen2_5_VL, ref: LoadedModel, adapter: LoraAdapter;
@@ -114,7 +115,7 @@ describe('Qwen2_5_VL on the golden tiny model', () => {
   it('lastHidden rows are the final-norm states of the predicting rows', async () => {
     const H = ref.config.text.hiddenSize;
     const r = await model.logps(seq, { lora: true, train: false, hidden: true });
-    const cap = await model.captureForward(seq, { lora: true });
+    const cap = await captureForward(model, seq, { lora: true });
     const want = cap.lastHiddenState.subarray((seq.scoreStart - 1) * H, (seq.inputIds.length - 1) * H);
     let err = 0;
     want.forEach((v, i) => (err = Math.max(err, Math.abs(v - r.lastHidden![i]))));

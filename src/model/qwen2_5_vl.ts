@@ -83,17 +83,13 @@ export interface LogpsResult {
   lastHidden?: Float32Array;
 }
 
-/** The golden model_forward intermediates. */
-export interface ForwardCapture {
-  imageEmbeds?: Float32Array;
-  vision?: VisionCapture;
-  inputsEmbeds: Float32Array;
-  positionIds: Int32Array;
-  ropeDelta: number;
-  layerOut: Float32Array[];
-  lastHiddenState: Float32Array;
-  /** [L, V] every row (computed in chunks; small models only) */
-  logits?: Float32Array;
+/** What capture.ts (parity and debugging) reads of a model: the parts of its forward. */
+export interface CaptureHost {
+  config: QwenVLConfig;
+  ctx(lora: boolean): TextCtx;
+  prepare(seq: { inputIds: Int32Array; images?: ImageInput }, ctx: TextCtx, o: { captureVision?: boolean }): Promise<{ x: Tensor; rope: RopeTables; positionIds: Int32Array; ropeDelta: number; vision?: VisionCapture; imageEmbeds?: Tensor }>;
+  finalNorm: Tensor;
+  allLogits(ctx: TextCtx, hidden: Tensor): Promise<Float32Array>;
 }
 
 /** Options of a forward to log-probs. */
@@ -460,39 +456,10 @@ export class Qwen2_5_VL {
 
   // ---------------------------------------------------------------- debug / parity
 
-  /** The vision tower alone (uncached, with the adapter when `lora`), image_embeds read back; with capture, its intermediates. */
-  async vision(img: ImageInput, opts: { capture?: boolean; lora?: boolean } = {}): Promise<{ imageEmbeds: Float32Array; capture?: VisionCapture }> {
+  /** The forward's parts, for capture.ts (every intermediate read back: parity and debugging). */
+  captureHost(): CaptureHost {
     this.live();
-    const r = await visionForward(this.ctx(opts.lora ?? false), img.pixelValues, img.imageGridThw, { capture: opts.capture });
-    const [e] = await readMany([r.imageEmbeds]);
-    r.imageEmbeds.release();
-    return { imageEmbeds: e as Float32Array, capture: r.capture };
-  }
-
-  /** Forward with every golden intermediate read back (slow; for parity and debugging). */
-  async captureForward(seq: { inputIds: Int32Array; images?: ImageInput }, opts: { lora?: boolean; logits?: boolean; vision?: boolean } = {}): Promise<ForwardCapture> {
-    const ctx = this.ctx(opts.lora ?? false);
-    const p = await this.prepare(seq, ctx, { captureVision: opts.vision ?? false });
-    const out: Partial<ForwardCapture> = { positionIds: p.positionIds, ropeDelta: p.ropeDelta, layerOut: [], vision: p.vision };
-    const img = p.imageEmbeds;
-    if (img) {
-      out.imageEmbeds = (await readMany([img]))[0] as Float32Array;
-      img.release();
-    }
-    out.inputsEmbeds = (await readMany([p.x]))[0] as Float32Array;
-    let x = p.x;
-    for (let li = 0; li < this.config.text.numHiddenLayers; li++) {
-      const r = layerForward(ctx, li, x, p.rope, { keep: false });
-      x.release();
-      x = r.out;
-      out.layerOut!.push((await readMany([x]))[0] as Float32Array);
-    }
-    const nf = rmsnorm(x, this.w.get('model.norm.weight'), this.config.text.rmsNormEps);
-    for (const t of [x, nf.rstd, p.rope.cos, p.rope.sin]) t.release();
-    out.lastHiddenState = (await readMany([nf.y]))[0] as Float32Array;
-    if (opts.logits) out.logits = await this.allLogits(ctx, nf.y);
-    nf.y.release();
-    return out as ForwardCapture;
+    return { config: this.config, ctx: (lora) => this.ctx(lora), prepare: (seq, ctx, o) => this.prepare(seq, ctx, o), finalNorm: this.w.get('model.norm.weight'), allLogits: (ctx, h) => this.allLogits(ctx, h) };
   }
 
   /** [L, V] logits of every row of hidden [L, H], assembled on the CPU from row blocks × vocabulary shards. */
