@@ -11,7 +11,7 @@ import { Qwen2_5_VL, type SeqInput } from '../model/qwen2_5_vl.ts';
 import { dirSource } from '../model/sources/node.ts';
 import { tinySource } from '../model/tiny.ts';
 import { targetRegex } from '../model/lora.ts';
-import { Rng } from '../model/rng.ts';
+import { Rng } from '../base/rng.ts';
 
 const args = process.argv.slice(2);
 const dir = args.find((a) => !a.startsWith('--') && !/^\d+$/.test(a));

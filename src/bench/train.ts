@@ -5,8 +5,13 @@ import { tinySource } from '../model/tiny.ts';
 import { targetRegex } from '../model/lora.ts';
 import { loadDefaultTokenizer } from '../data/tokenizer.ts';
 import { syntheticGrounding, syntheticPreferences, syntheticRlPrompts } from '../data/synthetic.ts';
-import { Trainer, TRAIN_DEFAULTS, type Method, type TrainExample } from '../train/trainer.ts';
+import { Trainer, type Method, type TrainExample } from '../train/trainer.ts';
 import { fmtBytes, memory } from '../gpu/tensor.ts';
+import { trainOptionsOf } from '../session/run.ts';
+import { DEFAULT_CONFIG } from '../config/config.ts';
+
+/** the Trainer's view of the default config (the defaults are defined once, in src/config) */
+const TRAIN_DEFAULTS = trainOptionsOf(DEFAULT_CONFIG);
 
 function examples(method: Method): TrainExample[] {
   if (method === 'sft') return syntheticGrounding({ count: 4, seed: 1 }).map((r) => ({ kind: 'sft', images: [r.image], messages: r.messages }));

@@ -1,42 +1,69 @@
-// npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|synthetic[:N]> --method sft|dpo|grpo
-//                  [--config <json>] [--out <dir>] [--endpoint <url>] [--steps N] [--resume]
-// Headless training on Node + Dawn with the same engine as the studio's Worker: one progress line
-// per step, a PEFT adapter (adapter_model.safetensors + adapter_config.json) in --out.
-import { existsSync } from 'node:fs';
+// npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|synthetic[:N]> [--method sft|dpo|grpo|ppo]
+//                  [--config <json>] [--out <dir>] [--endpoint <url>] [--revision <rev>] [--steps N]
+//                  [--resume] [--run <id>] [--skip-invalid] [--recompute]
+// Headless training on Node + Dawn, a thin front end over src/session (the same assembly as the
+// studio's worker): flags and --config are validated by src/config (typos name the nearest key),
+// every record is checked before the model loads (all problems at once; --skip-invalid trains on the
+// rest), checkpoints every optim.saveSteps steps, one progress line per step, and a PEFT adapter
+// (adapter_model.safetensors + adapter_config.json, base_model_name_or_path set) in --out.
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile, readdir, unlink } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { homedir } from 'node:os';
+import { pathToFileURL } from 'node:url';
 import { serialize, deserialize } from 'node:v8';
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
 import { nodeGpu, closeGpu } from '../gpu/node.ts';
-import { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
-import { tinySource } from '../model/tiny.ts';
-import { hubSource } from '../model/sources/hub.ts';
 import { dirCache, dirSource } from '../model/sources/node.ts';
-import { targetRegex, type LoraConfig } from '../model/lora.ts';
-import type { ModelSource } from '../model/sources/source.ts';
-import { loadDefaultTokenizer, QwenTokenizer } from '../data/tokenizer.ts';
 import type { RawImage } from '../data/image.ts';
-import { syntheticGrounding, syntheticPreferences, syntheticRlPrompts } from '../data/synthetic.ts';
-import { Trainer, TRAIN_DEFAULTS, TrainingFault, type Method, type TrainExample, type TrainOptions } from '../train/trainer.ts';
-import { imagePaths, parseRecords, recordToExample } from '../train/examples.ts';
-import type { KV } from '../train/checkpoint.ts';
+import { METHODS, type Method, type TrainConfig } from '../config/config.ts';
+import { formatErrors, nearestKey, parseConfig, validate, type ConfigError } from '../config/validate.ts';
+import { baseModelId, loadModel, loraConfigOf, quantizeOptions, readTokenizer, sourceOf, type ModelHost, type ModelSpec } from '../session/model.ts';
+import { ExampleProblems, prepareExamples, type ExampleProblem, type ExampleSource, type PreparedExamples } from '../session/examples.ts';
+import { jsonlSources, syntheticSources } from '../session/dataset.ts';
+import { Run } from '../session/run.ts';
+import { modelAdapterFiles } from '../export/peft.ts';
+import { loadLatestCheckpoint, type KV } from '../train/checkpoint.ts';
+import { TrainingFault } from '../train/trainer.ts';
 
-function args(argv: string[]): Record<string, string | true> {
-  const out: Record<string, string | true> = {};
+/** Flags that take a value, and flags that are switches. */
+const VALUE_FLAGS = ['model', 'data', 'method', 'config', 'out', 'endpoint', 'revision', 'steps', 'run'] as const;
+const SWITCHES = ['resume', 'skip-invalid', 'recompute', 'help'] as const;
+type Flags = Partial<Record<(typeof VALUE_FLAGS)[number], string> & Record<(typeof SWITCHES)[number], boolean>>;
+
+export const USAGE = `usage: npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|synthetic[:N]> [--method ${METHODS.join('|')}]
+  [--config <json>] [--out <dir>] [--endpoint <url>] [--revision <rev>] [--steps N] [--resume] [--run <id>] [--skip-invalid] [--recompute]`;
+
+/** A mistake in what the user passed: printed with no stack, exit code 2. */
+export class UsageError extends Error {}
+
+/** Strict flags: unknown ones, missing values and stray words are errors that list the valid flags. */
+export function parseFlags(argv: string[]): Flags {
+  const out: Record<string, string | boolean> = {};
+  const all = [...VALUE_FLAGS, ...SWITCHES].map((f) => `--${f}`);
   for (let i = 0; i < argv.length; i++) {
-    if (!argv[i].startsWith('--')) continue;
-    const key = argv[i].slice(2);
-    out[key] = argv[i + 1] && !argv[i + 1].startsWith('--') ? argv[++i] : true;
+    const a = argv[i];
+    if (!a.startsWith('--')) throw new UsageError(`unexpected argument "${a}" (flags start with --; valid flags: ${all.join(' ')})`);
+    const [name, inline] = a.slice(2).split(/=(.*)/s, 2);
+    if (name in out) throw new UsageError(`--${name} given twice`);
+    if ((VALUE_FLAGS as readonly string[]).includes(name)) {
+      const v = inline ?? argv[++i];
+      if (v === undefined || (inline === undefined && v.startsWith('--'))) throw new UsageError(`--${name} needs a value`);
+      out[name] = v;
+    } else if ((SWITCHES as readonly string[]).includes(name)) {
+      if (inline !== undefined) throw new UsageError(`--${name} is a switch and takes no value`);
+      out[name] = true;
+    } else {
+      const near = nearestKey(name, [...VALUE_FLAGS, ...SWITCHES]);
+      throw new UsageError(`unknown flag --${name}${near ? `: did you mean --${near}?` : ''} (valid flags: ${all.join(' ')})`);
+    }
   }
-  return out;
+  return out as Flags;
 }
 
-const USAGE = 'usage: npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|synthetic[:N]> --method sft|dpo|grpo [--config <json>] [--out <dir>] [--endpoint <url>] [--steps N] [--resume]';
-
 /** Checkpoints as files: each value written to a temp file then renamed, so a crash never tears one. */
-function dirKV(dir: string): KV {
+export function dirKV(dir: string): KV {
   const path = (k: string) => join(dir, encodeURIComponent(k));
   return {
     async get<T>(k: string) {
@@ -56,7 +83,8 @@ function dirKV(dir: string): KV {
   };
 }
 
-function decodeImage(bytes: Uint8Array, name: string): RawImage {
+/** PNG or JPEG bytes → RGBA pixels. (Swap for data/image.ts's EXIF- and pixel-limit-aware decoder at merge.) */
+export function decodeImage(bytes: Uint8Array, name: string): RawImage {
   try {
     if (bytes[0] === 0x89 && bytes[1] === 0x50) {
       const png = PNG.sync.read(Buffer.from(bytes));
@@ -72,98 +100,178 @@ function decodeImage(bytes: Uint8Array, name: string): RawImage {
   throw new Error(`${name}: not a PNG or JPEG image`);
 }
 
-async function loadExamples(data: string, method: Method): Promise<TrainExample[]> {
-  const syn = /^synthetic(?::(\d+))?$/.exec(data);
-  if (syn) {
-    const count = Number(syn[1] ?? 8);
-    if (method === 'sft') return syntheticGrounding({ count, seed: 1 }).map((r) => ({ kind: 'sft', images: [r.image], messages: r.messages }));
-    if (method === 'dpo') return syntheticPreferences({ count, seed: 1 }).map((r) => ({ kind: 'dpo', images: [r.image], prompt: r.prompt, chosen: r.chosen, rejected: r.rejected }));
-    return syntheticRlPrompts({ count, seed: 1 }).map((r) => ({ kind: 'rl', images: [r.image], prompt: r.prompt, reference: r.reference }));
+/** `ref` resolved inside `root`; absolute paths, URLs and `..` that leave the folder are refused. */
+export function resolveInside(root: string, ref: string): string {
+  if (/^[a-z][\w+.-]*:/i.test(ref) && !/^[a-z]:[\\/]/i.test(ref)) throw new Error(`"${ref}" is a URL or data URI; the CLI reads image files next to the JSONL`);
+  if (isAbsolute(ref) || /^[a-z]:[\\/]/i.test(ref)) throw new Error(`"${ref}" is an absolute path; image paths are relative to the JSONL's folder`);
+  const p = resolve(root, ref);
+  const rel = relative(root, p);
+  if (rel === '..' || rel.startsWith('..' + sep) || isAbsolute(rel)) throw new Error(`"${ref}" leaves the JSONL's folder`);
+  return p;
+}
+
+export interface Io {
+  log(line: string): void;
+  error(line: string): void;
+}
+
+/** The model spec a --model value names: tiny, a folder on disk, or a hub id. */
+function modelSpec(model: string, flags: Flags): ModelSpec {
+  if (model === 'tiny') return { source: 'tiny' };
+  if (existsSync(model)) {
+    if (!statSync(model).isDirectory()) throw new UsageError(`--model ${model} is a file; pass the model's folder (config.json, tokenizer.json, *.safetensors)`);
+    return { source: 'folder', path: resolve(model) };
   }
-  const file = resolve(data);
-  const { records, errors } = parseRecords(await readFile(file, 'utf8'));
-  const out: TrainExample[] = [];
-  for (const { line, record } of records) {
+  if (!/^[\w.-]+\/[\w.-]+$/.test(model)) throw new UsageError(`--model ${model}: no such folder, and not a hub id (owner/name)`);
+  return { source: 'hub', repo: model, endpoint: flags.endpoint, revision: flags.revision };
+}
+
+/** THE config from --config and the flags; every problem at once. */
+async function configOf(flags: Flags): Promise<{ config: TrainConfig; errors: ConfigError[]; where: string }> {
+  let input: Record<string, unknown> = {};
+  const where = flags.config ? `--config ${flags.config}` : 'the flags';
+  if (flags.config) {
+    let text: string;
     try {
-      const images = await Promise.all(imagePaths(record).map(async (p) => decodeImage(await readFile(resolve(dirname(file), p)), p)));
-      out.push(recordToExample(record, images, method, line));
+      text = await readFile(flags.config, 'utf8');
     } catch (e) {
-      errors.push(e as never);
+      throw new UsageError(`--config ${flags.config}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    try {
+      input = JSON.parse(text);
+    } catch (e) {
+      throw new UsageError(`--config ${flags.config} is not JSON: ${(e as Error).message}`);
     }
   }
-  for (const e of errors) console.error(`skipped ${data} ${(e as Error).message}`);
-  if (!out.length) throw new Error(`${data}: no usable records (${errors.length} skipped)`);
-  return out;
-}
-
-async function modelSource(spec: string, endpoint?: string): Promise<{ source: ModelSource; tokenizer: QwenTokenizer }> {
-  if (spec === 'tiny') return { source: tinySource(), tokenizer: await loadDefaultTokenizer() };
-  const source = existsSync(spec)
-    ? await dirSource(resolve(spec))
-    : hubSource(spec, { endpoint, cache: dirCache(join(homedir(), '.cache', 'patchwork', 'hub')) });
-  const files = await source.list();
-  if (!files.includes('tokenizer.json')) return { source, tokenizer: await loadDefaultTokenizer() };
-  const tokJson = new TextDecoder().decode(await source.read('tokenizer.json'));
-  const tokCfg = files.includes('tokenizer_config.json') ? JSON.parse(new TextDecoder().decode(await source.read('tokenizer_config.json'))) : {};
-  return { source, tokenizer: QwenTokenizer.fromJSON(tokJson, tokCfg) };
-}
-
-async function main(): Promise<number> {
-  const a = args(process.argv.slice(2));
-  if (a.help || !a.model || !a.data) {
-    console.log(USAGE);
-    return a.help ? 0 : 2;
+  const { config, errors } = parseConfig(input);
+  if (flags.method) {
+    if (!(METHODS as readonly string[]).includes(flags.method)) errors.push({ path: 'method', message: `--method ${flags.method}: expected one of ${METHODS.join(', ')}` });
+    else config.method = flags.method as Method;
   }
-  const method = (a.method ?? 'sft') as Method;
-  if (!['sft', 'dpo', 'grpo'].includes(method)) throw new Error(`--method ${method}: expected sft, dpo or grpo (PPO runs in the studio only for now)`);
-  const user = typeof a.config === 'string' ? JSON.parse(await readFile(a.config, 'utf8')) : {};
-  const cfg: TrainOptions = {
-    ...TRAIN_DEFAULTS, ...user, method,
-    optim: { ...TRAIN_DEFAULTS.optim, ...user.optim, ...(typeof a.steps === 'string' ? { maxSteps: Number(a.steps) } : {}) },
-    data: { ...TRAIN_DEFAULTS.data, ...user.data }, dpo: { ...TRAIN_DEFAULTS.dpo, ...user.dpo }, grpo: { ...TRAIN_DEFAULTS.grpo, ...user.grpo },
-  };
-  const lora: LoraConfig = { r: 16, loraAlpha: 32, loraDropout: 0, useRslora: false, targetModules: targetRegex(), ...user.lora };
-  const out = resolve(typeof a.out === 'string' ? a.out : 'out/adapter');
+  if (flags.steps !== undefined) {
+    const n = Number(flags.steps);
+    if (!/^\d+$/.test(flags.steps.trim()) || !(n >= 1)) errors.push({ path: 'optim.maxSteps', message: `--steps ${flags.steps}: expected a whole number of optimizer steps ≥ 1` });
+    else config.optim = { ...config.optim, maxSteps: n };
+  }
+  return { config, errors, where };
+}
+
+export async function trainCli(argv: string[], io: Io = { log: console.log, error: console.error }): Promise<number> {
+  const flags = parseFlags(argv);
+  if (flags.help) {
+    io.log(USAGE);
+    return 0;
+  }
+  if (!flags.model || !flags.data) throw new UsageError(`${!flags.model ? '--model' : '--data'} is required\n${USAGE}`);
+  const spec = modelSpec(flags.model, flags);
+  const { config, errors, where } = await configOf(flags);
+  config.model = spec.source === 'hub' ? { ...config.model, source: 'hub', hubId: spec.repo, endpoint: spec.endpoint ?? config.model.endpoint, revision: spec.revision ?? config.model.revision }
+    : spec.source === 'folder' ? { ...config.model, source: 'local', local: { name: spec.path, files: await readdir(spec.path) } } : { ...config.model, source: 'tiny' };
+  // the model the flags name is checked like the rest (a folder without tokenizer.json or weights)
+  for (const e of validate(config)) if (e.path.startsWith('model') && !errors.some((x) => x.path === e.path)) errors.push(e);
+  if (errors.length) throw new UsageError(formatErrors(errors, where));
+
+  const out = resolve(flags.out ?? 'out/adapter');
+  const runId = flags.run ?? 'cli';
+  const kv = dirKV(join(out, 'checkpoints'));
+  if (flags.resume && !(await loadLatestCheckpoint(kv, runId))) {
+    throw new UsageError(`--resume: nothing to resume: ${join(out, 'checkpoints')} holds no checkpoint of run "${runId}". Run without --resume to start (or pass the --out / --run of the earlier run).`);
+  }
+
+  // the data, checked in full before the GPU or the weights are touched
+  const host: ModelHost = { folder: (p) => dirSource(p), hubCache: dirCache(join(homedir(), '.cache', 'patchwork', 'hub')) };
+  const source = await sourceOf(spec, host);
+  const tokenizer = await readTokenizer(spec, source, host);
+  let sources: ExampleSource[];
+  let fileProblems: ExampleProblem[] = [];
+  const syn = /^synthetic(?::(\d+))?$/.exec(flags.data);
+  if (syn) sources = syntheticSources(config.method, Number(syn[1] ?? 8));
+  else {
+    const file = resolve(flags.data);
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (e) {
+      throw new UsageError(`--data ${flags.data}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    const root = dirname(file);
+    const ds = await jsonlSources(text, flags.data, { read: (ref) => readFile(resolveInside(root, ref)), decode: decodeImage }, config.data);
+    for (const w of ds.warnings) io.error(`warning: ${w}`);
+    sources = ds.sources;
+    fileProblems = ds.problems;
+  }
+  // every record checked; the problems of the file and of the checks reported together
+  const maxNewTokens = config.method === 'grpo' ? config.grpo.maxNewTokens : config.method === 'ppo' ? config.ppo.maxNewTokens : undefined;
+  let prepared: PreparedExamples | undefined;
+  let problems = fileProblems;
+  try {
+    prepared = prepareExamples(sources, { method: config.method, data: config.data, maxNewTokens, tokenizer, skipInvalid: true, name: flags.data });
+    problems = [...fileProblems, ...prepared.problems];
+  } catch (e) {
+    if (e instanceof ExampleProblems) problems = [...fileProblems, ...e.problems];
+    else if (!fileProblems.length) throw new UsageError((e as Error).message);
+  }
+  const lineOf = (w: string) => Number(/line (\d+)$/.exec(w)?.[1] ?? 0);
+  problems.sort((a, b) => lineOf(a.where) - lineOf(b.where));
+  if (problems.length && (!flags['skip-invalid'] || !prepared)) {
+    const n = problems.length;
+    throw new UsageError(`${n} record${n > 1 ? 's' : ''} of ${flags.data} cannot be trained on; fix ${n > 1 ? 'them' : 'it'}, or pass --skip-invalid to train on the rest:\n${problems.map((p) => `  ${p.where}: ${p.message}`).join('\n')}`);
+  }
+  for (const p of problems) io.error(`skipped ${p.where}: ${p.message}`);
+  if (!prepared) throw new UsageError(`${flags.data}: nothing to train on`);
+  if (prepared.otherKind) io.error(`warning: ${prepared.otherKind} record${prepared.otherKind > 1 ? 's' : ''} of another kind than ${config.method.toUpperCase()} takes ${prepared.otherKind > 1 ? 'were' : 'was'} left out`);
+  const dataErrors = validate(config, { datasetSize: prepared.examples.length, modelSource: false });
+  if (dataErrors.length) throw new UsageError(formatErrors(dataErrors, `${where} with ${prepared.examples.length} examples`));
 
   const g = await nodeGpu();
-  console.log(`adapter: ${g.adapterName}`);
-  const { source, tokenizer } = await modelSource(String(a.model), typeof a.endpoint === 'string' ? a.endpoint : undefined);
-  const model = await Qwen2_5_VL.load(source, { lora, loraSeed: cfg.optim.seed, recompute: !!a.recompute });
-  const examples = await loadExamples(String(a.data), method);
-  const trainer = new Trainer(model, tokenizer, examples, cfg, typeof a.run === 'string' ? a.run : 'cli');
-  const kv = dirKV(join(out, 'checkpoints'));
-  if (a.resume && (await trainer.resume(kv))) console.log(`resumed at step ${trainer.step}`);
-  console.log(`${method} on ${examples.length} examples, ${trainer.totalSteps} steps`);
+  io.log(`adapter: ${g.adapterName}`);
+  const lora = loraConfigOf(config.lora, baseModelId(spec));
+  const loaded = await loadModel(spec, host, { lora, loraSeed: config.optim.seed, recompute: !!flags.recompute, plan: prepared.plan, tokenizer, ...quantizeOptions(config) });
+  for (const w of loaded.model.warnings) io.error(`warning: ${w}`);
+  const run = new Run({ runId, config, model: loaded.model, tokenizer, examples: prepared.examples, kv });
+  run.onCheckpoint = (step) => io.log(`checkpoint at step ${step} in ${join(out, 'checkpoints')}`);
+  if (flags.resume) io.log(`resumed at step ${await run.resume()}`);
+  io.log(`${config.method} on ${prepared.examples.length} examples, ${run.totalSteps} steps${run.saveEvery ? `, a checkpoint every ${run.saveEvery}` : ''}`);
   try {
-    while (!trainer.done) {
-      const m = await trainer.trainStep();
+    while (!run.done) {
+      const m = await run.trainStep();
       const extra = Object.entries(m).filter(([k]) => k.includes('/') || k === 'mean_token_accuracy' || k === 'reward').map(([k, v]) => `${k} ${v.toFixed(4)}`).join('  ');
-      console.log(`step ${m.step}/${trainer.totalSteps}  epoch ${m.epoch.toFixed(2)}  loss ${m.loss.toFixed(4)}  lr ${m.learning_rate.toExponential(2)}  grad_norm ${m.grad_norm.toFixed(3)}  tok/s ${m.tokens_per_s.toFixed(0)}  ${extra}`);
-      if (cfg.checkpointEvery && m.step % cfg.checkpointEvery === 0) await trainer.save(kv);
+      io.log(`step ${m.step}/${run.totalSteps}  epoch ${m.epoch.toFixed(2)}  loss ${m.loss.toFixed(4)}  lr ${m.learning_rate.toExponential(2)}  grad_norm ${m.grad_norm.toFixed(3)}  tok/s ${m.tokens_per_s.toFixed(0)}  ${extra}`);
     }
+    await run.save();
   } catch (e) {
     if (e instanceof TrainingFault) {
-      console.error(e.message);
+      io.error(`${e.message}${run.checkpointStep !== null ? ` (last checkpoint: step ${run.checkpointStep})` : ''}`);
       return 1;
     }
     throw e;
+  } finally {
+    run.dispose();
   }
-  await trainer.save(kv);
-  const adapter = await model.exportAdapter();
-  await mkdir(out, { recursive: true });
-  await writeFile(join(out, 'adapter_model.safetensors'), adapter.safetensors);
-  await writeFile(join(out, 'adapter_config.json'), JSON.stringify(adapter.config, null, 2));
-  console.log(`wrote ${join(out, 'adapter_model.safetensors')} and adapter_config.json`);
+  await writeAdapter(out, await modelAdapterFiles(loaded.model));
+  loaded.model.dispose();
+  io.log(`wrote ${join(out, 'adapter_model.safetensors')} and adapter_config.json`);
   return 0;
 }
 
-main()
-  .then(async (code) => {
-    await closeGpu();
-    process.exit(code);
-  })
-  .catch(async (e) => {
+/** Both files to temp names first, then renamed, so a kill or a full disk never leaves a torn adapter. (Swap for src/cli/files.ts's helper at merge.) */
+async function writeAdapter(dir: string, files: { name: string; bytes: Uint8Array }[]): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  for (const f of files) await writeFile(join(dir, f.name + '.tmp'), f.bytes);
+  for (const f of files) await rename(join(dir, f.name + '.tmp'), join(dir, f.name));
+}
+
+async function main(): Promise<void> {
+  let code: number;
+  try {
+    code = await trainCli(process.argv.slice(2));
+  } catch (e) {
     console.error(e instanceof Error ? e.message : e);
-    await closeGpu();
-    process.exit(1);
-  });
+    code = e instanceof UsageError ? 2 : 1;
+  }
+  await closeGpu();
+  process.exit(code);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) void main();
+

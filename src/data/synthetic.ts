@@ -20,6 +20,7 @@
 import { boxToResized, formatGroundings, iou, type Box, type Size } from './bbox.ts';
 import { DEFAULT_IMAGE_CONFIG, smartResize, type ImageProcessorConfig, type RawImage } from './image.ts';
 import type { ChatMessage } from './template.ts';
+import { Rng } from '../base/rng.ts';
 
 export type ShapeKind = 'rectangle' | 'circle' | 'triangle';
 
@@ -103,22 +104,6 @@ export interface SyntheticPrompt extends SyntheticGrounding {
   reference: { boxes: Box[]; answer: string };
 }
 
-/** mulberry32: a tiny seeded PRNG (src/data does not import src/train). */
-class Prng {
-  private s: number;
-  constructor(seed: number) { this.s = seed >>> 0; }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** integer in [lo, hi] */
-  int(lo: number, hi: number): number { return lo + Math.floor(this.next() * (hi - lo + 1)); }
-  pick<T>(a: readonly T[]): T { return a[Math.floor(this.next() * a.length)]; }
-}
-
 // A shape as a pixel-centre membership test inside its placement rectangle [x, y, w, h].
 function inside(kind: ShapeKind, x: number, y: number, w: number, h: number, px: number, py: number): boolean {
   if (kind === 'rectangle') return true;
@@ -151,7 +136,7 @@ function userTurn(question: string): ChatMessage[] {
   return [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: question }] }];
 }
 
-function generate(opts: SyntheticOptions, rng: Prng, i: number): SyntheticGrounding {
+function generate(opts: SyntheticOptions, rng: Rng, i: number): SyntheticGrounding {
   const W = opts.width ?? 128, H = opts.height ?? 96;
   const colors = opts.colors ?? ['red', 'green', 'blue', 'yellow'];
   const kinds = opts.kinds ?? ['rectangle', 'circle', 'triangle'];
@@ -203,12 +188,12 @@ function generate(opts: SyntheticOptions, rng: Prng, i: number): SyntheticGround
 
 /** `count` grounding records (SFT). */
 export function syntheticGrounding(opts: SyntheticOptions): SyntheticGrounding[] {
-  const rng = new Prng(opts.seed ?? 0);
+  const rng = new Rng(opts.seed ?? 0);
   return Array.from({ length: opts.count }, (_, i) => generate(opts, rng, i));
 }
 
 /** A wrong box (original pixels) for a record: another shape's box when there is one, else a displaced copy. */
-function wrongBox(r: SyntheticGrounding, rng: Prng): Box {
+function wrongBox(r: SyntheticGrounding, rng: Rng): Box {
   const others = r.shapes.filter((_, j) => j !== r.target);
   if (others.length > 0 && rng.next() < 0.5) return rng.pick(others).box;
   const W = r.image.width, H = r.image.height;
@@ -226,7 +211,7 @@ function wrongBox(r: SyntheticGrounding, rng: Prng): Box {
 
 /** `count` DPO pairs (same images and questions as syntheticGrounding with the same options). */
 export function syntheticPreferences(opts: SyntheticOptions): SyntheticPreference[] {
-  const neg = new Prng(((opts.seed ?? 0) ^ 0x5bd1e995) >>> 0);
+  const neg = new Rng(((opts.seed ?? 0) ^ 0x5bd1e995) >>> 0);
   return syntheticGrounding(opts).map((r) => {
     const rejectedBox = boxToResized(wrongBox(r, neg), { width: r.image.width, height: r.image.height }, r.resized);
     const rejected = answerText(rejectedBox, r.label, opts.answerFormat ?? 'object');

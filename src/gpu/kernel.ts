@@ -59,14 +59,6 @@ export function getPipeline(k: Kernel): GPUComputePipeline {
   return p;
 }
 
-/** Compile a kernel now and throw a clear error if it does not compile (used at model load). */
-export async function compileChecked(k: Kernel): Promise<void> {
-  getPipeline(k);
-  await gpu().device.queue.onSubmittedWorkDone();
-  await new Promise((r) => setTimeout(r, 0));
-  throwPendingErrors();
-}
-
 // ---- pending work ---------------------------------------------------------------------------
 
 const UNIFORM_STRIDE = 256;
@@ -78,7 +70,6 @@ interface Pending {
   pass?: GPUComputePassEncoder;
   uniforms: ArrayBuffer;
   slot: number;
-  dispatches: number;
 }
 let pending: Pending | undefined;
 const uniformBuffers = new WeakMap<GPUDevice, GPUBuffer>();
@@ -105,7 +96,7 @@ export function encoder(): GPUCommandEncoder {
 function getPending(): Pending {
   const g = gpu();
   if (pending && pending.g !== g) pending = undefined; // device replaced
-  if (!pending) pending = { g, encoder: g.device.createCommandEncoder(), uniforms: new ArrayBuffer(UNIFORM_STRIDE * UNIFORM_SLOTS), slot: 0, dispatches: 0 };
+  if (!pending) pending = { g, encoder: g.device.createCommandEncoder(), uniforms: new ArrayBuffer(UNIFORM_STRIDE * UNIFORM_SLOTS), slot: 0 };
   return pending;
 }
 
@@ -118,11 +109,6 @@ export function flush(): void {
   if (p.slot) p.g.device.queue.writeBuffer(uniformBuffer(p.g), 0, p.uniforms, 0, p.slot * UNIFORM_STRIDE);
   p.g.device.queue.submit([p.encoder.finish()]);
   throwPendingErrors();
-}
-
-/** Number of dispatches recorded since the last flush (for tests and the profiler). */
-export function pendingDispatches(): number {
-  return pending?.dispatches ?? 0;
 }
 
 export type ParamFormat = string; // one char per value: u = u32, i = i32, f = f32
@@ -171,7 +157,6 @@ export function dispatch(
   const max = p.g.limits.maxComputeWorkgroupsPerDimension ?? 65535;
   if (x > max || y > max || z > max) throw new GpuError(`${k.file}:${k.entry}: dispatch ${x}x${y}x${z} exceeds ${max} workgroups per dimension; use grid()`);
   if (x > 0 && y > 0 && z > 0) p.pass.dispatchWorkgroups(x, y, z);
-  p.dispatches++;
 }
 
 /**

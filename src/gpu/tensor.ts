@@ -3,7 +3,7 @@
 // Buffers come from a size-keyed pool so a training loop allocates nothing after its first step.
 import { gpu, GpuError } from './device.ts';
 import { encoder, flush } from './kernel.ts';
-import { f32ToBf16Bits } from '../model/safetensors.ts';
+import { f32ToBf16Bits } from './bf16.ts';
 
 export type DType = 'f32' | 'bf16' | 'i32' | 'u32';
 

@@ -11,7 +11,7 @@ import { CpuModel } from './cpu/model.ts';
 import { initLora, targetRegex, type LoraAdapter } from './lora.ts';
 import { Qwen2_5_VL, type ImageInput } from './qwen2_5_vl.ts';
 import { sampleToken } from './generate.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../base/rng.ts';
 import { serveModelFolders, writeTinyModelFolder } from './sources/node.ts';
 import { hubSource } from './sources/hub.ts';
 import { memoryCache } from './sources/cache.ts';

@@ -15,9 +15,9 @@ import { gatherRows } from '../ops/elementwise.ts';
 import { rmsnorm } from '../ops/rmsnorm.ts';
 import { mropeTables, type RopeTables } from '../ops/rope.ts';
 import type { QwenVLConfig } from './config.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../base/rng.ts';
 import { argmaxIds, layerForward, logitsChunk, type Attend, type TextCtx } from './text.ts';
-import type { ImageInput } from './qwen2_5_vl.ts';
+import type { ImageInput } from './imageCache.ts';
 
 export interface Prompt { inputIds: Int32Array; images?: ImageInput }
 

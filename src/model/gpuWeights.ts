@@ -10,7 +10,8 @@
 import { gpu } from '../gpu/device.ts';
 import { fromData, trimPool, type Tensor } from '../gpu/tensor.ts';
 import type { QwenVLConfig } from './config.ts';
-import { bf16ToF32, lmHeadName, loadWeights, type LoadWarning, type Weight } from './weights.ts';
+import { bf16ToF32 } from '../gpu/bf16.ts';
+import { lmHeadName, loadWeights, type LoadWarning, type Weight } from './weights.ts';
 import type { ModelSource } from './sources/source.ts';
 
 export interface UploadProgress { bytes: number; total: number; tensor?: string }

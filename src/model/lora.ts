@@ -8,7 +8,7 @@
 // default), older 'model.layers…' / 'visual…' (option). Both are read.
 import type { QwenVLConfig } from './config.ts';
 import { bytesToF32, readSafetensors, writeSafetensors, type StWriteTensor } from './safetensors.ts';
-import { rngFor } from './rng.ts';
+import { rngFor } from '../base/rng.ts';
 import { MissingFileError, type ModelSource } from './sources/source.ts';
 import { canonicalName, layoutName, type TensorLayout } from './weights.ts';
 

@@ -12,8 +12,9 @@ import { initLora, loadAdapter, parseAdapter, targetRegex, TEXT_LORA_MODULES, VI
 import { readSafetensors } from './safetensors.ts';
 import { CpuModel } from './cpu/model.ts';
 import { Qwen2_5_VL, type SeqInput } from './qwen2_5_vl.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../base/rng.ts';
 import { GoldenCase } from '../parity/golden.ts';
+import { loadAdapterFiles, exportAdapterFiles } from './adapterFiles.ts';
 
 const root = resolve(__dirname, '../../../shared/golden');
 let model: Qwen2_5_VL, ref: LoadedModel, textAdapter: LoraAdapter;
@@ -249,7 +250,7 @@ describe('vision LoRA', () => {
     model.setAdapter(va);
     const before = (await model.logps(seq, { lora: true, train: false })).logps;
     for (const layout of ['transformers', 'hub'] as const) {
-      const ex = await model.exportAdapter({ layout });
+      const ex = await exportAdapterFiles(model, { layout });
       const keys = [...readSafetensors(ex.safetensors, 'adapter').tensors.keys()];
       const want = layout === 'transformers' ? 'base_model.model.model.visual.blocks.0.attn.qkv.lora_A.weight' : 'base_model.model.visual.blocks.0.attn.qkv.lora_A.weight';
       expect(keys).toContain(want);
@@ -259,7 +260,7 @@ describe('vision LoRA', () => {
       expect(parsed.layout).toBe(layout);
       expect(parsed.modules.get('visual.blocks.0.attn.qkv')!.B.length).toBe(3 * ref.config.vision.hiddenSize * 3);
       model.setAdapter(randomAdapter(visionCfg(), 99)); // something else in between
-      await model.loadAdapter({ 'adapter_config.json': ex.config, 'adapter_model.safetensors': ex.safetensors });
+      await loadAdapterFiles(model, { 'adapter_config.json': ex.config, 'adapter_model.safetensors': ex.safetensors });
       expect(Array.from((await model.logps(seq, { lora: true, train: false })).logps)).toEqual(Array.from(before));
     }
     expect(model.loraParams().some((p) => p.name === 'base_model.model.model.visual.blocks.3.attn.qkv.lora_B.weight')).toBe(true);

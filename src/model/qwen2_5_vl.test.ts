@@ -11,9 +11,11 @@ import { loadAdapter, targetRegex, type LoraAdapter } from './lora.ts';
 import { CpuModel } from './cpu/model.ts';
 import { Qwen2_5_VL, type SeqInput } from './qwen2_5_vl.ts';
 import { tinyConfig, tinyConfigJson, tinySpecialIds, tinyWeights, weightFiles } from './tiny.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../base/rng.ts';
 import { parseConfig, QWEN2_5_VL_3B_CONFIG_JSON } from './config.ts';
 import { GoldenCase } from '../parity/golden.ts';
+import { loadAdapterFiles, exportAdapterFiles } from './adapterFiles.ts';
+import { captureForward } from './capture.ts';
 
 const root = resolve(__dirname, '../../../shared/golden');
 let model: Qwen2_5_VL, ref: LoadedModel, adapter: LoraAdapter;
@@ -113,7 +115,7 @@ describe('Qwen2_5_VL on the golden tiny model', () => {
   it('lastHidden rows are the final-norm states of the predicting rows', async () => {
     const H = ref.config.text.hiddenSize;
     const r = await model.logps(seq, { lora: true, train: false, hidden: true });
-    const cap = await model.captureForward(seq, { lora: true });
+    const cap = await captureForward(model, seq, { lora: true });
     const want = cap.lastHiddenState.subarray((seq.scoreStart - 1) * H, (seq.inputIds.length - 1) * H);
     let err = 0;
     want.forEach((v, i) => (err = Math.max(err, Math.abs(v - r.lastHidden![i]))));
@@ -182,10 +184,10 @@ describe('Qwen2_5_VL on the golden tiny model', () => {
 
   it('exportAdapter / loadAdapter round-trips (peft files)', async () => {
     const before = await model.logps(seq, { lora: true, train: false });
-    const ex = await model.exportAdapter();
+    const ex = await exportAdapterFiles(model);
     const m2 = await model.adapter();
     for (const [name, mod] of m2.modules) expect(Array.from(mod.A)).toEqual(Array.from(adapter.modules.get(name)!.A));
-    await model.loadAdapter({ 'adapter_config.json': ex.config, 'adapter_model.safetensors': ex.safetensors });
+    await loadAdapterFiles(model, { 'adapter_config.json': ex.config, 'adapter_model.safetensors': ex.safetensors });
     const after = await model.logps(seq, { lora: true, train: false });
     expect(Array.from(after.logps)).toEqual(Array.from(before.logps));
     expect(model.loraParams()[0].name).toMatch(/^base_model\.model\.model\.language_model\.layers\.0\./);

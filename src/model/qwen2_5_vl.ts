@@ -26,16 +26,13 @@ import { flush } from '../gpu/kernel.ts';
 import { fromData, readMany, trimPool, zeros, type Tensor } from '../gpu/tensor.ts';
 import { embedding } from '../ops/embedding.ts';
 import { fill, gatherRows, scaleInPlace, scatterRows } from '../ops/elementwise.ts';
-import { dropoutStream } from '../ops/cpu/dropout.ts';
+import { dropoutStream } from '../ops/dropoutMask.ts';
 import { rmsnorm, rmsnormBackward } from '../ops/rmsnorm.ts';
 import { mropeTables, type RopeTables } from '../ops/rope.ts';
 import { getRopeIndex } from '../data/ropeIndex.ts';
 import { parseConfig, type QwenVLConfig } from './config.ts';
 import { uploadWeights, type GpuWeights, type UploadProgress } from './gpuWeights.ts';
-import {
-  adapterConfigJson, defaultLoraConfig, initLora, parseAdapter, saveAdapter, peftKey,
-  type LoraAdapter, type LoraConfig,
-} from './lora.ts';
+import { defaultLoraConfig, initLora, peftKey, type LoraAdapter, type LoraConfig } from './lora.ts';
 import { checkMemory, estimateMemory, gib, mib, neededSplits } from './memory.ts';
 import { MissingFileError, type ModelSource } from './sources/source.ts';
 import type { LoadWarning, TensorLayout } from './weights.ts';
@@ -45,15 +42,9 @@ import {
 } from './text.ts';
 import { releaseVisionSaved, visionAdapted, visionBackward, visionForward, type VisionCapture, type VisionSaved } from './vision.ts';
 import { generate, type GenerateOptions, type GenHost, type Prompt } from './generate.ts';
+import { ImageCache, type ImageInput } from './imageCache.ts';
 
-export interface ImageInput {
-  /** [N, 3·tp·p·p] patchified pixels of all images of the sequence, concatenated */
-  pixelValues: Float32Array;
-  /** [n, 3] (t, gh, gw) per image */
-  imageGridThw: Int32Array;
-  /** optional cache key (e.g. a dataset image id); default: a hash of the pixels and grids */
-  cacheKey?: string;
-}
+export type { ImageInput };
 
 export interface SeqInput {
   inputIds: Int32Array;
@@ -78,6 +69,10 @@ export interface LoadOptions {
   /** vocabulary rows per lm_head shard (default 16384, capped by the binding limit) */
   vocabChunk?: number;
   signal?: AbortSignal;
+  /** 'nf4': store the frozen base Linear weights as bitsandbytes NF4 (QLoRA); default full precision */
+  quantize?: 'nf4';
+  /** with quantize: the vision tower's Linear layers too (default true, as bitsandbytes does); false keeps them BF16 */
+  quantizeVision?: boolean;
 }
 
 export interface LogpsResult {
@@ -89,17 +84,13 @@ export interface LogpsResult {
   lastHidden?: Float32Array;
 }
 
-/** The golden model_forward intermediates. */
-export interface ForwardCapture {
-  imageEmbeds?: Float32Array;
-  vision?: VisionCapture;
-  inputsEmbeds: Float32Array;
-  positionIds: Int32Array;
-  ropeDelta: number;
-  layerOut: Float32Array[];
-  lastHiddenState: Float32Array;
-  /** [L, V] every row (computed in chunks; small models only) */
-  logits?: Float32Array;
+/** What capture.ts (parity and debugging) reads of a model: the parts of its forward. */
+export interface CaptureHost {
+  config: QwenVLConfig;
+  ctx(lora: boolean): TextCtx;
+  prepare(seq: { inputIds: Int32Array; images?: ImageInput }, ctx: TextCtx, o: { captureVision?: boolean }): Promise<{ x: Tensor; rope: RopeTables; positionIds: Int32Array; ropeDelta: number; vision?: VisionCapture; imageEmbeds?: Tensor }>;
+  finalNorm: Tensor;
+  allLogits(ctx: TextCtx, hidden: Tensor): Promise<Float32Array>;
 }
 
 /** Options of a forward to log-probs. */
@@ -157,26 +148,16 @@ interface PrepareOptions {
   keepVision?: boolean;
 }
 
-const MAX_CACHED_IMAGES = 32;
-
-/** A cached vision output: the promise (concurrent callers share one tower run) and, once done, the tensor. */
-interface CachedImage { p: Promise<Tensor>; t?: Tensor }
-
-function releaseCached(e: CachedImage): void {
-  if (e.t) e.t.release();
-  else void e.p.then((t) => t.release(), () => undefined);
-}
-
-/** 64-bit content key of an image input (two 32-bit hashes over the raw words). */
-function imageKey(img: ImageInput): string {
-  if (img.cacheKey) return 'k:' + img.cacheKey;
-  const u = new Uint32Array(img.pixelValues.buffer, img.pixelValues.byteOffset, img.pixelValues.length);
-  let h1 = 0x811c9dc5, h2 = 0x9e3779b9 ^ u.length;
-  for (let i = 0; i < u.length; i++) {
-    h1 = Math.imul(h1 ^ u[i], 0x01000193);
-    h2 = Math.imul(h2 ^ (u[i] + i), 0x85ebca6b) ^ (h2 >>> 13);
+/** config.json of a model source, parsed (a missing file says what a model folder needs). */
+export async function readModelConfig(source: ModelSource): Promise<QwenVLConfig> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await source.read('config.json');
+  } catch (e) {
+    if (e instanceof MissingFileError) throw new Error(`${source.id}: config.json is missing: a model folder needs config.json next to its safetensors`);
+    throw e;
   }
-  return `h:${(h1 >>> 0).toString(16)}${(h2 >>> 0).toString(16)}:${Array.from(img.imageGridThw).join(',')}`;
+  return parseConfig(new TextDecoder().decode(bytes), `${source.id}: config.json`);
 }
 
 export class Qwen2_5_VL {
@@ -192,7 +173,7 @@ export class Qwen2_5_VL {
   /** seeds of train forwards that are not given one */
   private dropoutCounter = 0;
   private adapterConfig?: LoraConfig;
-  private imageCache = new Map<string, CachedImage>();
+  private imageCache = new ImageCache();
   private saved: Saved[] = [];
   private disposed = false;
   readonly contextLength: number;
@@ -208,14 +189,7 @@ export class Qwen2_5_VL {
    */
   static async load(source: ModelSource, opts: LoadOptions = {}): Promise<Qwen2_5_VL> {
     const g = gpu();
-    let bytes: Uint8Array;
-    try {
-      bytes = await source.read('config.json');
-    } catch (e) {
-      if (e instanceof MissingFileError) throw new Error(`${source.id}: config.json is missing: a model folder needs config.json next to its safetensors`);
-      throw e;
-    }
-    const config = parseConfig(new TextDecoder().decode(bytes), `${source.id}: config.json`);
+    const config = await readModelConfig(source);
     Qwen2_5_VL.checkMemory(config, g.limits, opts);
     const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal });
     const m = new Qwen2_5_VL(config, w, opts);
@@ -276,21 +250,6 @@ export class Qwen2_5_VL {
     this.setAdapter(initLora(this.config, cfg, seed));
   }
 
-  /** peft files: adapter_config.json (bytes, string or object) + adapter_model.safetensors. */
-  async loadAdapter(files: Record<string, Uint8Array | string | object>): Promise<void> {
-    const cfg = files['adapter_config.json'], st = files['adapter_model.safetensors'];
-    if (cfg === undefined || !(st instanceof Uint8Array)) throw new Error('loadAdapter: needs adapter_config.json and adapter_model.safetensors (bytes)');
-    const json = cfg instanceof Uint8Array ? new TextDecoder().decode(cfg) : cfg;
-    this.setAdapter(parseAdapter(json, st, this.config, 'adapter'));
-  }
-
-  /** The adapter as peft writes it (transformers ≥ 4.52 key layout unless `layout: 'hub'`). */
-  async exportAdapter(opts: { layout?: TensorLayout } = {}): Promise<{ safetensors: Uint8Array; config: Record<string, unknown> }> {
-    const a = await this.adapter();
-    const files = saveAdapter(a, opts);
-    return { safetensors: files['adapter_model.safetensors'], config: adapterConfigJson(a.config) };
-  }
-
   /** The adapter read back from the GPU. */
   async adapter(): Promise<LoraAdapter> {
     this.live();
@@ -329,27 +288,13 @@ export class Qwen2_5_VL {
    */
   async imageEmbeds(img: ImageInput): Promise<Tensor> {
     this.live();
-    const key = imageKey(img);
-    let e = this.imageCache.get(key);
-    if (e) this.imageCache.delete(key); // re-inserted below as the newest
-    else {
-      const entry: CachedImage = { p: visionForward(this.ctx(false), img.pixelValues, img.imageGridThw).then((r) => (entry.t = r.imageEmbeds)) };
-      entry.p.catch(() => this.imageCache.get(key) === entry && this.imageCache.delete(key));
-      e = entry;
-    }
-    this.imageCache.set(key, e);
-    while (this.imageCache.size > MAX_CACHED_IMAGES) {
-      const [k, old] = this.imageCache.entries().next().value!;
-      this.imageCache.delete(k);
-      releaseCached(old);
-    }
-    return e.p;
+    return this.imageCache.get(img, () => visionForward(this.ctx(false), img.pixelValues, img.imageGridThw).then((r) => r.imageEmbeds));
   }
 
   clearImageCache(): void {
-    for (const e of this.imageCache.values()) releaseCached(e);
     this.imageCache.clear();
   }
+
 
   /**
    * inputs_embeds [L, H] (image rows scattered in), M-RoPE tables and positions. The tower runs
@@ -516,39 +461,10 @@ export class Qwen2_5_VL {
 
   // ---------------------------------------------------------------- debug / parity
 
-  /** The vision tower alone (uncached, with the adapter when `lora`), image_embeds read back; with capture, its intermediates. */
-  async vision(img: ImageInput, opts: { capture?: boolean; lora?: boolean } = {}): Promise<{ imageEmbeds: Float32Array; capture?: VisionCapture }> {
+  /** The forward's parts, for capture.ts (every intermediate read back: parity and debugging). */
+  captureHost(): CaptureHost {
     this.live();
-    const r = await visionForward(this.ctx(opts.lora ?? false), img.pixelValues, img.imageGridThw, { capture: opts.capture });
-    const [e] = await readMany([r.imageEmbeds]);
-    r.imageEmbeds.release();
-    return { imageEmbeds: e as Float32Array, capture: r.capture };
-  }
-
-  /** Forward with every golden intermediate read back (slow; for parity and debugging). */
-  async captureForward(seq: { inputIds: Int32Array; images?: ImageInput }, opts: { lora?: boolean; logits?: boolean; vision?: boolean } = {}): Promise<ForwardCapture> {
-    const ctx = this.ctx(opts.lora ?? false);
-    const p = await this.prepare(seq, ctx, { captureVision: opts.vision ?? false });
-    const out: Partial<ForwardCapture> = { positionIds: p.positionIds, ropeDelta: p.ropeDelta, layerOut: [], vision: p.vision };
-    const img = p.imageEmbeds;
-    if (img) {
-      out.imageEmbeds = (await readMany([img]))[0] as Float32Array;
-      img.release();
-    }
-    out.inputsEmbeds = (await readMany([p.x]))[0] as Float32Array;
-    let x = p.x;
-    for (let li = 0; li < this.config.text.numHiddenLayers; li++) {
-      const r = layerForward(ctx, li, x, p.rope, { keep: false });
-      x.release();
-      x = r.out;
-      out.layerOut!.push((await readMany([x]))[0] as Float32Array);
-    }
-    const nf = rmsnorm(x, this.w.get('model.norm.weight'), this.config.text.rmsNormEps);
-    for (const t of [x, nf.rstd, p.rope.cos, p.rope.sin]) t.release();
-    out.lastHiddenState = (await readMany([nf.y]))[0] as Float32Array;
-    if (opts.logits) out.logits = await this.allLogits(ctx, nf.y);
-    nf.y.release();
-    return out as ForwardCapture;
+    return { config: this.config, ctx: (lora) => this.ctx(lora), prepare: (seq, ctx, o) => this.prepare(seq, ctx, o), finalNorm: this.w.get('model.norm.weight'), allLogits: (ctx, h) => this.allLogits(ctx, h) };
   }
 
   /** [L, V] logits of every row of hidden [L, H], assembled on the CPU from row blocks × vocabulary shards. */

@@ -1,6 +1,7 @@
 // safetensors: 8-byte little-endian header length, a JSON header, then raw little-endian data.
 // The reader validates everything a malicious or truncated file could get wrong and names the
 // file and tensor in its error; the writer produces files Hugging Face loads unchanged.
+import { f16ToF32 } from '../gpu/bf16.ts';
 
 export type StDType = 'F32' | 'F16' | 'BF16' | 'I32' | 'I64' | 'U8' | 'I8' | 'U16' | 'I16' | 'U32' | 'F64' | 'BOOL';
 
@@ -152,23 +153,6 @@ export function bytesToI32(bytes: Uint8Array, dtype: StDType): Int32Array {
     return out;
   }
   throw new Error(`cannot decode ${dtype} as int`);
-}
-
-export function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-/** f32 -> bf16 bits with round-to-nearest-even (as torch does). */
-export function f32ToBf16Bits(x: number): number {
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0];
-  if ((u & 0x7f800000) === 0x7f800000 && u & 0x7fffff) return 0x7fc0; // NaN
-  return ((u + 0x7fff + ((u >> 16) & 1)) >>> 16) & 0xffff;
 }
 
 export interface StWriteTensor {

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { QWEN_IDS, tinyConfig, tinyFiles, tinySpecialIds, tinyWeights } from './tiny.ts';
-import { bf16ToF32, cacheApiStore, loadModel } from './weights.ts';
+import { bf16ToF32 } from '../gpu/bf16.ts';
+import { cacheApiStore, loadModel } from './weights.ts';
 import { dirSource, qwenTokenizerJsonPath, writeTinyModelFolder } from './sources/node.ts';
 import { CpuModel } from './cpu/model.ts';
 

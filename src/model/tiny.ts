@@ -5,9 +5,10 @@
 // are 1 ± 0.1 so a missing norm weight shows up in tests.
 import { configToJson, parseConfig, type QwenVLConfig } from './config.ts';
 import { writeSafetensors, type StWriteTensor } from './safetensors.ts';
-import { rngFor } from './rng.ts';
+import { rngFor } from '../base/rng.ts';
 import { memorySource, type ModelSource } from './sources/source.ts';
-import { bf16ToF32, expectedWeights, f32ToBf16, layoutName, type TensorLayout, type WeightMap } from './weights.ts';
+import { bf16ToF32, f32ToBf16 } from '../gpu/bf16.ts';
+import { expectedWeights, layoutName, type TensorLayout, type WeightMap } from './weights.ts';
 
 export const QWEN_VOCAB_SIZE = 151936;
 export const QWEN_IDS = {

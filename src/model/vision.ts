@@ -22,7 +22,7 @@ import { matmul, matmulBackwardInput } from '../ops/matmul.ts';
 import { patchEmbed } from '../ops/patchEmbed.ts';
 import { rmsnorm, rmsnormBackward } from '../ops/rmsnorm.ts';
 import { ropeApply, ropeBackward, visionRopeTables, type RopeTables } from '../ops/rope.ts';
-import { visionRopeFreqs } from '../ops/cpu/rope.ts';
+import { visionRopeFreqs } from '../ops/ropeTables.ts';
 import { swiglu, swigluBackward } from '../ops/swiglu.ts';
 import { empty } from '../gpu/tensor.ts';
 import { getWindowIndex } from '../data/windowIndex.ts';

@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors, writeSafetensors } from './safetensors.ts';
+import { f32ToBf16 } from '../gpu/bf16.ts';
 import { configToJson } from './config.ts';
 import { tinyConfig, tinyConfigJson, tinyFiles, tinySource, tinyWeights, weightFiles, type TinyOptions } from './tiny.ts';
 import {
-  canonicalName, expectedWeights, f32ToBf16, hubSource, layoutName, loadModel, loadTokenizer, localSource, memoryCache, memorySource, MissingFileError,
+  canonicalName, expectedWeights, hubSource, layoutName, loadModel, loadTokenizer, localSource, memoryCache, memorySource, MissingFileError,
   type LoadProgress, type WeightMap,
 } from './weights.ts';
 import { dirCache, dirSource, qwenTokenizerJsonPath, serveModelFolders, writeFiles, writeTinyModelFolder, type ModelServer } from './sources/node.ts';

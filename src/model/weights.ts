@@ -9,6 +9,7 @@ import { parseConfig, type QwenVLConfig } from './config.ts';
 import { DTYPE_BYTES, headerLength, parseHeader, type StHeader, type StTensorInfo } from './safetensors.ts';
 import { MissingFileError, checkFileName, type ModelSource } from './sources/source.ts';
 import { QwenTokenizer, checkSpecialIds } from '../data/tokenizer.ts';
+import { bf16ToF32, f16ToF32, f32ToBf16 } from '../gpu/bf16.ts';
 
 export * from './sources/source.ts';
 export { localSource, type LocalEntry } from './sources/local.ts';
@@ -106,35 +107,9 @@ export function lmHeadName(cfg: QwenVLConfig): string {
 
 // ---------------------------------------------------------------- dtype conversion
 
-/** f32 values -> bf16 bits, round-to-nearest-even, NaN kept NaN. */
-export function f32ToBf16(src: Float32Array): Uint16Array {
-  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  const out = new Uint16Array(src.length);
-  for (let i = 0; i < u.length; i++) {
-    const x = u[i];
-    out[i] = (x & 0x7f800000) === 0x7f800000 && x & 0x7fffff ? 0x7fc0 : ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
-  }
-  return out;
-}
-
-/** bf16 bits -> f32 values (exact). */
-export function bf16ToF32(src: Uint16Array): Float32Array {
-  const out = new Float32Array(src.length);
-  const u = new Uint32Array(out.buffer);
-  for (let i = 0; i < src.length; i++) u[i] = src[i] << 16;
-  return out;
-}
-
 /** Any weight -> f32 values (a copy for bf16, the same array for f32). */
 export function weightF32(w: Weight): Float32Array {
   return w.dtype === 'f32' ? (w.data as Float32Array) : bf16ToF32(w.data as Uint16Array);
-}
-
-function f16BitsToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
 /**
@@ -179,7 +154,7 @@ function decode(bytes: Uint8Array, info: StTensorInfo, keepF32: boolean): { w: W
     case 'F16': {
       const h = new Uint16Array(aligned.buffer, 0, n);
       const f = new Float32Array(n);
-      for (let i = 0; i < n; i++) f[i] = f16BitsToF32(h[i]);
+      for (let i = 0; i < n; i++) f[i] = f16ToF32(h[i]);
       return { w: { dtype: 'bf16', shape: info.shape, data: f32ToBf16(f) }, bad: nonFinite(h, 'F16') };
     }
     case 'F32': {

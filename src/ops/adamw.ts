@@ -8,7 +8,7 @@ import code from '../../shaders/adamw.wgsl?raw';
 import { gpu } from '../gpu/device.ts';
 import { dispatch, grid, kernel } from '../gpu/kernel.ts';
 import { empty, fromData, read, type Tensor } from '../gpu/tensor.ts';
-import { adamwScalars, type AdamWHyper } from './cpu/adamw.ts';
+import { adamwScalars, type AdamWHyper } from './adamwHost.ts';
 
 export type { AdamWHyper } from './cpu/adamw.ts';
 

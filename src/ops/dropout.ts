@@ -3,7 +3,7 @@
 import code from '../../shaders/dropout.wgsl?raw';
 import { dispatch, grid, kernel } from '../gpu/kernel.ts';
 import { empty, type Tensor } from '../gpu/tensor.ts';
-import { dropoutScale, dropoutThreshold } from './cpu/dropout.ts';
+import { dropoutScale, dropoutThreshold } from './dropoutMask.ts';
 
 export interface DropoutSpec {
   /** drop probability in [0, 1) */

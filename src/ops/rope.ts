@@ -5,7 +5,7 @@
 import code from '../../shaders/rope.wgsl?raw';
 import { dispatch, grid, kernel } from '../gpu/kernel.ts';
 import { empty, fromData, type Tensor } from '../gpu/tensor.ts';
-import { mropeCosSin, visionCosSin, type CosSin } from './cpu/rope.ts';
+import { mropeCosSin, visionCosSin, type CosSin } from './ropeTables.ts';
 
 const fwd = kernel('rope.wgsl', code, 'forward');
 const bwd = kernel('rope.wgsl', code, 'backward');

@@ -6,6 +6,7 @@ import { gpu } from '../gpu/device.ts';
 import { dirSource } from '../model/sources/node.ts';
 import { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
 import { check, checkExact, TOL, type CaseHandler, type Check, type GoldenCase } from './golden.ts';
+import { captureVision, captureForward } from '../model/capture.ts';
 
 const loaded = new Map<string, { device: GPUDevice; model: Promise<Qwen2_5_VL> }>();
 
@@ -32,7 +33,7 @@ export function disposeGoldenModels(): void {
 
 async function visionForwardCase(c: GoldenCase): Promise<Check[]> {
   const m = await goldenModel(c);
-  const r = await m.vision({ pixelValues: c.f32('input.pixel_values'), imageGridThw: c.i32('input.image_grid_thw') }, { capture: true });
+  const r = await captureVision(m, { pixelValues: c.f32('input.pixel_values'), imageGridThw: c.i32('input.image_grid_thw') }, { capture: true });
   const v = r.capture!, emb = r.imageEmbeds;
   const blocks = c.names('expect.block').map((n) => Number(/block(\d+)_out/.exec(n)![1])).sort((a, b) => a - b);
   return [
@@ -51,7 +52,7 @@ async function visionForwardCase(c: GoldenCase): Promise<Check[]> {
 async function modelForwardCase(c: GoldenCase): Promise<Check[]> {
   const m = await goldenModel(c);
   const images = c.has('input.pixel_values') ? { pixelValues: c.f32('input.pixel_values'), imageGridThw: c.i32('input.image_grid_thw') } : undefined;
-  const r = await m.captureForward({ inputIds: c.i32('input.input_ids'), images }, { lora: false, logits: true, vision: !!images });
+  const r = await captureForward(m, { inputIds: c.i32('input.input_ids'), images }, { lora: false, logits: true, vision: !!images });
   const layers = c.names('expect.layer').map((n) => Number(/layer(\d+)_out/.exec(n)![1])).sort((a, b) => a - b);
   return [
     ...(c.has('expect.image_embeds') ? [check('image_embeds', r.imageEmbeds ?? [], c.f32('expect.image_embeds'), TOL.vision)] : []),

@@ -10,6 +10,7 @@ import { grpoAdvantages, grpoLoss, type GrpoLossType } from '../train/grpo.ts';
 import { sftLoss, sftTargets } from '../train/sft.ts';
 import { check, TOL, type CaseHandler, type Check, type GoldenCase } from './golden.ts';
 import { goldenModel } from './model.ts';
+import { captureVision, captureForward } from '../model/capture.ts';
 
 const KEY = /^base_model\.model\.(.+)\.lora_([AB])(?:\.[A-Za-z0-9_-]+)?\.weight$/;
 
@@ -80,7 +81,7 @@ async function gradChecks(c: GoldenCase, m: Qwen2_5_VL, prefix: string, label = 
 
 async function imageEmbedsCheck(c: GoldenCase, m: Qwen2_5_VL, images: ImageInput): Promise<Check[]> {
   if (!c.has('expect.image_embeds')) return [];
-  const r = await m.vision(images);
+  const r = await captureVision(m, images);
   return [check('image_embeds', r.imageEmbeds, c.f32('expect.image_embeds'), TOL.vision)];
 }
 
@@ -95,7 +96,7 @@ async function loraSftCase(c: GoldenCase): Promise<Check[]> {
   const loss = sftLoss({ logps: r.logps, mask, hits: r.hits });
   m.backward(Float32Array.from(loss.dlogps));
   const nll = Float32Array.from(r.logps, (lp, t) => (mask[t] ? -lp : 0));
-  const cap = await m.captureForward({ inputIds: ids, images }, { lora: true, logits: true });
+  const cap = await captureForward(m, { inputIds: ids, images }, { lora: true, logits: true });
   const checks = [
     ...(await imageEmbedsCheck(c, m, images)),
     check('logits', cap.logits!, c.f32('expect.logits'), TOL.model),

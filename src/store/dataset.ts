@@ -1,6 +1,6 @@
 // Datasets store (zustand): the list of datasets, the open dataset's images and labels, notices.
-// Every change is written through to IndexedDB (datasetDb.ts). The trainer does not need this
-// file: it reads with loadSamples() (datasetSamples.ts).
+// Every change is written through to IndexedDB (data/datasetDb.ts). The trainer does not need this
+// file: it reads with loadSamples() (data/datasetSamples.ts).
 
 import { create } from 'zustand';
 import { exportDataset as buildExport, type ExportFormat } from '../data/formats/export.ts';
@@ -10,12 +10,12 @@ import { formatError } from '../data/formats/jsonl.ts';
 import type { ParseOpts } from '../data/formats/parse.ts';
 import { TASK_KINDS, isLabelled, newDataset, uid, type DatasetMeta, type ImageRecord, type Labels, type TaskKind } from '../data/formats/types.ts';
 import { zipDataset } from '../data/formats/zip.ts';
-import * as db from './datasetDb.ts';
+import * as db from '../data/datasetDb.ts';
 import { contentHash, ImageError, processImage } from './datasetImage.ts';
 import { broadcast, lockDataset, onBroadcast, type DatasetLock } from './datasetLock.ts';
-import { byOrder } from './datasetSamples.ts';
+import { byOrder } from '../data/datasetSamples.ts';
 
-export { loadSamples, type Sample } from './datasetSamples.ts';
+export { loadSamples, type Sample } from '../data/datasetSamples.ts';
 
 export type Filter = 'all' | 'labelled' | 'unlabelled';
 

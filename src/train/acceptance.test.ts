@@ -19,7 +19,13 @@ import { buildPrompt } from '../data/template.ts';
 import { parseGroundings } from '../data/bbox.ts';
 import { syntheticGrounding, syntheticPreferences, type SyntheticGrounding } from '../data/synthetic.ts';
 import { iouReward } from './rewards.ts';
-import { Trainer, TRAIN_DEFAULTS, type TrainExample, type TrainOptions } from './trainer.ts';
+import { Trainer, type TrainExample, type TrainOptions } from './trainer.ts';
+import { loadAdapterFiles, exportAdapterFiles } from '../model/adapterFiles.ts';
+import { trainOptionsOf } from '../session/run.ts';
+import { DEFAULT_CONFIG } from '../config/config.ts';
+
+/** the Trainer's view of the default config (the defaults are defined once, in src/config) */
+const TRAIN_DEFAULTS = trainOptionsOf(DEFAULT_CONFIG);
 
 const LORA = { r: 16, loraAlpha: 32, loraDropout: 0, useRslora: false, targetModules: targetRegex() };
 let tok: QwenTokenizer;
@@ -85,7 +91,7 @@ describe('training acceptance (tiny model, synthetic grounding)', () => {
     const parsed = answers.filter((a) => parseGroundings(a).length > 0).length;
     console.log(`SFT: ${parsed} of ${answers.length} greedy answers parse as bbox JSON; mean IoU ${meanIou(answers, data).toFixed(3)}`);
     expect(parsed).toBe(answers.length);
-    sftAdapter = await model.exportAdapter();
+    sftAdapter = await exportAdapterFiles(model);
     tr.dispose();
     model.dispose();
   });
@@ -113,7 +119,7 @@ describe('training acceptance (tiny model, synthetic grounding)', () => {
   it('GRPO with the IoU reward, from the SFT adapter: mean IoU after 30 steps > before', { timeout: 3_600_000 }, async () => {
     expect(sftAdapter).toBeDefined();
     const model = await Qwen2_5_VL.load(tinySource(), { lora: LORA, loraSeed: 3 });
-    await model.loadAdapter({ 'adapter_model.safetensors': sftAdapter!.safetensors, 'adapter_config.json': new TextEncoder().encode(JSON.stringify(sftAdapter!.config)) });
+    await loadAdapterFiles(model, { 'adapter_model.safetensors': sftAdapter!.safetensors, 'adapter_config.json': new TextEncoder().encode(JSON.stringify(sftAdapter!.config)) });
     const before = await sampledIou(model, data), greedyBefore = meanIou(await greedyAnswers(model, data), data);
     const prompts = data.map((r): TrainExample => ({ kind: 'rl', images: [r.image], prompt: r.prompt, reference: { boxes: [r.boxResized] } }));
     // beta 0 (trl's default): the reference would be the adapter switched off, the untrained base.
@@ -133,7 +139,7 @@ describe('training acceptance (tiny model, synthetic grounding)', () => {
   it('PPO: 20 steps with finite losses and trl metrics', { timeout: 3_600_000 }, async () => {
     expect(sftAdapter).toBeDefined();
     const model = await Qwen2_5_VL.load(tinySource(), { lora: LORA, loraSeed: 4 });
-    await model.loadAdapter({ 'adapter_model.safetensors': sftAdapter!.safetensors, 'adapter_config.json': new TextEncoder().encode(JSON.stringify(sftAdapter!.config)) });
+    await loadAdapterFiles(model, { 'adapter_model.safetensors': sftAdapter!.safetensors, 'adapter_config.json': new TextEncoder().encode(JSON.stringify(sftAdapter!.config)) });
     const prompts = data.map((r): TrainExample => ({ kind: 'rl', images: [r.image], prompt: r.prompt, reference: { boxes: [r.boxResized] } }));
     const tr = new Trainer(model, tok, prompts, opts('ppo', { learningRate: 1e-4, maxSteps: 20 }, { ppo: { maxNewTokens: 24, temperature: 0.7, rewards: ['iou', 'format'] } }));
     const keys = ['objective/kl', 'objective/scores', 'policy/approxkl_avg', 'policy/clipfrac_avg', 'loss/policy_avg', 'loss/value_avg', 'val/clipfrac_avg'];

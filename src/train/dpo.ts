@@ -11,6 +11,18 @@
 //   ipo:     (m − 1/(2β))²
 // The batch loss is the mean over pairs. rewards/chosen = β·(πc − rc), rewards/rejected = β·(πr − rr).
 // Gradients are with respect to the policy's per-token log-probs (the reference carries none).
+//
+// The scored completion is exactly trl's (DPOTrainer, conversational data, trl ≥ 1.x): trl renders
+// prompt (with the generation prompt) and prompt + answer with the chat template, takes the common
+// prefix as the prompt and the rest as the completion — for Qwen's template "answer<|im_end|>\n" — and
+// tokenizes it without special tokens added. So the completion is answer, <|im_end|> and the "\n" after
+// it (completionIds); no EOS is appended for conversational data.
+import type { QwenTokenizer } from '../data/tokenizer.ts';
+
+/** Token ids trl's DPOTrainer scores for an assistant answer: answer + <|im_end|> + "\n". */
+export function completionIds(tokenizer: Pick<QwenTokenizer, 'encode' | 'special'>, answer: string): number[] {
+  return [...tokenizer.encode(answer), tokenizer.special.imEnd, ...tokenizer.encode('\n')];
+}
 
 export type DpoLossType = 'sigmoid' | 'hinge' | 'ipo';
 

@@ -8,9 +8,14 @@ import { tinySource } from '../model/tiny.ts';
 import { targetRegex } from '../model/lora.ts';
 import { loadDefaultTokenizer, type QwenTokenizer } from '../data/tokenizer.ts';
 import { syntheticGrounding, syntheticPreferences, syntheticRlPrompts } from '../data/synthetic.ts';
-import { Trainer, TRAIN_DEFAULTS, TrainingFault, lossSpike, LOSS_SPIKE, type TrainExample, type TrainOptions } from './trainer.ts';
+import { Trainer, TrainingFault, lossSpike, LOSS_SPIKE, type TrainExample, type TrainOptions } from './trainer.ts';
 import { MemoryKV, listCheckpoints, loadLatestCheckpoint } from './checkpoint.ts';
 import { readMany, write } from '../gpu/tensor.ts';
+import { trainOptionsOf } from '../session/run.ts';
+import { DEFAULT_CONFIG } from '../config/config.ts';
+
+/** the Trainer's view of the default config (the defaults are defined once, in src/config) */
+const TRAIN_DEFAULTS = trainOptionsOf(DEFAULT_CONFIG);
 
 const LORA = { r: 4, loraAlpha: 8, loraDropout: 0, useRslora: false, targetModules: targetRegex() };
 let tok: QwenTokenizer;

@@ -15,13 +15,13 @@ import type { QwenTokenizer } from '../data/tokenizer.ts';
 import { memory, readMany } from '../gpu/tensor.ts';
 import { AdamW, ADAMW_DEFAULTS, parseGradState } from './optimizer.ts';
 import { lrFactor, type ScheduleKind } from './schedule.ts';
-import { Rng } from '../model/rng.ts';
+import { Rng } from '../base/rng.ts';
 import { sftLoss } from './sft.ts';
-import { dpoLoss } from './dpo.ts';
+import { completionIds, dpoLoss } from './dpo.ts';
 import { completionMetrics, grpoAdvantages, grpoLoss, type GrpoLossType } from './grpo.ts';
 import { computeRewards, type RewardReference, type RewardSpec } from './rewards.ts';
 import { PPO_DEFAULTS, ppoLoss, ppoRollout, type PpoConfig } from './ppo.ts';
-import { adamwCpu } from '../ops/cpu/adamw.ts';
+import { adamwCpu } from '../ops/adamwHost.ts';
 import { CheckpointError, discardCheckpointsAfter, loadNewestValidCheckpoint, saveCheckpoint, type Checkpoint, type KV, type LoadedCheckpoint } from './checkpoint.ts';
 
 export type Method = 'sft' | 'dpo' | 'grpo' | 'ppo';
@@ -95,16 +95,8 @@ export function lossSpike(recent: number[], loss: number, rule: LossSpikeRule = 
   return loss > rule.factor * median && loss - median > rule.margin ? median : undefined;
 }
 
-export const TRAIN_DEFAULTS: TrainOptions = {
-  method: 'sft',
-  optim: { learningRate: 2e-4, lrScheduler: 'cosine', warmupSteps: 0, numEpochs: 3, maxSteps: 0, batchSize: 1, gradAccumSteps: 1, maxGradNorm: 1, weightDecay: 0, seed: 42 },
-  data: { minPixels: DEFAULT_IMAGE_CONFIG.minPixels, maxPixels: 512 * 28 * 28, maxLength: 2048 },
-  dpo: { beta: 0.1 },
-  // beta 0: trl's default, and the safe one here: the reference is the model with the adapter off,
-  // so for an adapter continued from SFT a KL term would pull it back to the base model.
-  grpo: { numGenerations: 4, beta: 0, temperature: 0.9, maxNewTokens: 64, rewards: ['iou', 'format'] },
-  checkpointEvery: 0,
-};
+// No defaults here: the defaults are THE config's (src/config/config.ts); session/run.ts trainOptionsOf
+// builds this view of it.
 
 export interface StepMetrics {
   step: number;
@@ -259,9 +251,9 @@ export class Trainer {
     return e;
   }
 
-  /** prompt + answer tokens + <|im_end|>, scored from the first answer token */
+  /** prompt + completion, scored from the first completion token: a DPO answer as trl scores it (answer + <|im_end|> + "\n", dpo.ts completionIds), or sampled ids */
   private completionSeq(prompt: Int32Array, answer: string | Int32Array, image?: ImageInput): SeqInput {
-    const ans = typeof answer === 'string' ? [...this.tokenizer.encode(answer), this.tokenizer.special.imEnd] : Array.from(answer);
+    const ans = typeof answer === 'string' ? completionIds(this.tokenizer, answer) : Array.from(answer);
     const ids = new Int32Array(prompt.length + ans.length);
     ids.set(prompt);
     ids.set(ans, prompt.length);

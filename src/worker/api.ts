@@ -6,7 +6,11 @@
 //
 // The page learns which methods a worker build has from `InitResult.methods`, so a button is
 // enabled only when its method exists.
-import type { TrainConfig } from '../store/runConfig.ts';
+import type { TrainConfig } from '../config/config.ts';
+import type { ModelSpec, LoraSettings, LoadProgress } from '../session/model.ts';
+import type { MemoryReport } from '../session/estimate.ts';
+import type { AdapterFile } from '../export/peft.ts';
+export type { ModelSpec, LoraSettings, LoadProgress, MemoryReport, AdapterFile };
 import type { TaskRecord } from '../data/formats/records.ts';
 
 /** The limits the studio shows; the full set is in `GpuReport.limits`. */
@@ -73,46 +77,6 @@ export interface DeviceLost {
 
 // ---- models ------------------------------------------------------------------------------------
 
-/** Where the base model comes from. A local folder's Files only live as long as the page: after a reload the page passes them again. */
-export type ModelSpec =
-  | { source: 'tiny' }
-  | { source: 'hub'; repo: string; endpoint?: string; revision?: string }
-  | { source: 'local'; name?: string; files?: File[] };
-
-/** The studio's LoRA settings (TrainConfig['lora']): peft names in camelCase, decoder module names. */
-export interface LoraSettings {
-  r: number;
-  alpha: number;
-  dropout: number;
-  targetModules: string[];
-  useRslora: boolean;
-}
-
-export interface LoadProgress {
-  phase: 'config' | 'tokenizer' | 'weights' | 'data';
-  loaded: number;
-  total: number;
-  /** what is being read (a tensor or file name) */
-  label?: string;
-}
-
-/** The memory estimate of one LoRA step (src/model/memory.ts), in numbers and in words. */
-export interface MemoryReport {
-  /** fits this adapter's buffer limits (and the budget, when one was given) */
-  ok: boolean;
-  /** one line: the total, or why it cannot train here, with the numbers */
-  message: string;
-  totalBytes: number;
-  weightsBytes: number;
-  loraBytes: number;
-  activationBytes: number;
-  seqLen: number;
-  imageTokens: number;
-  recompute: boolean;
-  /** formatEstimate(): the breakdown line by line */
-  text: string;
-}
-
 export interface ModelInfo {
   /** identifies the source (same key = same weights) */
   key: string;
@@ -177,6 +141,8 @@ export interface TrainRequest {
   startFrom?: 'fresh' | 'imported';
   /** save a checkpoint every N optimizer steps (default config.optim.saveSteps; 0 = only on pause/stop/end) */
   checkpointEvery?: number;
+  /** train on the records that pass the checks, leaving out (and naming, as warnings) the others; default: refuse the run, naming them all */
+  skipInvalid?: boolean;
 }
 
 export type RunState = 'loading' | 'running' | 'pausing' | 'paused' | 'stopping' | 'stopped' | 'done' | 'failed' | 'device-lost';
@@ -241,11 +207,6 @@ export interface AdapterInfo {
   modules: number;
   params: number;
   r: number;
-}
-
-export interface AdapterFile {
-  name: 'adapter_model.safetensors' | 'adapter_config.json';
-  bytes: Uint8Array;
 }
 
 export interface TrainerApi {

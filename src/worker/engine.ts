@@ -11,31 +11,35 @@ import { zipSync } from 'fflate';
 import { GpuError, gpu, hasGpu } from '../gpu/device.ts';
 import { fromData, readMany, write } from '../gpu/tensor.ts';
 import { matmul } from '../ops/matmul.ts';
-import { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
-import { tinySource } from '../model/tiny.ts';
-import { hubSource } from '../model/sources/hub.ts';
-import { localSource } from '../model/sources/local.ts';
+import type { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
 import type { ModelSource } from '../model/sources/source.ts';
-import { parseConfig, type QwenVLConfig } from '../model/config.ts';
-import { adapterConfigJson, parseAdapterConfig, targetRegex, targetRegexFromNames, targetedModules, type LoraConfig } from '../model/lora.ts';
-import { estimateMemory, formatEstimate, gib } from '../model/memory.ts';
-import { writeSafetensors, type StWriteTensor } from '../model/safetensors.ts';
-import { canonicalName, expectedWeights, layoutName } from '../model/weights.ts';
-import { Trainer, TrainingFault, type TrainExample, type TrainOptions } from '../train/trainer.ts';
-import { deleteRun, loadLatestCheckpoint, saveCheckpoint, type Checkpoint, type KV } from '../train/checkpoint.ts';
-import { clusterBundle } from '../train/cluster.ts';
-import { QwenTokenizer, loadDefaultTokenizer } from '../data/tokenizer.ts';
+import type { QwenVLConfig } from '../model/config.ts';
+import { parseAdapterConfig, targetedModules, type LoraConfig } from '../model/lora.ts';
+import { expectedWeights } from '../model/weights.ts';
+import { TrainingFault } from '../train/trainer.ts';
+import { deleteRun, loadLatestCheckpoint, type KV } from '../train/checkpoint.ts';
+import { clusterBundle } from '../export/cluster.ts';
+import { checkpointAdapterFiles, modelAdapterFiles } from '../export/peft.ts';
+import { loadAdapterFiles } from '../model/adapterFiles.ts';
+import type { QwenTokenizer } from '../data/tokenizer.ts';
 import { DEFAULT_IMAGE_CONFIG, preprocessImage, smartResize, stackImages, type RawImage } from '../data/image.ts';
 import { buildPrompt, type ChatMessage } from '../data/template.ts';
-import { boxToOriginal, parseGroundings, type Box } from '../data/bbox.ts';
+import { boxToOriginal, parseGroundings } from '../data/bbox.ts';
 import { exportDataset } from '../data/formats/export.ts';
 import type { TaskRecord } from '../data/formats/records.ts';
 import type { DatasetMeta, ImageRecord } from '../data/formats/types.ts';
-import type { TrainConfig } from '../store/runConfig.ts';
+import { DEFAULT_CONFIG, mergeConfig, type DeepPartial, type TrainConfig } from '../config/config.ts';
+import { formatErrors, validate } from '../config/validate.ts';
+import {
+  baseModelId, loadModel, loraConfigOf, quantizeOptions, readModelConfig, readTokenizer, sourceOf, specKey, specName, specOf, storableSpec, type ModelHost,
+} from '../session/model.ts';
+import { DEFAULT_PLAN, prepareExamples, takesRecord, type ExampleSource, type Plan } from '../session/examples.ts';
+import { memoryReport, stepFlops } from '../session/estimate.ts';
+import { Run } from '../session/run.ts';
 import {
   RUN_LOCKED,
   type AdapterChoice, type AdapterFile, type AdapterInfo, type EstimateResult, type GenerateOptions, type GenerateResult,
-  type LoadProgress, type LoraSettings, type MemoryReport, type ModelInfo, type ModelSpec, type RunState, type RunSummary,
+  type LoadProgress, type LoraSettings, type ModelInfo, type ModelSpec, type RunState, type RunSummary,
   type TrainEvent, type TrainRequest,
 } from './api.ts';
 
@@ -44,7 +48,7 @@ export interface EngineDeps {
   kv(): Promise<KV>;
   /** pixels of an image Blob (the worker: createImageBitmap + OffscreenCanvas) */
   decodeImage(blob: Blob): Promise<RawImage>;
-  /** a stored dataset: its meta and its images with their Blobs and records (store/datasetSamples.ts) */
+  /** a stored dataset: its meta and its images with their Blobs and records (data/datasetSamples.ts) */
   loadSamples(datasetId: string): Promise<{ dataset: DatasetMeta; samples: { imageId: string; name: string; blob: Blob; image: ImageRecord; records: TaskRecord[] }[] }>;
   /** take a named exclusive lock if free: its release function, or null when another holder has it (Web Locks) */
   lock(name: string): Promise<(() => void) | null>;
@@ -67,92 +71,10 @@ interface RunMeta {
 
 const metaKey = (runId: string) => `run/${runId}/meta`;
 
-/** The studio's LoRA settings → peft's LoraConfig (decoder modules as one full-match regex). */
-export function loraConfigOf(l: LoraSettings, baseModel: string | null = null): LoraConfig {
-  return {
-    r: l.r, loraAlpha: l.alpha, loraDropout: l.dropout, useRslora: l.useRslora,
-    targetModules: l.targetModules.length ? targetRegexFromNames(l.targetModules) : targetRegex(), baseModelNameOrPath: baseModel,
-  };
-}
-
-/** The model a TrainConfig names. */
-export function specOf(c: TrainConfig, files?: File[]): ModelSpec {
-  if (c.model.source === 'hub') return { source: 'hub', repo: c.model.hubId.trim(), endpoint: c.model.endpoint, revision: c.model.revision };
-  if (c.model.source === 'local') return { source: 'local', name: c.model.local?.name, files };
-  return { source: 'tiny' };
-}
-
-function specKey(s: ModelSpec): string {
-  if (s.source === 'hub') return `hub:${s.endpoint ?? ''}:${s.repo}@${s.revision ?? 'main'}`;
-  if (s.source === 'local') return `local:${s.name ?? ''}:${(s.files ?? []).map((f) => `${f.name}/${f.size}`).sort().join(',')}`;
-  return 'tiny';
-}
-
-function specName(s: ModelSpec): string {
-  return s.source === 'hub' ? s.repo : s.source === 'local' ? (s.name ?? 'local folder') : 'tiny';
-}
-
-/** peft's base_model_name_or_path for the adapter_config.json. */
-function baseModelId(s: ModelSpec): string {
-  return s.source === 'hub' ? s.repo : s.source === 'local' ? (s.name ?? 'local-model') : 'patchwork-builtin-tiny';
-}
-
-function storableSpec(s: ModelSpec): ModelSpec {
-  return s.source === 'local' ? { source: 'local', name: s.name } : s;
-}
-
-function sourceOf(s: ModelSpec): ModelSource {
-  if (s.source === 'hub') return hubSource(s.repo, { endpoint: s.endpoint, revision: s.revision });
-  if (s.source === 'local') {
-    if (!s.files?.length) throw new Error(`The local model folder${s.name ? ` "${s.name}"` : ''} has to be chosen again (a browser cannot reopen a folder by itself after a reload).`);
-    return localSource(s.files, `local folder ${s.name ?? ''}`.trim());
-  }
-  return tinySource();
-}
-
-/** TrainConfig (what the UI edits) → TrainOptions (what the Trainer reads). */
-export function trainOptionsOf(c: TrainConfig, data: { minPixels: number; maxPixels: number }, checkpointEvery: number): TrainOptions {
-  const o = c.optim;
-  const opts = {
-    method: c.method,
-    optim: {
-      learningRate: o.learningRate, lrScheduler: o.lrScheduler, warmupSteps: o.warmupSteps, numEpochs: o.numEpochs, maxSteps: o.maxSteps,
-      batchSize: o.batchSize, gradAccumSteps: o.gradAccumSteps, maxGradNorm: o.maxGradNorm, weightDecay: o.weightDecay, seed: o.seed,
-    },
-    data: { minPixels: data.minPixels, maxPixels: data.maxPixels, maxLength: c.data.maxLength },
-    dpo: { beta: c.dpo.beta },
-    grpo: { numGenerations: c.grpo.numGenerations, beta: c.grpo.beta, temperature: c.grpo.temperature, maxNewTokens: c.grpo.maxNewTokens, rewards: [...c.grpo.rewards] },
-    // trl's PPO names (train/ppo.ts PpoConfig); generation as GRPO's with one completion per prompt
-    ppo: {
-      cliprange: c.ppo.clipRange, vfCoef: c.ppo.vfCoef, klCoef: c.ppo.klCoef, gamma: c.ppo.gamma, lam: c.ppo.lam,
-      temperature: c.ppo.temperature, maxNewTokens: c.ppo.maxNewTokens, rewards: [...c.ppo.rewards],
-    },
-    checkpointEvery,
-  };
-  return opts as TrainOptions;
-}
-
 const userTurn = (text: string, images: number): ChatMessage => ({
   role: 'user',
   content: [...Array.from({ length: images }, () => ({ type: 'image' as const })), { type: 'text' as const, text }],
 });
-
-/** A dataset record with its decoded images → the Trainer's example (undefined when the method takes another kind). */
-export function exampleOf(r: TaskRecord, images: RawImage[], method: TrainConfig['method']): TrainExample | undefined {
-  if (r.kind === 'sft') {
-    if (method !== 'sft') return undefined;
-    return { kind: 'sft', images, messages: [userTurn(r.question, images.length), { role: 'assistant', content: r.answer }] };
-  }
-  if (r.kind === 'preference') {
-    if (method !== 'dpo') return undefined;
-    return { kind: 'dpo', images, prompt: [userTurn(r.prompt, images.length)], chosen: r.chosen, rejected: r.rejected };
-  }
-  if (method !== 'grpo' && method !== 'ppo') return undefined;
-  const boxes = r.boxes?.map((b): Box => [b.x1, b.y1, b.x2, b.y2]);
-  return { kind: 'rl', images, prompt: [userTurn(r.prompt, images.length)], reference: { ...(boxes?.length ? { boxes } : {}), ...(r.reward === 'exact' ? { answer: r.reference } : {}) } };
-}
-
-const KIND_NAMES: Record<TaskRecord['kind'], string> = { sft: 'question/answer (SFT)', preference: 'preference-pair (DPO)', rl: 'prompt + reward (GRPO)' };
 
 function isDeviceLoss(e: unknown): boolean {
   return !hasGpu() || (e instanceof GpuError && /lost/i.test(e.message)) || /device (was )?lost|Device is lost|destroyed/i.test(String((e as Error)?.message ?? e));
@@ -189,7 +111,11 @@ export class Engine {
   private configs = new Map<string, QwenVLConfig>();
   private tokenizers = new Map<string, Promise<QwenTokenizer>>();
 
-  constructor(private deps: EngineDeps) {}
+  private host: ModelHost;
+
+  constructor(private deps: EngineDeps) {
+    this.host = { defaultTokenizer: deps.defaultTokenizer };
+  }
 
   // ---- models --------------------------------------------------------------------------------
 
@@ -215,8 +141,7 @@ export class Engine {
     const key = specKey(spec);
     const hit = this.configs.get(key);
     if (hit) return hit;
-    const src = source ?? sourceOf(spec);
-    const cfg = parseConfig(new TextDecoder().decode(await src.read('config.json')), `${src.id}: config.json`);
+    const cfg = await readModelConfig(source ?? (await sourceOf(spec, this.host)));
     this.configs.set(key, cfg);
     return cfg;
   }
@@ -225,34 +150,11 @@ export class Engine {
     const key = specKey(spec);
     let t = this.tokenizers.get(key);
     if (!t) {
-      const fallback = () => (this.deps.defaultTokenizer ?? loadDefaultTokenizer)();
-      t = spec.source === 'tiny' ? fallback() : (async () => {
-        const files = await source.list();
-        if (!files.includes('tokenizer.json')) return fallback();
-        const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-        const cfg = files.includes('tokenizer_config.json') ? dec(await source.read('tokenizer_config.json')) : '{}';
-        return QwenTokenizer.fromJSON(dec(await source.read('tokenizer.json')), cfg);
-      })();
+      t = readTokenizer(spec, source, this.host);
       t.catch(() => this.tokenizers.delete(key));
       this.tokenizers.set(key, t);
     }
     return t;
-  }
-
-  private memoryReport(config: QwenVLConfig, lora: LoraConfig, plan: { images: { height: number; width: number }[]; textTokens: number }): MemoryReport {
-    const est = estimateMemory({ config, lora, images: plan.images, textTokens: plan.textTokens, recompute: false });
-    let ok = true;
-    let message = `A LoRA step of ${est.seqLen} tokens (${est.imageTokens} image) needs about ${gib(est.totalBytes)}: weights ${gib(est.weights.bytes)}, LoRA + AdamW ${gib(est.lora.bytes)}, activations ${gib(est.activations.peakBytes)}.`;
-    try {
-      Qwen2_5_VL.checkMemory(config, gpu().limits, { lora, plan });
-    } catch (e) {
-      ok = false;
-      message = (e as Error).message;
-    }
-    return {
-      ok, message, totalBytes: est.totalBytes, weightsBytes: est.weights.bytes, loraBytes: est.lora.bytes, activationBytes: est.activations.peakBytes,
-      seqLen: est.seqLen, imageTokens: est.imageTokens, recompute: est.recompute, text: formatEstimate(est),
-    };
   }
 
   private infoOf(spec: ModelSpec, sourceId: string, model: Qwen2_5_VL, lora: LoraConfig | null, plan: Plan, loadMs: number): ModelInfo {
@@ -268,7 +170,7 @@ export class Engine {
       },
       params,
       lora: lora ? { params: mods.reduce((a, m) => a + m.r * (m.inFeatures + m.outFeatures), 0), modules: mods.length, r: lora.r, alpha: lora.loraAlpha, scale: lora.useRslora ? lora.loraAlpha / Math.sqrt(lora.r) : lora.loraAlpha / lora.r } : null,
-      memory: this.memoryReport(c, lora ?? loraConfigOf({ r: 16, alpha: 32, dropout: 0, targetModules: [], useRslora: false }), plan),
+      memory: memoryReport(c, lora ?? loraConfigOf({ r: 16, alpha: 32, dropout: 0, targetModules: [], useRslora: false }), plan),
       gpuBytes: model.gpuBytes,
       warnings: [...model.warnings],
       loadMs,
@@ -279,36 +181,28 @@ export class Engine {
    * The model of `spec` with a fresh adapter `lora` (null: keep the adapter as it is). Reuses the
    * loaded weights when the source is the same.
    */
-  async loadModel(spec: ModelSpec, lora: LoraSettings | LoraConfig | null, onProgress?: (p: LoadProgress) => void, plan: Plan = DEFAULT_PLAN, loraSeed = 0): Promise<ModelInfo> {
+  async loadModel(
+    spec: ModelSpec, lora: LoraSettings | LoraConfig | null, onProgress?: (p: LoadProgress) => void, plan: Plan = DEFAULT_PLAN, loraSeed = 0,
+    quant: { quantize?: 'nf4'; quantizeVision?: boolean } = {},
+  ): Promise<ModelInfo> {
     const cfg = lora === null ? null : 'loraAlpha' in lora ? lora : loraConfigOf(lora, baseModelId(spec));
-    const key = specKey(spec);
+    const key = modelKey(spec, quant);
     const cur = this.alive();
     if (cur && cur.info.key === key) {
       if (cfg) {
         cur.model.initAdapter(cfg, loraSeed);
         cur.adapter = { label: 'fresh', lora: cfg };
       }
-      cur.info = this.infoOf(spec, cur.info.sourceId, cur.model, cur.adapter?.lora ?? null, plan, cur.info.loadMs);
+      cur.info = { ...this.infoOf(spec, cur.info.sourceId, cur.model, cur.adapter?.lora ?? null, plan, cur.info.loadMs), key };
       return cur.info;
     }
     this.dropModel(); // one model on the GPU at a time
-    const t0 = performance.now();
-    const source = sourceOf(spec);
-    onProgress?.({ phase: 'config', loaded: 0, total: 1, label: 'config.json' });
+    const source = await sourceOf(spec, this.host);
     const config = await this.modelConfig(spec, source);
-    onProgress?.({ phase: 'tokenizer', loaded: 0, total: 1, label: 'tokenizer.json' });
-    const tokenizer = await this.tokenizerFor(spec, source);
     // Qwen2_5_VL.load refuses, with the numbers, what does not fit, and frees everything if it fails.
-    const model = await Qwen2_5_VL.load(source, {
-      lora: cfg ?? undefined, loraSeed, plan,
-      onProgress: (p) => onProgress?.({ phase: 'weights', loaded: p.bytes, total: p.total, label: p.tensor }),
-    });
-    if (tokenizer.vocabSize > config.text.vocabSize) {
-      model.dispose();
-      throw new Error(`${source.id}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${config.text.vocabSize}`);
-    }
-    const info = this.infoOf(spec, source.id, model, cfg, plan, performance.now() - t0);
-    this.loaded = { model, tokenizer, info, device: gpu().device, spec: storableSpec(spec), adapter: cfg ? { label: 'fresh', lora: cfg } : null };
+    const loaded = await loadModel(spec, this.host, { lora: cfg ?? undefined, loraSeed, plan, onProgress, config, tokenizer: () => this.tokenizerFor(spec, source), ...quant });
+    const info = { ...this.infoOf(spec, loaded.sourceId, loaded.model, cfg, plan, loaded.loadMs), key };
+    this.loaded = { model: loaded.model, tokenizer: loaded.tokenizer, info, device: gpu().device, spec: storableSpec(spec), adapter: cfg ? { label: 'fresh', lora: cfg } : null };
     if (spec.source === 'local') this.loaded.spec = spec; // keep the Files for a reload of the same folder in this session
     return info;
   }
@@ -340,7 +234,9 @@ export class Engine {
         notes.push((e as Error).message);
       }
     } else notes.push(`No dataset chosen: sized for one ${DEFAULT_PLAN.images[0].width}×${DEFAULT_PLAN.images[0].height} image and ${DEFAULT_PLAN.textTokens} text tokens.`);
-    const memory = this.memoryReport(config, lora, plan);
+    const memory = memoryReport(config, lora, plan, quantizeOptions(c));
+    // the config's rules that need the dataset (batch and steps against its size)
+    if (examples !== undefined) for (const e of validate(c, { datasetSize: examples, modelSource: false })) notes.push(`${e.path || 'settings'}: ${e.message}`);
     const perStep = Math.max(1, c.optim.batchSize) * Math.max(1, c.optim.gradAccumSteps);
     const totalSteps = c.optim.maxSteps > 0 ? c.optim.maxSteps : examples ? Math.ceil((c.optim.numEpochs * examples) / perStep) : undefined;
     const flopsPerStep = stepFlops(config, c, plan) * perStep;
@@ -364,7 +260,7 @@ export class Engine {
     let examples = 0, biggest = { height: 448, width: 448 }, textChars = 0;
     for (const s of samples) {
       for (const r of s.records) {
-        if (!exampleOfKind(r, method)) continue;
+        if (!takesRecord(r, method)) continue;
         examples++;
         const t = r.kind === 'sft' ? r.question + r.answer : r.kind === 'preference' ? r.prompt + r.chosen + r.rejected : r.prompt + r.reference;
         textChars = Math.max(textChars, t.length);
@@ -419,34 +315,40 @@ export class Engine {
     };
     const setState = active.setState;
     this.active = active;
-    let trainer: Trainer | undefined;
+    let run: Run | undefined;
     let checkpointStep: number | null = null;
     let status: RunSummary['status'] = 'stopped';
     let message: string | undefined;
     try {
       setState('loading');
-      const c = req.config;
+      // settings saved by an older build (a run's meta, a persisted form) lack newer fields: the defaults fill them
+      const c = mergeConfig(DEFAULT_CONFIG, req.config as DeepPartial<TrainConfig>);
       const spec = req.model ?? specOf(c);
+      const quant = quantizeOptions(c);
+      const bad = validate(c, { modelSource: false });
+      if (bad.length) throw new Error(formatErrors(bad, 'The Train settings'));
       const kv = await this.deps.kv();
-      // data first: a dataset that cannot train fails before the model download
-      const data = await this.examples(req, (p) => emit({ type: 'progress', progress: p }));
+      // data first: every record is checked (with the model's tokenizer) before the weights download
+      const source = await sourceOf(spec, this.host);
+      const tokenizer = await this.tokenizerFor(spec, source);
+      const data = await this.examples(req, tokenizer, (p) => emit({ type: 'progress', progress: p }));
       emit({ type: 'data', examples: data.examples.length, skipped: data.skipped, minPixels: data.minPixels, maxPixels: data.maxPixels });
       for (const w of data.warnings) emit({ type: 'warning', message: w });
+      const sized = validate(c, { datasetSize: data.examples.length, modelSource: false });
+      if (sized.length) throw new Error(formatErrors(sized, `The Train settings with ${data.examples.length} examples`));
       if (this.stopRequested(active)) throw new StopBeforeStart();
-      const every = req.checkpointEvery ?? c.optim.saveSteps ?? 0;
-      const opts = trainOptionsOf(c, data, every);
 
       const prev = (await kv.get<RunMeta>(metaKey(req.runId))) ?? undefined;
       const ck = await loadLatestCheckpoint(kv, req.runId);
       let lora: LoraConfig;
       if (req.startFrom === 'imported' && !ck) {
         const cur = this.alive();
-        if (!cur?.adapter || !cur.adapter.label.startsWith('imported') || cur.info.key !== specKey(spec)) throw new Error('No imported adapter on this model to continue from: import one on the Export screen first (with the same base model).');
+        if (!cur?.adapter || !cur.adapter.label.startsWith('imported') || cur.info.key !== modelKey(spec, quant)) throw new Error('No imported adapter on this model to continue from: import one on the Export screen first (with the same base model).');
         lora = cur.adapter.lora;
-        await this.loadModel(spec, null, (p) => emit({ type: 'progress', progress: p }), data.plan);
+        await this.loadModel(spec, null, (p) => emit({ type: 'progress', progress: p }), data.plan, 0, quant);
       } else {
         lora = prev?.lora ?? loraConfigOf(c.lora, baseModelId(spec));
-        await this.loadModel(spec, lora, (p) => emit({ type: 'progress', progress: p }), data.plan, c.optim.seed);
+        await this.loadModel(spec, lora, (p) => emit({ type: 'progress', progress: p }), data.plan, c.optim.seed, quant);
       }
       const l = this.loaded!;
       emit({ type: 'model', info: l.info });
@@ -458,51 +360,45 @@ export class Engine {
       };
       await kv.set(metaKey(req.runId), meta);
 
-      trainer = new Trainer(l.model, l.tokenizer, data.examples, opts, req.runId);
+      const r = (run = new Run({ runId: req.runId, config: c, model: l.model, tokenizer: l.tokenizer, examples: data.examples, kv, pixels: data, saveEvery: req.checkpointEvery }));
+      r.onCheckpoint = (step) => {
+        checkpointStep = step;
+        l.adapter = { label: req.runId, runId: req.runId, step, lora };
+        emit({ type: 'checkpoint', step });
+      };
       if (ck) {
-        trainer.restore(ck);
-        checkpointStep = ck.step;
+        r.trainer.restore(ck);
+        r.checkpointStep = checkpointStep = ck.step;
         emit({ type: 'resumed', step: ck.step });
       } else emit({ type: 'resumed', step: 0 });
-      l.adapter = { label: req.runId, runId: req.runId, step: trainer.step, lora };
-      const save = async () => {
-        // Never persist a state that cannot continue: parameters that overflowed are a fault too.
-        const ck = await trainer!.checkpoint();
-        const bad = Object.entries(ck.lora).find(([, t]) => !t.data.every(Number.isFinite));
-        if (bad) throw new TrainingFault(`The adapter weight ${bad[0]} became NaN/Inf by step ${ck.step}: training stopped. Lower the learning rate; the last saved checkpoint is kept.`);
-        await saveCheckpoint(kv, ck);
-        checkpointStep = trainer!.step;
-        l.adapter = { label: req.runId, runId: req.runId, step: trainer!.step, lora };
-        emit({ type: 'checkpoint', step: trainer!.step });
-      };
+      l.adapter = { label: req.runId, runId: req.runId, step: r.step, lora };
       if (this.stopRequested(active)) throw new StopBeforeStart();
-      setState('running', undefined, trainer.step);
+      setState('running', undefined, r.step);
       const mkey = `${l.info.key}|${c.method}`;
       // (read through a function: the flags change from pause() / stop() while this loop awaits)
       const control = () => active.control;
       while (true) {
         if (control() === 'stop') break;
         if (control() === 'pause') {
-          if (checkpointStep !== trainer.step) await save();
-          setState('paused', undefined, trainer.step);
-          await new Promise<void>((r) => (active.wake = r));
+          await r.save();
+          setState('paused', undefined, r.step);
+          await new Promise<void>((res) => (active.wake = res));
           active.wake = undefined;
           if (control() !== 'run') continue; // stop (or pause again) while paused
-          setState('running', undefined, trainer.step);
+          setState('running', undefined, r.step);
         }
-        if (trainer.done) break;
-        const m = await trainer.trainStep();
+        if (r.done) break;
+        const m = await r.trainStep();
         const metrics: Record<string, number> = {};
         for (const [k, v] of Object.entries(m)) if (typeof v === 'number') metrics[k] = v;
-        emit({ type: 'step', step: m.step, totalSteps: trainer.totalSteps, metrics });
+        emit({ type: 'step', step: m.step, totalSteps: r.totalSteps, metrics });
         if (m.samples_per_s > 0) {
-          const sec = trainer.perStep / m.samples_per_s;
+          const sec = r.trainer.perStep / m.samples_per_s;
           this.measured.set(mkey, { secPerStep: sec, tokensPerStep: m.tokens_per_s * sec });
         }
-        if (every > 0 && trainer.step % every === 0) await save();
       }
-      if (checkpointStep !== trainer.step) await save();
-      status = trainer.done ? 'done' : 'stopped';
+      await r.save();
+      status = r.done ? 'done' : 'stopped';
     } catch (e) {
       // A destroyed device fails the next call before its `lost` promise settles: give it a moment.
       const dev = this.loaded?.device;
@@ -513,7 +409,7 @@ export class Engine {
         message = `${e.message}${checkpointStep !== null ? ` (last checkpoint: step ${checkpointStep})` : ''}`;
       } else if (isDeviceLoss(e)) {
         status = 'device-lost';
-        const at = trainer ? ` at step ${trainer.step + 1}` : '';
+        const at = run ? ` at step ${run.step + 1}` : '';
         message = `The GPU device was lost${at} (${gpuLostReason() ?? (e as Error).message}). Reconnect the GPU, then Resume continues from ${checkpointStep !== null ? `the checkpoint of step ${checkpointStep}` : 'the start (no checkpoint yet)'}.`;
         this.dropModel();
       } else {
@@ -522,26 +418,33 @@ export class Engine {
       }
     } finally {
       try {
-        trainer?.dispose();
+        run?.dispose();
       } catch {
         /* lost device */
       }
       this.active = undefined;
       release();
     }
-    setState(status, message, trainer?.step);
-    return { runId: req.runId, status, step: trainer?.step ?? checkpointStep ?? 0, totalSteps: trainer?.totalSteps ?? 0, checkpointStep, message };
+    setState(status, message, run?.step);
+    return { runId: req.runId, status, step: run?.step ?? checkpointStep ?? 0, totalSteps: run?.totalSteps ?? 0, checkpointStep, message };
   }
 
-  /** Decoded examples of a request, with the smart_resize bounds the records' boxes assume. */
-  private async examples(req: TrainRequest, onProgress: (p: LoadProgress) => void) {
-    const method = req.config.method;
-    const warnings: string[] = [];
-    const examples: TrainExample[] = [];
-    let skipped = 0, minPixels: number, maxPixels: number;
-    const kinds = new Map<TaskRecord['kind'], number>();
-    let inputs: { blobs: Blob[]; records: TaskRecord[] }[];
-    let name = 'the examples';
+  /**
+   * The request's records, decoded and checked in full (session/examples.ts), with the smart_resize
+   * bounds the records' boxes assume. Problems refuse the run, naming every record, unless
+   * req.skipInvalid (then the named records are left out, each reported as a warning).
+   */
+  private async examples(req: TrainRequest, tokenizer: QwenTokenizer, onProgress: (p: LoadProgress) => void) {
+    const c = req.config, method = c.method;
+    let minPixels: number, maxPixels: number, name = 'the examples';
+    const sources: ExampleSource[] = [];
+    const decode = async (blob: Blob, label: string) => {
+      try {
+        return { name: label, image: await this.deps.decodeImage(blob) };
+      } catch (e) {
+        return { name: label, error: (e as Error).message };
+      }
+    };
     if ('datasetId' in req.data) {
       const { dataset, samples } = await this.deps.loadSamples(req.data.datasetId);
       name = `"${dataset.name}"`;
@@ -549,41 +452,29 @@ export class Engine {
       // (the 'data' event tells the page which bounds were used).
       minPixels = dataset.minPixels;
       maxPixels = dataset.maxPixels;
-      inputs = samples.map((s) => ({ blobs: [s.blob], records: s.records }));
+      for (const [i, s] of samples.entries()) {
+        onProgress({ phase: 'data', loaded: i, total: samples.length, label: 'decoding images' });
+        const wanted = s.records.filter((r) => takesRecord(r, method));
+        const images = wanted.length ? [await decode(s.blob, s.name)] : [];
+        s.records.forEach((r, k) => sources.push({ where: `image "${s.name}"${s.records.length > 1 ? ` (question ${k + 1})` : ''}`, record: r, images }));
+      }
     } else {
-      minPixels = req.data.minPixels ?? req.config.data.minPixels;
-      maxPixels = req.data.maxPixels ?? req.config.data.maxPixels;
-      inputs = req.data.examples.map((e) => ({ blobs: e.images, records: [e.record] }));
-    }
-    let biggest = { height: 0, width: 0 }, textChars = 0;
-    for (const [i, inp] of inputs.entries()) {
-      onProgress({ phase: 'data', loaded: i, total: inputs.length, label: 'decoding images' });
-      const wanted = inp.records.filter((r) => exampleOfKind(r, method));
-      for (const r of inp.records) kinds.set(r.kind, (kinds.get(r.kind) ?? 0) + 1);
-      skipped += inp.records.length - wanted.length;
-      if (!wanted.length) continue;
-      const images = await Promise.all(inp.blobs.map((b) => this.deps.decodeImage(b)));
-      for (const r of wanted) {
-        examples.push(exampleOf(r, images, method)!);
-        const t = r.kind === 'sft' ? r.question + r.answer : r.kind === 'preference' ? r.prompt + r.chosen + r.rejected : r.prompt + r.reference;
-        textChars = Math.max(textChars, t.length);
-      }
-      for (const im of images) {
-        const [h, w] = smartResize(im.height, im.width, 28, minPixels, maxPixels);
-        if (h * w > biggest.height * biggest.width) biggest = { height: h, width: w };
+      minPixels = req.data.minPixels ?? c.data.minPixels;
+      maxPixels = req.data.maxPixels ?? c.data.maxPixels;
+      for (const [i, e] of req.data.examples.entries()) {
+        onProgress({ phase: 'data', loaded: i, total: req.data.examples.length, label: 'decoding images' });
+        sources.push({ where: `example ${i + 1}`, record: e.record, images: takesRecord(e.record, method) ? await Promise.all(e.images.map((b, k) => decode(b, `example ${i + 1} image ${k + 1}`))) : [] });
       }
     }
-    onProgress({ phase: 'data', loaded: inputs.length, total: inputs.length, label: 'decoding images' });
-    // the memory check sizes activations for the largest image and the longest text (~3.5 chars a token, + the template)
-    const plan: Plan = biggest.height ? { images: [biggest], textTokens: 25 + Math.ceil(textChars / 3.5) } : DEFAULT_PLAN;
-    if (!examples.length) {
-      const have = [...kinds].map(([k, n]) => `${n} ${KIND_NAMES[k]} record${n > 1 ? 's' : ''}`).join(', ');
-      throw new Error(have
-        ? `${name} has ${have}, but ${method.toUpperCase()} trains on ${method === 'sft' ? KIND_NAMES.sft : method === 'dpo' ? KIND_NAMES.preference : KIND_NAMES.rl} records: pick the matching method or dataset kind.`
-        : `${name} has no labelled examples yet: draw a box and ask a question (or write an answer) on at least one image.`);
-    }
-    if (skipped) warnings.push(`${skipped} record${skipped > 1 ? 's' : ''} of another kind than ${method.toUpperCase()} takes ${skipped > 1 ? 'were' : 'was'} left out.`);
-    return { examples, skipped, minPixels, maxPixels, warnings, plan };
+    onProgress({ phase: 'data', loaded: sources.length, total: sources.length, label: 'checking examples' });
+    const maxNewTokens = method === 'grpo' ? c.grpo.maxNewTokens : method === 'ppo' ? c.ppo.maxNewTokens : undefined;
+    const p = prepareExamples(sources, {
+      method, data: { minPixels, maxPixels, maxLength: c.data.maxLength }, maxNewTokens, tokenizer, skipInvalid: req.skipInvalid, name,
+      skipHint: 'choose "skip the named records"',
+    });
+    const warnings = p.problems.map((x) => `Left out ${x.where}: ${x.message}.`);
+    if (p.otherKind) warnings.push(`${p.otherKind} record${p.otherKind > 1 ? 's' : ''} of another kind than ${method.toUpperCase()} takes ${p.otherKind > 1 ? 'were' : 'was'} left out.`);
+    return { examples: p.examples, skipped: p.otherKind + p.problems.length, minPixels, maxPixels, warnings, plan: p.plan.images.length ? p.plan : { ...DEFAULT_PLAN, textTokens: p.plan.textTokens } };
   }
 
   private stopRequested(a: Active): boolean {
@@ -718,26 +609,17 @@ export class Engine {
   }
 
   async exportAdapter(layout: 'peft' | 'peft-legacy', runId?: string): Promise<AdapterFile[]> {
-    const tl = layout === 'peft-legacy' ? 'hub' : 'transformers';
-    const enc = (o: unknown) => new TextEncoder().encode(JSON.stringify(o, null, 2) + '\n');
     if (runId) {
       // From the checkpoint (no GPU, no model): its tensors are keyed by peft name, ≥ 4.52 layout.
       const kv = await this.deps.kv();
       const [meta, ck] = [await kv.get<RunMeta>(metaKey(runId)), await loadLatestCheckpoint(kv, runId)];
       if (!meta || !ck) throw new Error(`Run ${runId} has no checkpoint in this browser: nothing to export yet.`);
-      return [
-        { name: 'adapter_model.safetensors', bytes: checkpointSafetensors(ck, tl) },
-        { name: 'adapter_config.json', bytes: enc(adapterConfigJson({ ...meta.lora, baseModelNameOrPath: meta.baseModel })) },
-      ];
+      return checkpointAdapterFiles(ck, meta.lora, meta.baseModel, layout);
     }
     this.idle('export the live adapter', true);
     const l = this.alive();
     if (!l?.adapter) throw new Error('No adapter on the model: choose a run to export.');
-    const ex = await l.model.exportAdapter({ layout: tl });
-    return [
-      { name: 'adapter_model.safetensors', bytes: ex.safetensors },
-      { name: 'adapter_config.json', bytes: enc(ex.config) },
-    ];
+    return modelAdapterFiles(l.model, layout);
   }
 
   async importAdapter(files: { name: string; bytes: Uint8Array }[], spec: ModelSpec = { source: 'tiny' }): Promise<AdapterInfo> {
@@ -750,7 +632,7 @@ export class Engine {
       await this.loadModel(spec, null);
       l = this.loaded!;
     }
-    await l.model.loadAdapter({ 'adapter_config.json': cfg, 'adapter_model.safetensors': st });
+    await loadAdapterFiles(l.model, { 'adapter_config.json': cfg, 'adapter_model.safetensors': st });
     const lora = parseAdapterConfig(new TextDecoder().decode(cfg));
     const name = (files.find((f) => f.name.endsWith('adapter_model.safetensors'))?.name ?? 'adapter').replace(/\/?adapter_model\.safetensors$/, '') || 'adapter';
     l.adapter = { label: `imported: ${name}`, lora };
@@ -775,11 +657,9 @@ export class Engine {
 
 class StopBeforeStart extends Error {}
 
-type Plan = { images: { height: number; width: number }[]; textTokens: number };
-const DEFAULT_PLAN: Plan = { images: [{ height: 448, width: 448 }], textTokens: 256 };
-
-function exampleOfKind(r: TaskRecord, method: TrainConfig['method']): boolean {
-  return r.kind === 'sft' ? method === 'sft' : r.kind === 'preference' ? method === 'dpo' : method === 'grpo' || method === 'ppo';
+/** Same key = same weights on the GPU (the spec, and the quantisation they were loaded with). */
+function modelKey(spec: ModelSpec, quant: { quantize?: 'nf4'; quantizeVision?: boolean }): string {
+  return specKey(spec) + (quant.quantize ? `|${quant.quantize}${quant.quantizeVision === false ? ':text' : ''}` : '');
 }
 
 function gpuLostReason(): string | undefined {
@@ -789,44 +669,4 @@ function gpuLostReason(): string | undefined {
   } catch (e) {
     return /lost \((.*)\)\./.exec((e as Error).message)?.[1];
   }
-}
-
-/** A checkpoint's LoRA tensors as adapter_model.safetensors in the given key layout. */
-export function checkpointSafetensors(ck: Checkpoint, layout: 'hub' | 'transformers'): Uint8Array {
-  const tensors: StWriteTensor[] = Object.entries(ck.lora).map(([key, t]) => {
-    const m = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/.exec(key);
-    if (!m) throw new Error(`checkpoint tensor "${key}" is not a peft LoRA weight`);
-    return { name: `base_model.model.${layoutName(canonicalName(m[1]), layout)}.lora_${m[2]}.weight`, dtype: 'F32', shape: t.shape, data: t.data };
-  });
-  return writeSafetensors(tensors, { format: 'pt' });
-}
-
-/**
- * Rough FLOPs of one training example: decoder matmuls ×3 (forward, input grads, LoRA grads ≈ a
- * second backward pass through frozen weights), attention, the scored lm_head rows ×3, the frozen
- * vision tower forward once; DPO runs two sequences with a reference pass each, GRPO G sampled
- * sequences plus their generation.
- */
-function stepFlops(cfg: QwenVLConfig, c: TrainConfig, plan: Plan): number {
-  const t = cfg.text, v = cfg.vision;
-  const q = t.numAttentionHeads * t.headDim, kv = t.numKeyValueHeads * t.headDim;
-  const perTok = t.numHiddenLayers * 2 * (t.hiddenSize * (q + 2 * kv) + q * t.hiddenSize + 3 * t.hiddenSize * t.intermediateSize);
-  let patches = 0;
-  for (const im of plan.images) patches += (im.height / v.patchSize) * (im.width / v.patchSize);
-  const L = plan.textTokens + patches / v.spatialMergeSize ** 2;
-  const attn = t.numHiddenLayers * 4 * L * L * q;
-  const vParams = v.depth * (4 * v.hiddenSize ** 2 + 3 * v.hiddenSize * v.intermediateSize);
-  const vision = 2 * vParams * patches;
-  const answer = Math.min(64, plan.textTokens);
-  const lmHead = 2 * t.vocabSize * t.hiddenSize * answer;
-  const train = 3 * (perTok * L + attn + lmHead);
-  const ref = perTok * L + attn + lmHead;
-  if (c.method === 'dpo') return vision + 2 * (train + ref);
-  if (c.method === 'grpo' || c.method === 'ppo') {
-    const g = c.method === 'grpo' ? c.grpo : c.ppo;
-    const G = c.method === 'grpo' ? c.grpo.numGenerations : 1;
-    const gen = g.maxNewTokens * (perTok + 2 * t.vocabSize * t.hiddenSize) * G;
-    return vision + gen + G * (train + (c.grpo.beta > 0 ? ref : 0));
-  }
-  return vision + train;
 }

@@ -9,7 +9,7 @@ import { matmul, matmulVariant } from '../ops/matmul.ts';
 import { idbKV, type KV } from '../train/checkpoint.ts';
 import { loadDefaultTokenizer } from '../data/tokenizer.ts';
 import type { RawImage } from '../data/image.ts';
-import { loadSamples } from '../store/datasetSamples.ts';
+import { loadSamples } from '../data/datasetSamples.ts';
 import { Engine } from './engine.ts';
 import type { DeviceLost, InitResult, SelfTestResult, TrainerApi } from './api.ts';
 

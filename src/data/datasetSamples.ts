@@ -10,8 +10,8 @@
 // Grounding answers in records are Qwen2.5-VL bbox_2d JSON in the smart-resized frame of the
 // stored image with dataset.minPixels / dataset.maxPixels: preprocess with the same values.
 
-import { taskRecords, type TaskRecord } from '../data/formats/records.ts';
-import { naturalCompare, type DatasetMeta, type ImageRecord } from '../data/formats/types.ts';
+import { taskRecords, type TaskRecord } from './formats/records.ts';
+import { naturalCompare, type DatasetMeta, type ImageRecord } from './formats/types.ts';
 import { getBlobs, getDataset, listImages } from './datasetDb.ts';
 
 export interface Sample {

@@ -1,5 +1,6 @@
-// Small deterministic RNG shared by the tiny model and LoRA init: same seed, same numbers, on any
-// JS engine (integer ops only up to the final float conversion).
+// Small deterministic RNG shared by the tiny model, LoRA init, data order, sampling and synthetic
+// data: same seed, same numbers, on any JS engine (integer ops only up to the final float conversion).
+// A base module: it imports nothing, so every room may use it.
 
 /** splitmix32-style hash of a string, used to give every tensor its own stream. */
 export function hashString(s: string): number {
@@ -24,6 +25,13 @@ export class Rng {
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** integer in [lo, hi] */
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  pick<T>(a: readonly T[]): T {
+    return a[Math.floor(this.next() * a.length)];
   }
   /** uniform in [lo, hi) */
   uniform(lo: number, hi: number): number {

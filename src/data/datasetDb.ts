@@ -9,7 +9,7 @@
 //   blobs     keyPath id (= image id)       { id, image: Blob, thumb: Blob }
 
 import { promisifyRequest } from 'idb-keyval';
-import type { DatasetMeta, ImageRecord } from '../data/formats/types.ts';
+import type { DatasetMeta, ImageRecord } from './formats/types.ts';
 
 export interface ImageBlobs {
   id: string;

@@ -2,12 +2,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, type TrainConfig } from '../store/runConfig.ts';
+import { DEFAULT_CONFIG, type TrainConfig } from '../config/config.ts';
 import { parseGroundings } from '../data/bbox.ts';
 import { smartResize } from '../data/image.ts';
-import { exactMatchReward, formatReward, iouReward } from './rewards.ts';
-import { clusterBundle, clusterSettings, deepspeedConfig, loraTargetRegex, pyLit, trainScript, type BundleFile, type ClusterConfig } from './cluster.ts';
+import { exactMatchReward, formatReward, iouReward } from '../train/rewards.ts';
+import { clusterBundle, clusterSettings, deepspeedConfig, loraTargetRegex, pyLit, trainScript, type BundleFile } from './cluster.ts';
 
 const dec = new TextDecoder();
 const tmpRoot = mkdtempSync(join(tmpdir(), 'cluster-test-'));
@@ -37,7 +38,7 @@ function cfg(over: Partial<TrainConfig> = {}): TrainConfig {
   return { ...DEFAULT_CONFIG, model: { ...DEFAULT_CONFIG.model, source: 'hub' }, ...over };
 }
 
-function bundle(config: ClusterConfig, records = RECORDS[config.method === 'ppo' ? 'grpo' : config.method]): BundleFile[] {
+function bundle(config: TrainConfig, records = RECORDS[config.method === 'ppo' ? 'grpo' : config.method]): BundleFile[] {
   return clusterBundle(config, { records, images: IMAGES }, { numProcesses: 4 });
 }
 
@@ -80,13 +81,13 @@ describe('clusterBundle', () => {
   it('holds the dataset, the images, the script, the configs, requirements and README', () => {
     const files = bundle(cfg());
     const names = files.map((f) => f.name).sort();
-    expect(names).toEqual(['README.md', 'accelerate_config.yaml', 'data/train.jsonl', 'ds_zero2.json', 'images/cat.png', 'images/sub/dog 1.jpg', 'requirements.txt', 'train.py'].sort());
+    expect(names).toEqual(['README.md', 'accelerate_config.yaml', 'train.jsonl', 'ds_zero2.json', 'images/cat.png', 'images/sub/dog 1.jpg', 'requirements.txt', 'train.py'].sort());
     expect(files.find((f) => f.name === 'images/cat.png')!.bytes).toEqual(IMAGES[0].bytes);
-    const lines = file(files, 'data/train.jsonl').split('\n');
+    const lines = file(files, 'train.jsonl').split('\n');
     expect(lines.at(-1)).toBe('');
     expect(lines.slice(0, -1).map((l) => JSON.parse(l))).toEqual(RECORDS.sft);
     // U+2028 is escaped, so no reader splits the record there
-    expect(file(files, 'data/train.jsonl')).not.toMatch(/\u2028/);
+    expect(file(files, 'train.jsonl')).not.toMatch(/\u2028/);
     const req = file(files, 'requirements.txt');
     for (const pkg of ['torch>=', 'transformers>=4.52', 'trl>=0.2', 'peft>=', 'accelerate>=', 'deepspeed>=', 'datasets>=', 'Pillow>=']) expect(req).toContain(pkg);
     const readme = file(files, 'README.md');
@@ -128,12 +129,25 @@ describe('clusterBundle', () => {
       expect(file(bundle(cfg({ method })), 'train.py')).toMatch(/^[\x00-\x7f]*$/); // pure ASCII source
     }
   });
+
+  it('src/export/train.py is a real Python file: it compiles, runs --help, and is the export of the default settings', () => {
+    const py = fileURLToPath(new URL('./train.py', import.meta.url));
+    // compiled to a temp file so no __pycache__ lands in the source tree
+    execFileSync('python3', ['-B', '-c', 'import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)', py, join(tmpRoot, 'train.pyc')]);
+    expect(execFileSync('python3', ['-B', py, '--help'], { encoding: 'utf8' })).toMatch(/--learning_rate/);
+    // regenerate after changing the defaults or the settings block: npx tsx --import ./scripts/raw-loader.mjs scripts/train-py.ts
+    expect(readFileSync(py, 'utf8')).toBe(trainScript(clusterSettings(DEFAULT_CONFIG)));
+  });
+
+  it('the baked settings block carries the exported method', () => {
+    expect(trainScript(clusterSettings(cfg({ method: 'dpo' })))).toMatch(/# >>> patchwork:settings\nMETHOD = "dpo"/);
+  });
 });
 
 describe('train.py defaults equal the Train settings', () => {
   const c = cfg({
     lora: { r: 24, alpha: 12.5, dropout: 0.125, targetModules: ['q_proj', 'v_proj', 'down_proj'], useRslora: true },
-    optim: { learningRate: 3.5e-5, lrScheduler: 'linear', warmupSteps: 7, numEpochs: 2.5, maxSteps: 0, batchSize: 2, gradAccumSteps: 6, maxGradNorm: 0.75, weightDecay: 0.01, seed: 1234567 },
+    optim: { ...DEFAULT_CONFIG.optim, learningRate: 3.5e-5, lrScheduler: 'linear', warmupSteps: 7, numEpochs: 2.5, maxSteps: 0, batchSize: 2, gradAccumSteps: 6, maxGradNorm: 0.75, weightDecay: 0.01, seed: 1234567 },
     data: { minPixels: 28 * 28 * 4, maxPixels: 28 * 28 * 300, maxLength: 1536 },
   });
 
@@ -183,24 +197,21 @@ describe('train.py defaults equal the Train settings', () => {
 
   it('constant schedule with warmup runs as constant_with_warmup; max_steps passes through', () => {
     const dir = writeBundle(bundle(cfg({ optim: { ...DEFAULT_CONFIG.optim, lrScheduler: 'constant', warmupSteps: 3, maxSteps: 40 } })));
-    expect(dryRun(dir).trainer).toMatchObject({ lr_scheduler_type: 'constant_with_warmup', max_steps: 40, save_strategy: 'steps', save_steps: 20 });
+    expect(dryRun(dir).trainer).toMatchObject({ lr_scheduler_type: 'constant_with_warmup', max_steps: 40, save_strategy: 'steps', save_steps: DEFAULT_CONFIG.optim.saveSteps });
     expect(dryRun(dir, ['--warmup_steps', '0']).trainer.lr_scheduler_type).toBe('constant');
   });
 
   it('DPO: beta, sigmoid loss, no left truncation of prompts', () => {
-    const dir = writeBundle(bundle(cfg({ method: 'dpo', dpo: { beta: 0.25 } })));
+    const dir = writeBundle(bundle(cfg({ method: 'dpo', dpo: { ...DEFAULT_CONFIG.dpo, beta: 0.25 } })));
     expect(argDefaults(dir)).toMatchObject({ dpo_beta: 0.25, dpo_loss_type: 'sigmoid' });
     expect(dryRun(dir).trainer).toMatchObject({ beta: 0.25, loss_type: 'sigmoid', max_prompt_length: null, truncation_mode: 'keep_start', max_length: 2048 });
   });
 
   it('GRPO: generations, beta, temperature, completion length, rewards and weights; completions per device', () => {
-    const grpo = { numGenerations: 6, beta: 0.02, temperature: 0.7, maxNewTokens: 96, rewards: ['iou', 'exact'] as TrainConfig['grpo']['rewards'] };
+    const grpo = { ...DEFAULT_CONFIG.grpo, numGenerations: 6, beta: 0.02, temperature: 0.7, maxNewTokens: 96, rewards: ['iou', 'exact'] as TrainConfig['grpo']['rewards'] };
     const dir = writeBundle(bundle(cfg({ method: 'grpo', grpo, optim: { ...DEFAULT_CONFIG.optim, batchSize: 1, gradAccumSteps: 2 } })));
     expect(argDefaults(dir)).toMatchObject({ num_generations: 6, grpo_beta: 0.02, temperature: 0.7, max_completion_length: 96, epsilon: 0.2, rewards: ['iou', 'exact'], reward_weights: [1, 1], per_device_train_batch_size: 6, gradient_accumulation_steps: 2 });
     expect(dryRun(dir).trainer).toMatchObject({ num_generations: 6, beta: 0.02, temperature: 0.7, max_completion_length: 96, loss_type: 'grpo', epsilon: 0.2, reward_weights: [1, 1], top_k: 0, top_p: 1 });
-    // weighted rewards given as objects (TrainOptions) pass through
-    const s = clusterSettings({ ...cfg({ method: 'grpo' }), grpo: { ...grpo, rewards: [{ name: 'format', weight: 0.5 }, 'iou'] } });
-    expect(s.grpo).toMatchObject({ rewards: ['format', 'iou'], rewardWeights: [0.5, 1] });
   });
 
   it('PPO is exported as GRPO with the PPO run\'s temperature, length, KL and clip, and says so', () => {
@@ -233,7 +244,7 @@ describe('LoRA targets', () => {
 describe('no injection into Python', () => {
   const evil = 'x"); open("PWNED","w").write("1") #\n\'\'\'"""\\\\n ${x} \u2028\u0000 é 😀 \ud800';
   it('strings become escaped literals that parse back exactly and execute nothing', () => {
-    const c = cfg({ model: { source: 'hub', hubId: evil, endpoint: 'https://mirror.example/"\\', revision: 'v1\nimport os', local: null } });
+    const c = cfg({ model: { ...DEFAULT_CONFIG.model, source: 'hub', hubId: evil, endpoint: 'https://mirror.example/"\\', revision: 'v1\nimport os', local: null } });
     const files = bundle(c);
     const dir = writeBundle(files);
     execFileSync('python3', ['-m', 'py_compile', join(dir, 'train.py')]);
@@ -269,8 +280,8 @@ describe('no injection into Python', () => {
   });
 
   it('unknown methods, rewards and non-finite settings are refused before any code is written', () => {
-    expect(() => bundle({ ...cfg(), method: 'sft"; import os' as never })).toThrow(/unknown method/);
-    expect(() => bundle(cfg({ method: 'grpo', grpo: { ...DEFAULT_CONFIG.grpo, rewards: ['iou")#' as never] } }))).toThrow(/unknown reward/);
+    expect(() => bundle({ ...cfg(), method: 'sft"; import os' as never })).toThrow(/method: The method is one of sft, dpo, grpo, ppo/);
+    expect(() => bundle(cfg({ method: 'grpo', grpo: { ...DEFAULT_CONFIG.grpo, rewards: ['iou")#' as never] } }))).toThrow(/grpo\.rewards: Choose one or more rewards/);
     expect(() => bundle(cfg({ optim: { ...DEFAULT_CONFIG.optim, learningRate: NaN } }))).toThrow(/learningRate/);
     expect(() => bundle(cfg({ lora: { ...DEFAULT_CONFIG.lora, r: 2.5 } }))).toThrow(/lora\.r/);
   });

@@ -2,7 +2,8 @@
 // trl + accelerate + DeepSpeed ZeRO-2, when a user outgrows one browser. Pure functions (no React,
 // no GPU); the UI zips the returned files with fflate.
 //
-//   data/train.jsonl        the dataset records as given (trl conversational, images as `images/<name>`)
+//   train.jsonl             the dataset records as given (trl conversational, images as `images/<name>`,
+//                           relative to the JSONL's folder: `npm run train -- --data train.jsonl` reads it too)
 //   images/*                the image files
 //   train.py                a self-contained script; every Train-panel value is an argparse default
 //   accelerate_config.yaml  DeepSpeed ZeRO-2, bf16 (num_processes = number of GPUs, a placeholder)
@@ -25,38 +26,12 @@
 // - Strings reach Python only as escaped ASCII literals (pyLit), numbers only when finite.
 
 import { targetRegexFromNames } from '../model/lora.ts';
+import type { Method, TrainConfig } from '../config/config.ts';
+import { formatErrors, validate } from '../config/validate.ts';
+// The script is a real Python file (lintable, runnable as is with the default settings), imported as text.
+import TRAIN_PY from './train.py?raw';
 
-export type ClusterMethod = 'sft' | 'dpo' | 'grpo' | 'ppo';
-export type ClusterReward = string | { name: string; weight: number };
-
-/** What the bundle reads: store/runConfig.ts's TrainConfig satisfies it. */
-export interface ClusterConfig {
-  model: { source: 'tiny' | 'hub' | 'local'; hubId: string; endpoint?: string; revision?: string; local?: { name: string } | null };
-  method: ClusterMethod;
-  lora: { r: number; alpha: number; dropout: number; targetModules: string[]; useRslora: boolean };
-  optim: {
-    learningRate: number;
-    lrScheduler: 'constant' | 'linear' | 'cosine';
-    warmupSteps: number;
-    numEpochs: number;
-    /** 0 = run numEpochs */
-    maxSteps: number;
-    batchSize: number;
-    gradAccumSteps: number;
-    maxGradNorm: number;
-    weightDecay: number;
-    seed: number;
-    /** checkpoint every N optimizer steps (0 = only the final adapter) */
-    saveSteps?: number;
-    beta1?: number;
-    beta2?: number;
-    eps?: number;
-  };
-  data: { minPixels: number; maxPixels: number; maxLength: number };
-  dpo: { beta: number };
-  grpo: { numGenerations: number; beta: number; temperature: number; maxNewTokens: number; rewards: ClusterReward[] };
-  ppo?: { clipRange: number; klCoef: number; temperature: number; maxNewTokens: number; rewards: ClusterReward[]; vfCoef?: number; gamma?: number; lam?: number };
-}
+type RewardSetting = string | { name: string; weight: number };
 
 export interface ClusterDataset {
   /** trl-compatible records (image paths `images/<name>`), written one per line */
@@ -81,7 +56,7 @@ export interface ClusterSettings {
   /** the trl trainer train.py runs */
   method: 'sft' | 'dpo' | 'grpo';
   /** what the Train panel had (ppo is exported as grpo) */
-  requestedMethod: ClusterMethod;
+  requestedMethod: Method;
   model: string;
   modelSource: 'tiny' | 'hub' | 'local';
   revision: string;
@@ -195,7 +170,7 @@ function finite(name: string, v: number, opts: { int?: boolean; min?: number; ma
   return v;
 }
 
-function rewardList(rewards: ClusterReward[], where: string): { names: string[]; weights: number[] } {
+function rewardList(rewards: readonly RewardSetting[], where: string): { names: string[]; weights: number[] } {
   if (!rewards.length) throw new Error(`cluster: ${where}.rewards is empty: choose at least one reward`);
   const names: string[] = [], weights: number[] = [];
   for (const r of rewards) {
@@ -209,8 +184,10 @@ function rewardList(rewards: ClusterReward[], where: string): { names: string[];
   return { names, weights };
 }
 
-export function clusterSettings(c: ClusterConfig, opts: ClusterOptions = {}): ClusterSettings {
-  if (!['sft', 'dpo', 'grpo', 'ppo'].includes(c.method)) throw new Error(`cluster: unknown method ${JSON.stringify(c.method)} (sft, dpo, grpo or ppo)`);
+export function clusterSettings(c: TrainConfig, opts: ClusterOptions = {}): ClusterSettings {
+  // the config's own rules first, all at once; the checks below guard what reaches Python
+  const errors = validate(c, { modelSource: false });
+  if (errors.length) throw new Error(formatErrors(errors, 'cluster: the Train settings'));
   const notes: string[] = [];
   const src = c.model.source;
   let model = c.model.hubId.trim();
@@ -271,7 +248,7 @@ export function clusterSettings(c: ClusterConfig, opts: ClusterOptions = {}): Cl
     if (c.method === 'ppo' && !ppo) throw new Error('cluster: method ppo needs the ppo settings');
     const g = ppo
       ? { beta: ppo.klCoef, temperature: ppo.temperature, maxNewTokens: ppo.maxNewTokens, rewards: ppo.rewards, epsilon: ppo.clipRange }
-      : { beta: c.grpo.beta, temperature: c.grpo.temperature, maxNewTokens: c.grpo.maxNewTokens, rewards: c.grpo.rewards, epsilon: 0.2 };
+      : { beta: c.grpo.beta, temperature: c.grpo.temperature, maxNewTokens: c.grpo.maxNewTokens, rewards: c.grpo.rewards, epsilon: c.grpo.epsilon };
     const where = ppo ? 'ppo' : 'grpo';
     const rw = rewardList(g.rewards, where);
     s.grpo = {
@@ -334,7 +311,7 @@ function argGroups(s: ClusterSettings): { title: string; args: PyArg[] }[] {
         { flag: 'min_pixels', type: 'int', value: s.minPixels, help: 'smart_resize lower bound; the boxes in the data are in the frame these limits give: keep them' },
         { flag: 'max_pixels', type: 'int', value: s.maxPixels, help: 'smart_resize upper bound; keep it equal to the browser run' },
         { flag: 'max_length', type: 'int', value: s.maxLength, help: 'max tokens per sequence (image tokens included)' },
-        { flag: 'data', type: 'str', value: 'data/train.jsonl', help: 'JSONL records, relative to this script' },
+        { flag: 'data', type: 'str', value: 'train.jsonl', help: 'JSONL records, relative to this script; image paths in it are relative to its folder' },
         { flag: 'output_dir', type: 'str', value: s.outputDir, help: 'checkpoints; the adapter goes to <output_dir>/adapter' },
       ],
     },
@@ -434,605 +411,31 @@ export function trainScript(s: ClusterSettings): string {
     // comments stay printable ASCII: nothing in a note can end the comment line
     ...s.notes.flatMap((n) => wrap(n, 96).map((l) => `# ${l.replace(/[^\x20-\x7e]/g, '?')}`)),
   ].join('\n');
-  return String.raw`#!/usr/bin/env python3
-${header}
-import argparse
-import json
-import math
-import os
-import re
-import sys
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-METHOD = ${pyLit(s.method)}
-REQUESTED_METHOD = ${pyLit(s.requestedMethod)}
-BAKED_PIXELS = (${s.minPixels}, ${s.maxPixels})
-IGNORE_INDEX = -100
-
-
-def build_parser():
-    p = argparse.ArgumentParser(description="Patchwork LoRA on Qwen2.5-VL with trl (" + METHOD + ").")
-${parserCode(s)}
-    g.add_argument("--dry_run", action="store_true", help="check the data and print the resolved settings, then exit")
-    return p
-
-
-# ---------------------------------------------------------------- rewards
-# The definitions of Patchwork's src/train/rewards.ts and src/data/bbox.ts, line for line, so a reward
-# here equals the browser's for the same text. JavaScript's notion of whitespace (String.trim, \s) is
-# spelled out, since Python's differs in a few control characters.
-
-_WS_CHARS = "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-_WS = "[" + re.escape(_WS_CHARS) + "]"
-_TRIM = re.compile(r"\A" + _WS + r"+|" + _WS + r"+\Z")
-_FENCE = re.compile(r"\x60\x60\x60(?:json)?" + _WS + r"*\n?([\s\S]*?)\n?\x60\x60\x60")
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_RADIX = re.compile(r"0([xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)")
-_QUOTED = re.compile(r"'([^'\\]*)'")
-_TRAILING_COMMA = re.compile(r"," + _WS + r"*([}\]])")
-_SPACES = re.compile(_WS + r"+")
-_TAIL_PUNCT = re.compile(r"(?:" + _WS + r"|[.,!?;:\u3002\uff0c\uff01\uff1f\uff1b\uff1a])+\Z")
-
-
-def js_trim(s):
-    return _TRIM.sub("", s)
-
-
-def _json_strict(s):
-    # JSON.parse: no NaN / Infinity literals
-    def bad(name):
-        raise ValueError("not JSON: " + name)
-    return json.loads(s, parse_constant=bad)
-
-
-def _finite_number(x):
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    try:
-        x = float(x)
-    except OverflowError:
-        return None
-    return x if math.isfinite(x) else None
-
-
-def _js_number(s):
-    # Number(string) for the forms a model writes: decimals, exponents, 0x / 0o / 0b
-    t = js_trim(s)
-    if _DECIMAL.fullmatch(t):
-        return float(t)
-    m = _RADIX.fullmatch(t)
-    if m:
-        try:
-            return float(int(m.group(1)[1:], {"x": 16, "o": 8, "b": 2}[m.group(1)[0].lower()]))
-        except OverflowError:
-            return float("inf")
-    return float("nan")
-
-
-def _match_brace(text, start):
-    depth = 0
-    quote = ""
-    i = start
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\":
-                i += 1
-            elif ch == quote:
-                quote = ""
-        elif ch == '"' or ch == "'":
-            quote = ch
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return -1
-
-
-def _parse_loose(s):
-    try:
-        return _json_strict(s)
-    except Exception:
-        # Python-style dicts and trailing commas, as models sometimes write them
-        fixed = _TRAILING_COMMA.sub(r"\1", _QUOTED.sub(lambda m: json.dumps(m.group(1)), s))
-        try:
-            return _json_strict(fixed)
-        except Exception:
-            return None
-
-
-def _to_grounding(o):
-    if not isinstance(o, dict):
-        return None
-    b = o.get("bbox_2d")
-    if b is None:
-        b = o.get("bbox")
-    if not isinstance(b, list) or len(b) != 4:
-        return None
-    nums = []
-    for v in b:
-        if isinstance(v, str) and js_trim(v) != "":
-            v = _js_number(v)
-        x = _finite_number(v)
-        if x is None:
-            return None
-        nums.append(x)
-    g = {"bbox": nums}
-    if isinstance(o.get("label"), str):
-        g["label"] = o["label"]
-    return g
-
-
-def parse_groundings(text):
-    """Every {"bbox_2d": [x1, y1, x2, y2], "label": ...} object in an answer, in order (bbox.ts parseGroundings)."""
-    out = []
-    i = text.find("{")
-    while i >= 0:
-        end = _match_brace(text, i)
-        g = _to_grounding(_parse_loose(text[i:end])) if end > 0 else None
-        if g is not None:
-            out.append(g)
-        i = text.find("{", end if g is not None else i + 1)
-    return out
-
-
-def box_iou(a, b):
-    def area(x1, y1, x2, y2):
-        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    inter = area(max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
-    union = area(*a) + area(*b) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def iou_score(completion, boxes):
-    """Mean IoU against the reference boxes (greedy one-to-one matching over max(#ref, #pred)); None without boxes."""
-    if not boxes:
-        return None
-    pred = [g["bbox"] for g in parse_groundings(completion)]
-    if not pred:
-        return 0.0
-    if len(boxes) == 1:
-        return box_iou(pred[0], boxes[0])
-    pairs = [(box_iou(p, g), i, j) for i, g in enumerate(boxes) for j, p in enumerate(pred)]
-    pairs = sorted(pairs, key=lambda t: -t[0])
-    used_g, used_p, total = set(), set(), 0.0
-    for v, i, j in pairs:
-        if i in used_g or j in used_p:
-            continue
-        used_g.add(i)
-        used_p.add(j)
-        total += v
-    return total / max(len(boxes), len(pred))
-
-
-def _is_box_object(v):
-    if not isinstance(v, dict):
-        return False
-    b = v.get("bbox_2d")
-    return isinstance(b, list) and len(b) == 4 and all(_finite_number(x) is not None for x in b)
-
-
-def format_score(completion):
-    """1 when the whole answer (optionally in one json fence) is strict JSON: a bbox_2d object or a non-empty list of them."""
-    s = js_trim(completion)
-    m = _FENCE.fullmatch(s)
-    if m:
-        s = js_trim(m.group(1))
-    try:
-        v = _json_strict(s)
-    except Exception:
-        return 0.0
-    if isinstance(v, list):
-        return 1.0 if len(v) > 0 and all(_is_box_object(x) for x in v) else 0.0
-    return 1.0 if _is_box_object(v) else 0.0
-
-
-def normalize_answer(s):
-    return _TAIL_PUNCT.sub("", _SPACES.sub(" ", js_trim(s).lower()))
-
-
-def exact_score(completion, answer):
-    if answer is None:
-        return None
-    return 1.0 if normalize_answer(completion) == normalize_answer(answer) else 0.0
-
-
-def reference_of(solution, kind):
-    """A record's reference: IoU reads boxes from "solution" (bbox_2d JSON, resized frame), exact match its text.
-    "reward" names the record's reward kind; without it, boxes when the solution holds any, else the text."""
-    sol = solution if isinstance(solution, str) else None
-    boxes = [g["bbox"] for g in parse_groundings(sol)] if sol else []
-    if kind == "iou":
-        return {"boxes": boxes or None, "answer": None}
-    if kind == "exact":
-        return {"boxes": None, "answer": sol}
-    return {"boxes": boxes or None, "answer": None if boxes else sol}
-
-
-def completion_text(c):
-    if isinstance(c, str):
-        return c
-    if isinstance(c, list) and c:  # conversational: [{"role": "assistant", "content": ...}]
-        c = c[-1].get("content", "") if isinstance(c[-1], dict) else c[-1]
-    if isinstance(c, list):
-        return "".join(p.get("text") or "" for p in c if isinstance(p, dict) and p.get("type") == "text")
-    return c if isinstance(c, str) else ""
-
-
-SCORES = {
-    "iou": lambda text, ref: iou_score(text, ref["boxes"]),
-    "format": lambda text, ref: format_score(text),
-    "exact": lambda text, ref: exact_score(text, ref["answer"]),
+  return bake(TRAIN_PY, {
+    header,
+    settings: [
+      `METHOD = ${pyLit(s.method)}`,
+      `REQUESTED_METHOD = ${pyLit(s.requestedMethod)}`,
+      `BAKED_PIXELS = (${s.minPixels}, ${s.maxPixels})`,
+      '',
+      '',
+      'def add_settings(p):',
+      parserCode(s),
+      '    return g',
+    ].join('\n'),
+  });
 }
 
-
-def make_reward_func(name):
-    """A trl reward function: gets the completions plus the dataset columns; None = does not apply (trl nansums)."""
-    score = SCORES[name]
-
-    def reward_func(completions, solution=None, reward=None, **kwargs):
-        n = len(completions)
-        sols = solution if solution is not None else [None] * n
-        kinds = reward if reward is not None else [None] * n
-        out = []
-        for c, sol, kind in zip(completions, sols, kinds):
-            v = score(completion_text(c), reference_of(sol, kind))
-            out.append(None if v is None else float(v))
-        return out
-
-    reward_func.__name__ = name  # trl logs rewards/<name>/mean, as Patchwork does
-    return reward_func
-
-
-# ---------------------------------------------------------------- settings (no third-party imports)
-
-def smart_resize(height, width, factor=28, min_pixels=56 * 56, max_pixels=28 * 28 * 1280):
-    # Qwen2.5-VL's smart_resize (round half to even, as Python's round and Patchwork's image.ts)
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
-
-
-def batch_plan(per_device, accum, world, match):
-    """(per_device, accum, note): keep the browser's examples per optimizer step (per_device x accum) on world processes."""
-    total = per_device * accum
-    if world <= 1 or not match:
-        note = None if world <= 1 else "global batch is %d (browser: %d), --no-match_global_batch" % (total * world, total)
-        return per_device, accum, note
-    if accum % world == 0:
-        return per_device, accum // world, None
-    if total % world == 0:
-        return total // world, 1, None
-    acc = max(1, -(-accum // world))
-    return per_device, acc, "%d examples per step do not split over %d processes: global batch is %d" % (total, world, per_device * acc * world)
-
-
-def resolve(args, world):
-    """The keyword arguments of peft.LoraConfig and of the trl config, from the command line."""
-    if (args.min_pixels, args.max_pixels) != BAKED_PIXELS:
-        print("WARNING: min/max pixels differ from the browser run %s: the boxes in the data are in the frame the browser's limits give, so answers will be offset." % (BAKED_PIXELS,), file=sys.stderr)
-    per_device, accum, note = batch_plan(args.per_device_train_batch_size, args.gradient_accumulation_steps, world, args.match_global_batch)
-    sched = args.lr_scheduler_type
-    if sched == "constant" and args.warmup_steps > 0:
-        sched = "constant_with_warmup"
-    alpha = int(args.lora_alpha) if float(args.lora_alpha).is_integer() else args.lora_alpha
-    lora = dict(r=args.lora_r, lora_alpha=alpha, lora_dropout=args.lora_dropout, target_modules=args.target_modules,
-                use_rslora=args.use_rslora, bias="none", task_type="CAUSAL_LM")
-    common = dict(
-        output_dir=args.output_dir,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type=sched,
-        warmup_steps=args.warmup_steps,
-        num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps if args.max_steps > 0 else -1,
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accum,
-        max_grad_norm=args.max_grad_norm,
-        weight_decay=args.weight_decay,
-        optim="adamw_torch",
-        adam_beta1=args.adam_beta1,
-        adam_beta2=args.adam_beta2,
-        adam_epsilon=args.adam_epsilon,
-        seed=args.seed,
-        data_seed=args.seed,
-        bf16=True,
-        gradient_checkpointing=args.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=args.logging_steps,
-        save_strategy="steps" if args.save_steps > 0 else "no",
-        save_steps=args.save_steps if args.save_steps > 0 else 500,
-        report_to=args.report_to,
-        remove_unused_columns=False,
-    )
-    if args.cpu:
-        common["use_cpu"] = True
-    if args.deepspeed:
-        common["deepspeed"] = args.deepspeed if os.path.isabs(args.deepspeed) else os.path.join(HERE, args.deepspeed)
-    if METHOD == "sft":
-        # our collator masks all but the assistant turns; trl's own VLM path would train on the prompt too
-        extra = dict(max_length=None, packing=False, dataset_kwargs={"skip_prepare_dataset": True})
-    elif METHOD == "dpo":
-        # keep_start and no prompt limit: truncating from the left would cut the image tokens
-        extra = dict(beta=args.dpo_beta, loss_type=args.dpo_loss_type, label_smoothing=0.0, max_length=args.max_length,
-                     max_prompt_length=None, max_completion_length=None, truncation_mode="keep_start")
-    else:
-        if len(args.reward_weights) != len(args.rewards):
-            raise SystemExit("--reward_weights needs one weight per reward (%d rewards, %d weights)" % (len(args.rewards), len(args.reward_weights)))
-        unknown = [r for r in args.rewards if r not in SCORES]
-        if unknown:
-            raise SystemExit("unknown rewards %s (known: %s)" % (unknown, ", ".join(SCORES)))
-        if (per_device * accum * world) % args.num_generations:
-            raise SystemExit("completions per step (%d) must be a multiple of num_generations (%d)" % (per_device * accum * world, args.num_generations))
-        extra = dict(num_generations=args.num_generations, beta=args.grpo_beta, temperature=args.temperature, top_p=1.0, top_k=0,
-                     repetition_penalty=1.0, max_completion_length=args.max_completion_length, max_prompt_length=None,
-                     epsilon=args.epsilon, loss_type=args.grpo_loss_type, scale_rewards=True, num_iterations=1,
-                     reward_weights=list(args.reward_weights), log_completions=False)
-    return {"method": METHOD, "requested_method": REQUESTED_METHOD, "world_size": world, "batch_note": note,
-            "lora": lora, "trainer": dict(common, **extra)}
-
-
-def load_records(args):
-    """The JSONL records with image paths made absolute; checks the keys the method needs and that images exist."""
-    path = args.data if os.path.isabs(args.data) else os.path.join(HERE, args.data)
-    need = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected"), "grpo": ("prompt",)}[METHOD]
-    records, problems = [], []
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except ValueError as e:
-            problems.append("line %d: not JSON (%s)" % (n, e))
-            continue
-        if not isinstance(r, dict):
-            problems.append("line %d: not an object" % n)
-            continue
-        if METHOD == "sft" and "messages" not in r and "prompt" in r and "completion" in r:
-            r["messages"] = r.pop("prompt") + r.pop("completion")
-        missing = [k for k in need if k not in r]
-        if missing:
-            problems.append("line %d: %s needs %s" % (n, METHOD, ", ".join(missing)))
-            continue
-        imgs = r.get("images")
-        if imgs is None and isinstance(r.get("image"), str):
-            imgs = [r.pop("image")]
-        imgs = imgs or []
-        if isinstance(imgs, str):
-            imgs = [imgs]
-        absolute = []
-        for im in imgs:
-            p = im if os.path.isabs(im) else os.path.join(HERE, im)
-            if not os.path.isfile(p):
-                problems.append("line %d: image %s not found" % (n, im))
-            absolute.append(p)
-        r["images"] = absolute
-        records.append(r)
-    if problems:
-        raise SystemExit("%s: %d problem(s):\n  %s" % (path, len(problems), "\n  ".join(problems[:20])))
-    if not records:
-        raise SystemExit(path + ": no records")
-    return records
-
-
-# ---------------------------------------------------------------- training
-
-def _version(v):
-    return tuple(int(x) for x in re.findall(r"\d+", v)[:2])
-
-
-# limits older trl versions have (and would apply to prompts holding image tokens); newer ones dropped them
-_OPTIONAL_FIELDS = {"max_prompt_length", "max_completion_length"}
-
-
-def _config(cls, kwargs):
-    """cls(**kwargs) without the fields this trl version does not have (printed, unless only _OPTIONAL_FIELDS)."""
-    import dataclasses
-    names = {f.name for f in dataclasses.fields(cls)}
-    dropped = sorted(k for k in kwargs if k not in names and k not in _OPTIONAL_FIELDS)
-    if dropped:
-        print("note: %s has no %s; left at its default" % (cls.__name__, ", ".join(dropped)), file=sys.stderr)
-    return cls(**{k: v for k, v in kwargs.items() if k in names})
-
-
-def _set_pixel_limits(processor, lo, hi):
-    ip = processor.image_processor
-    if hasattr(ip, "min_pixels"):
-        ip.min_pixels = lo
-    if hasattr(ip, "max_pixels"):
-        ip.max_pixels = hi
-    size = getattr(ip, "size", None)
-    if isinstance(size, dict):
-        if "shortest_edge" in size or "longest_edge" in size:
-            ip.size = dict(size, shortest_edge=lo, longest_edge=hi)
-        elif "min_pixels" in size or "max_pixels" in size:
-            ip.size = dict(size, min_pixels=lo, max_pixels=hi)
-    from PIL import Image
-    for w, h in ((1000, 700), (60, 90), (4032, 3024)):  # the processor must resize as the browser did
-        thw = processor.image_processor(images=[Image.new("RGB", (w, h))], return_tensors="pt")["image_grid_thw"][0].tolist()
-        rh, rw = smart_resize(h, w, 28, lo, hi)
-        if thw[1:] != [rh // 14, rw // 14]:
-            raise SystemExit("the image processor resizes %dx%d to %dx%d patches, Patchwork to %dx%d: boxes would be offset" % (w, h, thw[2], thw[1], rw // 14, rh // 14))
-
-
-def _orient_images(records, out_dir):
-    """Apply EXIF orientation (the browser does when it decodes) by writing upright copies."""
-    from PIL import Image, ImageOps
-    fixed = {}
-    for r in records:
-        new = []
-        for p in r["images"]:
-            if p not in fixed:
-                fixed[p] = p
-                with Image.open(p) as im:
-                    if im.getexif().get(0x0112, 1) != 1:
-                        os.makedirs(out_dir, exist_ok=True)
-                        q = os.path.join(out_dir, "%d_%s.png" % (len(fixed), os.path.splitext(os.path.basename(p))[0]))
-                        if not os.path.exists(q):  # the main process writes, the others reuse
-                            ImageOps.exif_transpose(im).save(q)
-                        fixed[p] = q
-            new.append(fixed[p])
-        r["images"] = new
-
-
-class AssistantOnlyCollator:
-    """SFT batches: the chat template rendered by the processor, labels only on the assistant turns.
-
-    trl's VLM collator trains on every token of "messages" and trl refuses assistant_only_loss for VLMs,
-    so this keeps, as Patchwork's template.ts, each assistant turn's tokens and its closing <|im_end|>
-    (the newline after it, the prompt, the image tokens and the padding get -100)."""
-
-    def __init__(self, processor, max_length):
-        self.processor = processor
-        self.max_length = max_length
-        tok = processor.tokenizer
-        self.im_start = tok.convert_tokens_to_ids("<|im_start|>")
-        self.im_end = tok.convert_tokens_to_ids("<|im_end|>")
-        self.assistant = tok.encode("assistant", add_special_tokens=False)
-        self.newline = tok.encode("\n", add_special_tokens=False)
-
-    @staticmethod
-    def _clean(messages):
-        out = []
-        for m in messages:
-            c = m["content"]
-            if isinstance(c, list):  # Arrow fills absent keys with None
-                c = [{k: v for k, v in part.items() if v is not None} for part in c]
-            out.append({"role": m["role"], "content": c})
-        return out
-
-    def _labels(self, ids):
-        labels = [IGNORE_INDEX] * len(ids)
-        a, nl = self.assistant, self.newline
-        i = 0
-        while i < len(ids):
-            if ids[i] == self.im_start and ids[i + 1:i + 1 + len(a)] == a:
-                start = i + 1 + len(a)
-                if ids[start:start + len(nl)] == nl:
-                    start += len(nl)  # a token that merges "\n" with the answer counts as answer
-                j = start
-                while j < len(ids) and ids[j] != self.im_end:
-                    j += 1
-                stop = min(j + 1, len(ids))
-                labels[start:stop] = ids[start:stop]
-                i = stop
-            else:
-                i += 1
-        return labels
-
-    def __call__(self, examples):
-        import torch
-        from PIL import Image
-        texts, images = [], []
-        for ex in examples:
-            texts.append(self.processor.apply_chat_template(self._clean(ex["messages"]), tokenize=False, add_generation_prompt=False))
-            images.append([Image.open(p).convert("RGB") for p in ex["images"]])
-        kw = {"images": images} if any(images) else {}
-        batch = self.processor(text=texts, padding=True, return_tensors="pt", **kw)
-        ids = batch["input_ids"]
-        lengths = batch["attention_mask"].sum(dim=1).tolist()
-        if max(lengths) > self.max_length:
-            raise ValueError("a sample has %d tokens (image tokens included), above --max_length %d: raise it or lower --max_pixels" % (max(lengths), self.max_length))
-        labels = torch.tensor([self._labels(row) for row in ids.tolist()], dtype=ids.dtype)
-        labels[batch["attention_mask"] == 0] = IGNORE_INDEX
-        batch["labels"] = labels
-        return batch
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    plan = resolve(args, world)
-    records = load_records(args)
-    if args.dry_run:
-        print(json.dumps(dict(plan, records=len(records), images=len({p for r in records for p in r["images"]})), indent=2))
-        return 0
-    if args.hf_endpoint and args.hf_endpoint.rstrip("/") != "https://huggingface.co":
-        os.environ.setdefault("HF_ENDPOINT", args.hf_endpoint)  # before huggingface_hub is imported
-
-    import torch
-    import transformers
-    from accelerate import PartialState
-    from datasets import Dataset, Image as HFImage
-    from peft import LoraConfig
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-    try:
-        from datasets import List as HFList  # datasets >= 4
-    except ImportError:
-        from datasets import Sequence as HFList
-
-    transformers.set_seed(args.seed)  # LoRA init
-    state = PartialState()
-    if plan["batch_note"] and state.is_main_process:
-        print("note: " + plan["batch_note"], file=sys.stderr)
-    with state.main_process_first():
-        _orient_images(records, os.path.join(args.output_dir, "oriented_images"))
-
-    model_path = args.model
-    if not os.path.isabs(model_path) and os.path.isdir(os.path.join(HERE, model_path)):
-        model_path = os.path.join(HERE, model_path)
-    dtype_key = "dtype" if _version(transformers.__version__) >= (4, 56) else "torch_dtype"
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        model_path, revision=args.revision, attn_implementation=args.attn_implementation, **{dtype_key: torch.bfloat16})
-    processor = AutoProcessor.from_pretrained(model_path, revision=args.revision, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
-    _set_pixel_limits(processor, args.min_pixels, args.max_pixels)
-    if args.gradient_checkpointing:
-        model.enable_input_require_grads()  # checkpointed blocks need a grad path from the (frozen) inputs
-        if METHOD != "grpo":
-            model.config.use_cache = False
-
-    lora = LoraConfig(**plan["lora"])
-    keys = sorted({k for r in records for k in r})
-    rows = [{k: r.get(k) for k in keys} for r in records]
-
-    if METHOD == "sft":
-        from trl import SFTConfig, SFTTrainer
-        processor.tokenizer.padding_side = "right"
-        trainer = SFTTrainer(model=model, args=_config(SFTConfig, plan["trainer"]), train_dataset=Dataset.from_list(rows),
-                             data_collator=AssistantOnlyCollator(processor, args.max_length), processing_class=processor, peft_config=lora)
-    elif METHOD == "dpo":
-        from trl import DPOConfig, DPOTrainer
-        ds = Dataset.from_list(rows).cast_column("images", HFList(HFImage()))
-        trainer = DPOTrainer(model=model, ref_model=None, args=_config(DPOConfig, plan["trainer"]), train_dataset=ds,
-                             processing_class=processor, peft_config=lora)
-    else:
-        from trl import GRPOConfig, GRPOTrainer
-        ds = Dataset.from_list(rows)
-        if all(len(r["images"]) == 1 for r in records):  # one image: the "image" column every VLM-capable trl reads
-            ds = ds.map(lambda ex: {"image": ex["images"][0]}, remove_columns=["images"]).cast_column("image", HFImage())
-        else:
-            ds = ds.cast_column("images", HFList(HFImage()))
-        trainer = GRPOTrainer(model=model, reward_funcs=[make_reward_func(n) for n in args.rewards], args=_config(GRPOConfig, plan["trainer"]),
-                              train_dataset=ds, processing_class=processor, peft_config=lora)
-
-    trainer.train()
-
-    adapter_dir = os.path.join(args.output_dir, "adapter")
-    if trainer.accelerator.is_main_process:
-        # peft layout (adapter_model.safetensors + adapter_config.json): Patchwork's Export > Import adapter reads it
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(adapter_dir, safe_serialization=True)
-        with open(os.path.join(adapter_dir, "patchwork_run.json"), "w", encoding="utf-8") as f:
-            json.dump(dict(plan, model=args.model, revision=args.revision, min_pixels=args.min_pixels, max_pixels=args.max_pixels), f, indent=2, default=str)
-        print("adapter saved to " + adapter_dir)
-    trainer.accelerator.wait_for_everyone()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-`;
+/** train.py with the text between each `# >>> patchwork:NAME` / `# <<< patchwork:NAME` pair replaced. */
+function bake(py: string, blocks: Record<string, string>): string {
+  let out = py;
+  for (const [name, text] of Object.entries(blocks)) {
+    const open = `# >>> patchwork:${name}\n`, close = `# <<< patchwork:${name}\n`;
+    const a = out.indexOf(open), b = out.indexOf(close, a);
+    if (a < 0 || b < 0) throw new Error(`train.py: the patchwork:${name} markers are missing`);
+    out = out.slice(0, a + open.length) + (text ? text + '\n' : '') + out.slice(b);
+  }
+  return out;
 }
 
 function wrap(text: string, width: number): string[] {
@@ -1155,7 +558,7 @@ Exported by Patchwork. It trains **the same LoRA** as the browser run (same r, a
 modules, rsLoRA, learning rate, schedule, warmup, steps/epochs, batch and accumulation, clipping, weight
 decay, seed, min/max pixels) with trl's **${trainerName}**, accelerate and DeepSpeed ZeRO-2, bf16.
 
-Dataset: ${stats.records} record${stats.records === 1 ? '' : 's'} in \`data/train.jsonl\`, ${stats.images} image${stats.images === 1 ? '' : 's'} in \`images/\`.
+Dataset: ${stats.records} record${stats.records === 1 ? '' : 's'} in \`train.jsonl\`, ${stats.images} image${stats.images === 1 ? '' : 's'} in \`images/\`.
 
 ## Run
 
@@ -1266,10 +669,10 @@ export function toJsonlText(records: object[]): string {
 }
 
 /**
- * The files of the "train on a cluster" zip: data/train.jsonl, images/*, train.py, accelerate_config.yaml,
+ * The files of the "train on a cluster" zip: train.jsonl, images/*, train.py, accelerate_config.yaml,
  * ds_zero2.json, requirements.txt, README.md. Throws on settings or data train.py could not run with.
  */
-export function clusterBundle(config: ClusterConfig, dataset: ClusterDataset, opts: ClusterOptions = {}): BundleFile[] {
+export function clusterBundle(config: TrainConfig, dataset: ClusterDataset, opts: ClusterOptions = {}): BundleFile[] {
   const s = clusterSettings(config, opts);
   const images = new Map<string, Uint8Array>();
   for (const im of dataset.images) {
@@ -1285,7 +688,7 @@ export function clusterBundle(config: ClusterConfig, dataset: ClusterDataset, op
     text('accelerate_config.yaml', accelerateConfig(s.numProcesses)),
     text('ds_zero2.json', JSON.stringify(deepspeedConfig(), null, 2) + '\n'),
     text('requirements.txt', CLUSTER_REQUIREMENTS.join('\n') + '\n'),
-    text('data/train.jsonl', toJsonlText(dataset.records)),
+    text('train.jsonl', toJsonlText(dataset.records)),
     ...[...images].map(([name, bytes]) => ({ name, bytes })),
   ];
 }

@@ -1,3 +1,0 @@
-export * from './device.ts';
-export * from './kernel.ts';
-export * from './tensor.ts';

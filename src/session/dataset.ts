@@ -1,0 +1,139 @@
+// Dataset files → ExampleSources for a front end that reads files (the CLI), through THE parser
+// (data/formats: parseJsonl, parseRecord, labelsForImage, taskRecords), so a JSONL trains on exactly
+// what the studio would import from it: ms-swift (messages / query-response / objects with
+// <ref-object> and <bbox>), LLaMA-Factory sharegpt, trl (content as a string or a list of parts;
+// preference and prompt-only records), the cluster bundle's train.jsonl. Image paths are relative to
+// the JSONL's folder. Problems (bad JSON, unknown shapes, missing or undecodable images, bad boxes, a
+// conversation that starts with the assistant) are returned per line, all at once, with the rest.
+import { parseJsonl, type LineError } from '../data/formats/jsonl.ts';
+import { DEFAULT_PARSE_OPTS, parseRecord, type ParsedSample, type ParseOpts } from '../data/formats/parse.ts';
+import { labelsForImage } from '../data/formats/import.ts';
+import { taskRecords, type TaskRecord } from '../data/formats/records.ts';
+import { toFilePixels } from '../data/formats/coords.ts';
+import type { RewardKind, TaskKind } from '../data/formats/types.ts';
+import type { RawImage } from '../data/image.ts';
+import { syntheticGrounding, syntheticPreferences, syntheticRlPrompts } from '../data/synthetic.ts';
+import type { Method, TrainConfig } from '../config/config.ts';
+import { boxProblem } from './checks.ts';
+import type { ExampleProblem, ExampleSource, SourceImage } from './examples.ts';
+
+/** How the front end reaches the images a JSONL names. */
+export interface FileHost {
+  /** the bytes of `ref`, relative to the JSONL's folder; throws (with the reason) when missing or outside the folder */
+  read(ref: string): Promise<Uint8Array>;
+  /** pixels of image bytes; throws with the reason */
+  decode(bytes: Uint8Array, name: string): RawImage | Promise<RawImage>;
+}
+
+export interface DatasetFile {
+  sources: ExampleSource[];
+  problems: ExampleProblem[];
+  warnings: string[];
+}
+
+const lineWhere = (file: string, line: number) => `${file} line ${line}`;
+
+/** A conversation whose first turn (after a system prompt) is the assistant's: its answer would train as a question. */
+export function startsWithAssistant(value: Record<string, unknown>): boolean {
+  const turns = value.messages ?? value.conversations ?? (Array.isArray(value.prompt) ? value.prompt : undefined);
+  if (!Array.isArray(turns)) return false;
+  const first = turns.find((t) => t && typeof t === 'object' && !['system'].includes(String((t as Record<string, unknown>).role ?? (t as Record<string, unknown>).from)));
+  const role = first && String((first as Record<string, unknown>).role ?? (first as Record<string, unknown>).from);
+  return role === 'assistant' || role === 'gpt' || role === 'model' || role === 'bot';
+}
+
+/** The reward an RL record is scored with: IoU against its boxes, else exact match against its answer, else format. */
+function rewardOf(s: ParsedSample): RewardKind {
+  return s.boxes.length ? 'iou' : s.answer ? 'exact' : 'format';
+}
+
+/** The training records of one parsed line on its decoded image (the studio's import path). */
+function recordsOf(s: ParsedSample, image: RawImage, data: { minPixels: number; maxPixels: number }): { records: TaskRecord[]; problems: string[]; warnings: string[] } {
+  const problems: string[] = [];
+  for (const b of s.boxes) {
+    const f = toFilePixels(b, b.frame, image.width, image.height, data);
+    const p = boxProblem([f.x1, f.y1, f.x2, f.y2].map((v) => Math.round(v * 100) / 100), image.width, image.height);
+    if (p) problems.push(`${p}${b.frame !== 'abs' ? ` (written [${[b.x1, b.y1, b.x2, b.y2].join(', ')}] in the ${b.frame} frame)` : ''}: fix or remove the box`);
+  }
+  if (problems.length) return { records: [], problems, warnings: [] };
+  const { labels, warnings } = labelsForImage([s], { fileWidth: image.width, fileHeight: image.height, scale: 1 }, data);
+  const kind: TaskKind = s.kind;
+  const ds = { kind, minPixels: data.minPixels, maxPixels: data.maxPixels, reward: rewardOf(s) };
+  const records = labels.flatMap((l) => taskRecords(ds, { width: image.width, height: image.height, labels: l }));
+  if (!records.length) problems.push(`the record gives nothing to train on (a ${kind} record without ${kind === 'vqa' ? 'an answer' : kind === 'preference' ? 'chosen and rejected answers' : 'boxes or a reference'})`);
+  return { records, problems, warnings };
+}
+
+/**
+ * JSONL text → ExampleSources, one per record (a line of several questions gives several), each
+ * named `file line N`. `data` is the smart_resize frame of the answers (config.data).
+ */
+export async function jsonlSources(text: string, file: string, host: FileHost, data: TrainConfig['data'], opts: ParseOpts = DEFAULT_PARSE_OPTS): Promise<DatasetFile> {
+  const problems: ExampleProblem[] = [], warnings: string[] = [], sources: ExampleSource[] = [];
+  const lineProblem = (e: LineError) => problems.push({ where: lineWhere(file, e.line), message: e.reason });
+  const parsed = parseJsonl(text, file);
+  parsed.errors.forEach(lineProblem);
+  const images = new Map<string, Promise<SourceImage>>();
+  const imageOf = (ref: string) => {
+    let p = images.get(ref);
+    if (!p) {
+      p = (async (): Promise<SourceImage> => {
+        try {
+          return { name: ref, image: await host.decode(await host.read(ref), ref) };
+        } catch (e) {
+          return { name: ref, error: (e as Error).message };
+        }
+      })();
+      images.set(ref, p);
+    }
+    return p;
+  };
+  for (const { line, value } of parsed.records) {
+    const where = lineWhere(file, line);
+    const v = value as Record<string, unknown>;
+    if (startsWithAssistant(v)) {
+      problems.push({ where, message: 'the conversation starts with the assistant: put the user\'s question first' });
+      continue;
+    }
+    const r = parseRecord(v, file, line, opts);
+    if ('error' in r) {
+      lineProblem(r.error);
+      continue;
+    }
+    warnings.push(...r.warnings);
+    const im = await imageOf(r.sample.image);
+    if (!im.image) {
+      problems.push({ where, message: `cannot read the image ${im.name} (${im.error}): fix the path (relative to ${file}'s folder) or the file` });
+      continue;
+    }
+    const got = recordsOf(r.sample, im.image, data);
+    for (const m of got.problems) problems.push({ where, message: m });
+    warnings.push(...got.warnings.map((w) => `${where}: ${w}`));
+    for (const rec of got.records) sources.push({ where, record: rec, images: [im] });
+  }
+  return { sources, problems, warnings };
+}
+
+/** `synthetic:N` data (data/synthetic.ts) for `method`, as records like any other dataset's. */
+export function syntheticSources(method: Method, count: number, seed = 1): ExampleSource[] {
+  const text = (c: unknown) => (typeof c === 'string' ? c : (c as { type: string; text?: string }[]).filter((p) => p.type === 'text').map((p) => p.text).join(''));
+  if (method === 'sft') {
+    return syntheticGrounding({ count, seed }).map((r, i) => ({
+      where: `synthetic sample ${i + 1}`,
+      record: { kind: 'sft', question: text(r.messages[0].content), answer: text(r.messages[1].content) },
+      images: [{ name: `synthetic-${i + 1}.png`, image: r.image }],
+    }));
+  }
+  if (method === 'dpo') {
+    return syntheticPreferences({ count, seed }).map((r, i) => ({
+      where: `synthetic pair ${i + 1}`,
+      record: { kind: 'preference', prompt: text(r.prompt[0].content), chosen: r.chosen, rejected: r.rejected },
+      images: [{ name: `synthetic-${i + 1}.png`, image: r.image }],
+    }));
+  }
+  return syntheticRlPrompts({ count, seed }).map((r, i) => ({
+    where: `synthetic prompt ${i + 1}`,
+    record: { kind: 'rl', prompt: text(r.prompt[0].content), reward: 'iou', reference: r.reference.answer, boxes: r.reference.boxes.map(([x1, y1, x2, y2]) => ({ x1, y1, x2, y2, label: '' })) },
+    images: [{ name: `synthetic-${i + 1}.png`, image: r.image }],
+  }));
+}

@@ -1,0 +1,99 @@
+// A training run as both front ends drive it: the Trainer built from THE config (trainOptionsOf is
+// the one place its view of the config is made, with no defaults of its own), resumed from the run's
+// latest checkpoint, stepped, and checkpointed every config.optim.saveSteps steps. The worker adds
+// its pause / stop state machine around step(); the CLI loops until done.
+import { Trainer, TrainingFault, type StepMetrics, type TrainExample, type TrainOptions } from '../train/trainer.ts';
+import { loadLatestCheckpoint, saveCheckpoint, type KV } from '../train/checkpoint.ts';
+import type { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
+import type { QwenTokenizer } from '../data/tokenizer.ts';
+import type { TrainConfig } from '../config/config.ts';
+
+/** The Trainer's view of a config. `data` overrides the pixel bounds (a dataset's boxes are in its own frame). */
+export function trainOptionsOf(c: TrainConfig, data: { minPixels: number; maxPixels: number } = c.data): TrainOptions {
+  const o = c.optim;
+  return {
+    method: c.method,
+    optim: {
+      learningRate: o.learningRate, lrScheduler: o.lrScheduler, warmupSteps: o.warmupSteps, numEpochs: o.numEpochs, maxSteps: o.maxSteps,
+      batchSize: o.batchSize, gradAccumSteps: o.gradAccumSteps, maxGradNorm: o.maxGradNorm, weightDecay: o.weightDecay, seed: o.seed,
+      beta1: o.beta1, beta2: o.beta2, eps: o.eps,
+    },
+    data: { minPixels: data.minPixels, maxPixels: data.maxPixels, maxLength: c.data.maxLength },
+    dpo: { beta: c.dpo.beta, labelSmoothing: c.dpo.labelSmoothing },
+    grpo: { numGenerations: c.grpo.numGenerations, beta: c.grpo.beta, temperature: c.grpo.temperature, maxNewTokens: c.grpo.maxNewTokens, rewards: [...c.grpo.rewards], epsilon: c.grpo.epsilon },
+    // trl's PPO names (train/ppo.ts PpoConfig); generation as GRPO's with one completion per prompt
+    ppo: {
+      cliprange: c.ppo.clipRange, vfCoef: c.ppo.vfCoef, klCoef: c.ppo.klCoef, gamma: c.ppo.gamma, lam: c.ppo.lam,
+      temperature: c.ppo.temperature, maxNewTokens: c.ppo.maxNewTokens, rewards: [...c.ppo.rewards],
+    },
+    checkpointEvery: o.saveSteps,
+  };
+}
+
+export interface RunOptions {
+  runId: string;
+  config: TrainConfig;
+  model: Qwen2_5_VL;
+  tokenizer: QwenTokenizer;
+  examples: TrainExample[];
+  /** where checkpoints go (IndexedDB in the browser, a folder for the CLI) */
+  kv: KV;
+  /** the smart_resize bounds the examples' boxes are in (default config.data) */
+  pixels?: { minPixels: number; maxPixels: number };
+  /** checkpoint every N steps (default config.optim.saveSteps; 0 = only when save() is called) */
+  saveEvery?: number;
+}
+
+export class Run {
+  readonly trainer: Trainer;
+  readonly saveEvery: number;
+  /** step of the last checkpoint saved or restored (null: none yet) */
+  checkpointStep: number | null = null;
+  onCheckpoint?: (step: number) => void;
+
+  constructor(private o: RunOptions) {
+    this.trainer = new Trainer(o.model, o.tokenizer, o.examples, trainOptionsOf(o.config, o.pixels ?? o.config.data), o.runId);
+    this.saveEvery = o.saveEvery ?? o.config.optim.saveSteps;
+  }
+
+  get step(): number {
+    return this.trainer.step;
+  }
+  get totalSteps(): number {
+    return this.trainer.totalSteps;
+  }
+  get done(): boolean {
+    return this.trainer.done;
+  }
+
+  /** Continue from the run's latest checkpoint: its step, or null when there is none. */
+  async resume(): Promise<number | null> {
+    const ck = await loadLatestCheckpoint(this.o.kv, this.o.runId);
+    if (!ck) return null;
+    this.trainer.restore(ck);
+    this.checkpointStep = ck.step;
+    return ck.step;
+  }
+
+  /** One optimizer step, then a checkpoint when one is due. */
+  async trainStep(): Promise<StepMetrics> {
+    const m = await this.trainer.trainStep();
+    if (this.saveEvery > 0 && this.trainer.step % this.saveEvery === 0) await this.save();
+    return m;
+  }
+
+  /** Save a checkpoint now (never one holding NaN/Inf: that is a fault, and the last good one stays). */
+  async save(): Promise<void> {
+    if (this.checkpointStep === this.trainer.step) return;
+    const ck = await this.trainer.checkpoint();
+    const bad = Object.entries(ck.lora).find(([, t]) => !t.data.every(Number.isFinite));
+    if (bad) throw new TrainingFault(`The adapter weight ${bad[0]} became NaN/Inf by step ${ck.step}: training stopped. Lower the learning rate; the last saved checkpoint is kept.`);
+    await saveCheckpoint(this.o.kv, ck);
+    this.checkpointStep = ck.step;
+    this.onCheckpoint?.(ck.step);
+  }
+
+  dispose(): void {
+    this.trainer.dispose();
+  }
+}

@@ -1,0 +1,201 @@
+// The session's data path (no GPU): every record form the studio exports or imports, read through
+// data/formats, checked before step 1 with every problem named at once; --skip-invalid keeps the rest.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadDefaultTokenizer, type QwenTokenizer } from '../data/tokenizer.ts';
+import type { RawImage } from '../data/image.ts';
+import { DEFAULT_CONFIG, type Method } from '../config/config.ts';
+import { completionIds } from '../train/dpo.ts';
+import { boxProblem, groundingAnswerProblem, imageSizeProblem, preferenceProblem } from './checks.ts';
+import { ExampleProblems, exampleOf, prepareExamples, type ExampleSource } from './examples.ts';
+import { jsonlSources, startsWithAssistant, syntheticSources, type FileHost } from './dataset.ts';
+import { trainOptionsOf } from './run.ts';
+
+let tok: QwenTokenizer;
+beforeAll(async () => {
+  tok = await loadDefaultTokenizer();
+});
+
+const raw = (width: number, height: number): RawImage => ({ data: new Uint8Array(width * height * 4).fill(128), width, height, channels: 4 });
+/** images by name; "broken.png" fails to decode, anything else is missing */
+const host = (sizes: Record<string, [number, number]>): FileHost => ({
+  async read(ref) {
+    if (ref === 'broken.png') return new Uint8Array([1, 2, 3]);
+    if (!sizes[ref]) throw new Error(`ENOENT: ${ref}`);
+    return new TextEncoder().encode(ref);
+  },
+  decode(bytes, name) {
+    if (name === 'broken.png') throw new Error(`${name}: not a PNG or JPEG image`);
+    const [w, h] = sizes[name];
+    return raw(w, h);
+  },
+});
+const IMGS = host({ 'a.png': [112, 84], 'b.png': [112, 84], 'tiny.png': [5, 5], 'long.png': [4000, 14] });
+const jsonl = (...rows: unknown[]) => rows.map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n');
+const prep = (sources: ExampleSource[], method: Method = 'sft', extra: Partial<Parameters<typeof prepareExamples>[1]> = {}) =>
+  prepareExamples(sources, { method, data: DEFAULT_CONFIG.data, tokenizer: tok, maxNewTokens: 128, ...extra });
+const box = '{"bbox_2d": [10, 20, 50, 60], "label": "cat"}';
+
+describe('dataset files through data/formats (the CLI reads what the studio exports)', () => {
+  it('ms-swift messages, query/response, sharegpt conversations', async () => {
+    const { sources, problems } = await jsonlSources(jsonl(
+      { messages: [{ role: 'user', content: '<image>Where is the cat?' }, { role: 'assistant', content: box }], images: ['a.png'] },
+      { query: '<image>What is it?', response: 'A cat.', images: 'a.png' },
+      { conversations: [{ from: 'human', value: '<image>hi' }, { from: 'gpt', value: 'ok' }], images: ['b.png'] },
+    ), 'd.jsonl', IMGS, DEFAULT_CONFIG.data);
+    expect(problems).toEqual([]);
+    expect(sources.map((s) => [s.where, s.record.kind])).toEqual([['d.jsonl line 1', 'sft'], ['d.jsonl line 2', 'sft'], ['d.jsonl line 3', 'sft']]);
+    expect(sources[0].record).toMatchObject({ question: 'Where is the cat?' });
+    expect((sources[0].record as { answer: string }).answer).toMatch(/"bbox_2d": \[10, 20, 50, 60\]/);
+  });
+
+  it('trl with content given as a list of parts (the studio\'s trl export), and trl preference pairs', async () => {
+    const user = { role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'Where is the cat?' }] };
+    const { sources, problems } = await jsonlSources(jsonl(
+      { messages: [user, { role: 'assistant', content: [{ type: 'text', text: 'On the mat.' }] }], images: ['a.png'] },
+      { prompt: [user], chosen: [{ role: 'assistant', content: [{ type: 'text', text: 'left' }] }], rejected: [{ role: 'assistant', content: 'right' }], images: ['a.png'] },
+    ), 'trl.jsonl', IMGS, DEFAULT_CONFIG.data);
+    expect(problems).toEqual([]);
+    expect(sources[0].record).toEqual({ kind: 'sft', question: 'Where is the cat?', answer: 'On the mat.' });
+    expect(sources[1].record).toEqual({ kind: 'preference', prompt: 'Where is the cat?', chosen: 'left', rejected: 'right' });
+  });
+
+  it('ms-swift objects with <ref-object> / <bbox>, and a GRPO prompt with a solution', async () => {
+    const { sources, problems } = await jsonlSources(jsonl(
+      { messages: [{ role: 'user', content: '<image>Find <ref-object>' }, { role: 'assistant', content: '<bbox>' }], images: ['a.png'], objects: { ref: ['cat'], bbox: [[10, 20, 50, 60]] } },
+      { prompt: [{ role: 'user', content: '<image>Where is the cat?' }], images: ['a.png'], solution: box },
+    ), 's.jsonl', IMGS, DEFAULT_CONFIG.data);
+    expect(problems).toEqual([]);
+    expect(sources[0].record.kind).toBe('sft');
+    expect((sources[0].record as { answer: string }).answer).toMatch(/\[10, 20, 50, 60\], "label": "cat"/);
+    expect(sources[1].record).toMatchObject({ kind: 'rl', reward: 'iou', boxes: [{ x1: 10, y1: 20, x2: 50, y2: 60 }] });
+  });
+
+  it('reports every bad line at once, each with its line number, and keeps the good ones', async () => {
+    const { sources, problems } = await jsonlSources(jsonl(
+      { query: '<image>ok?', response: 'yes', images: ['a.png'] },
+      '{"messages": [broken',
+      { messages: [{ role: 'assistant', content: 'I start' }, { role: 'user', content: '<image>then a question' }], images: ['a.png'] },
+      { query: '<image>q', response: 'a', images: ['missing.png'] },
+      { query: '<image>q', response: 'a', images: ['broken.png'] },
+      { messages: [{ role: 'user', content: '<image>Find <ref-object>' }, { role: 'assistant', content: '<bbox>' }], images: ['a.png'], objects: { ref: ['cat'], bbox: [[50, 20, 10, 60]] } },
+      { messages: [{ role: 'user', content: '<image>Find <ref-object>' }, { role: 'assistant', content: '<bbox>' }], images: ['a.png'], objects: { ref: ['cat'], bbox: [[10, 20, 500, 60]] } },
+      { foo: 1, images: ['a.png'] },
+      [1, 2],
+    ), 'bad.jsonl', IMGS, DEFAULT_CONFIG.data);
+    expect(sources.map((s) => s.where)).toEqual(['bad.jsonl line 1']);
+    const by = Object.fromEntries(problems.map((p) => [p.where, p.message]));
+    expect(Object.keys(by).sort()).toEqual([2, 3, 4, 5, 6, 7, 8, 9].map((n) => `bad.jsonl line ${n}`).sort());
+    expect(by['bad.jsonl line 2']).toMatch(/invalid JSON/);
+    expect(by['bad.jsonl line 3']).toMatch(/starts with the assistant/);
+    expect(by['bad.jsonl line 4']).toMatch(/cannot read the image missing\.png \(ENOENT/);
+    expect(by['bad.jsonl line 5']).toMatch(/not a PNG or JPEG/);
+    expect(by['bad.jsonl line 6']).toMatch(/x1 < x2/);
+    expect(by['bad.jsonl line 7']).toMatch(/outside the 112×84 image/);
+    expect(by['bad.jsonl line 8']).toMatch(/unknown record shape/);
+    expect(by['bad.jsonl line 9']).toMatch(/expected a JSON object/);
+  });
+
+  it('startsWithAssistant ignores a system prompt', () => {
+    expect(startsWithAssistant({ messages: [{ role: 'system', content: 's' }, { role: 'assistant', content: 'a' }] })).toBe(true);
+    expect(startsWithAssistant({ messages: [{ role: 'system', content: 's' }, { role: 'user', content: 'q' }] })).toBe(false);
+  });
+});
+
+describe('every example checked before step 1', () => {
+  const src = (where: string, record: ExampleSource['record'], img: RawImage | string = raw(112, 84)): ExampleSource =>
+    ({ where, record, images: [typeof img === 'string' ? { name: 'x.png', error: img } : { name: `${where}.png`, image: img }] });
+
+  it('all problems at once, naming the record; the default refuses', () => {
+    const sources = [
+      src('ok', { kind: 'sft', question: 'q', answer: box }),
+      src('small', { kind: 'sft', question: 'q', answer: 'a' }, raw(5, 5)),
+      src('thin', { kind: 'sft', question: 'q', answer: 'a' }, raw(4000, 14)),
+      src('undecodable', { kind: 'sft', question: 'q', answer: 'a' }, 'truncated PNG'),
+      src('outside', { kind: 'sft', question: 'q', answer: '{"bbox_2d": [10, 20, 500, 60]}' }),
+      src('nan', { kind: 'sft', question: 'q', answer: '{"bbox_2d": [10, 20, "x", 60]}' }),
+      src('long', { kind: 'sft', question: 'word '.repeat(3000), answer: 'a' }),
+      src('empty', { kind: 'sft', question: 'q', answer: '  ' }),
+    ];
+    let err: ExampleProblems | undefined;
+    try {
+      prep(sources);
+    } catch (e) {
+      err = e as ExampleProblems;
+    }
+    expect(err).toBeInstanceOf(ExampleProblems);
+    const by = Object.fromEntries(err!.problems.map((p) => [p.where, p.message]));
+    expect(Object.keys(by).sort()).toEqual(['empty', 'long', 'nan', 'outside', 'small', 'thin', 'undecodable']);
+    expect(by.small).toMatch(/too small/);
+    expect(by.thin).toMatch(/aspect ratio/);
+    expect(by.undecodable).toMatch(/truncated PNG/);
+    expect(by.outside).toMatch(/outside the 112×84 image/);
+    expect(by.nan).toMatch(/not 4 finite numbers|parse/);
+    expect(by.long).toMatch(/above max length 2048/);
+    expect(by.empty).toMatch(/answer is empty/);
+    expect(err!.message).toMatch(/^7 of 8 training records cannot be trained on/);
+  });
+
+  it('skipInvalid trains on exactly the good records and names the skipped ones', () => {
+    const sources = [src('good 1', { kind: 'sft', question: 'q', answer: box }), src('bad', { kind: 'sft', question: 'q', answer: 'a' }, raw(5, 5)), src('good 2', { kind: 'sft', question: 'q2', answer: 'b' })];
+    const r = prep(sources, 'sft', { skipInvalid: true });
+    expect(r.where).toEqual(['good 1', 'good 2']);
+    expect(r.examples).toHaveLength(2);
+    expect(r.problems.map((p) => p.where)).toEqual(['bad']);
+    expect(r.plan.images).toEqual([{ height: 84, width: 112 }]);
+  });
+
+  it('DPO: chosen = rejected is refused; GRPO: prompt + new tokens must fit; IoU prompts need boxes', () => {
+    expect(() => prep([src('same', { kind: 'preference', prompt: 'p', chosen: 'A', rejected: ' A ' })], 'dpo')).toThrow(/same: the chosen and rejected answers are the same/);
+    expect(() => prep([src('p', { kind: 'rl', prompt: 'p', reward: 'iou', reference: '' })], 'grpo')).toThrow(/IoU reward needs reference boxes/);
+    expect(() => prep([src('p', { kind: 'rl', prompt: 'p', reward: 'exact', reference: 'x' })], 'grpo', { maxNewTokens: 2040 })).toThrow(/with 2040 new tokens is \d+ tokens.*above max length 2048/);
+  });
+
+  it('records of another kind are counted; none of the method\'s kind is an error that says which kinds there are', () => {
+    const sources = [src('a', { kind: 'sft', question: 'q', answer: 'a' }), src('b', { kind: 'preference', prompt: 'p', chosen: 'x', rejected: 'y' })];
+    expect(prep(sources, 'sft').otherKind).toBe(1);
+    expect(() => prep([sources[0]], 'dpo', { name: 'cats' })).toThrow(/cats has 1 question\/answer \(SFT\) record, but DPO trains on preference-pair/);
+  });
+
+  it('synthetic data goes through the same checks', () => {
+    for (const m of ['sft', 'dpo', 'grpo'] as const) expect(prep(syntheticSources(m, 3), m).examples).toHaveLength(3);
+  });
+
+  it('the small checks', () => {
+    expect(imageSizeProblem(20000, 20000, 3136, 401408)).toMatch(/decompression bomb/);
+    expect(imageSizeProblem(112, 84, 3136, 401408)).toBeNull();
+    expect(boxProblem([1, 2, 3], 10, 10)).toMatch(/4 finite/);
+    expect(boxProblem([1, 2, 3, Infinity], 10, 10)).toMatch(/4 finite/);
+    expect(boxProblem([0, 0, 10, 10], 10, 10)).toBeNull();
+    expect(groundingAnswerProblem('plain text', { width: 10, height: 10 })).toBeNull();
+    expect(groundingAnswerProblem('{"bbox_2d": [1, 2, 3]}', { width: 10, height: 10 })).toMatch(/4 finite/);
+    expect(preferenceProblem('a', '')).toMatch(/both non-empty/);
+  });
+});
+
+describe('trl parity of the scored span', () => {
+  it('DPO scores answer + <|im_end|> + "\\n", the completion trl 1.x tokenizes from the chat template', () => {
+    const ids = completionIds(tok, '[{"bbox_2d": [1, 2, 3, 4]}]');
+    expect(ids.slice(-2)).toEqual([tok.special.imEnd, 198]);
+    expect(ids.slice(0, -2)).toEqual(tok.encode('[{"bbox_2d": [1, 2, 3, 4]}]'));
+    // the same tokens as encoding the template's completion text, as trl does ("answer<|im_end|>\n")
+    expect(ids).toEqual(tok.encode('[{"bbox_2d": [1, 2, 3, 4]}]<|im_end|>\n'));
+  });
+});
+
+describe('one config for both front ends', () => {
+  it('the Trainer\'s view is built from the config alone (no defaults of its own)', () => {
+    const o = trainOptionsOf({ ...DEFAULT_CONFIG, method: 'grpo' });
+    expect(o.optim).toMatchObject({ learningRate: DEFAULT_CONFIG.optim.learningRate, gradAccumSteps: DEFAULT_CONFIG.optim.gradAccumSteps, warmupSteps: DEFAULT_CONFIG.optim.warmupSteps, beta1: 0.9 });
+    expect(o.grpo).toMatchObject({ maxNewTokens: DEFAULT_CONFIG.grpo.maxNewTokens, epsilon: DEFAULT_CONFIG.grpo.epsilon });
+    expect(o.ppo?.maxNewTokens).toBe(DEFAULT_CONFIG.ppo.maxNewTokens);
+    expect(o.checkpointEvery).toBe(DEFAULT_CONFIG.optim.saveSteps);
+    expect(trainOptionsOf(DEFAULT_CONFIG, { minPixels: 784, maxPixels: 1568 }).data).toEqual({ minPixels: 784, maxPixels: 1568, maxLength: 2048 });
+  });
+
+  it('exampleOf maps records to the Trainer\'s examples', () => {
+    const im = [raw(112, 84)];
+    expect(exampleOf({ kind: 'sft', question: 'q', answer: 'a' }, im, 'sft')).toMatchObject({ kind: 'sft', messages: [{ role: 'user' }, { role: 'assistant', content: 'a' }] });
+    expect(exampleOf({ kind: 'sft', question: 'q', answer: 'a' }, im, 'dpo')).toBeUndefined();
+    expect(exampleOf({ kind: 'rl', prompt: 'p', reward: 'iou', reference: '', boxes: [{ x1: 1, y1: 2, x2: 3, y2: 4, label: '' }] }, im, 'ppo')).toMatchObject({ kind: 'rl', reference: { boxes: [[1, 2, 3, 4]] } });
+  });
+});
