@@ -4,7 +4,7 @@
 import { create } from 'zustand';
 import { get as idbGet } from 'idb-keyval';
 import { flushWrites } from './dataset.ts';
-import { getDataset, listImages } from './datasetDb.ts';
+import { getDataset, listImages } from '../data/datasetDb.ts';
 import { taskRecords } from '../data/formats/records.ts';
 import { countTrainable, untrainableReason, type Trainable } from './trainable.ts';
 import { runDb } from './runPersist.ts';
