@@ -4,7 +4,7 @@
 // each with the message that names what and why.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, writeFile, lstat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -18,7 +18,8 @@ import { exportDataset } from '../data/formats/export.ts';
 import { clusterBundle } from '../export/cluster.ts';
 import { DEFAULT_CONFIG } from '../config/config.ts';
 import { closeGpu } from '../gpu/node.ts';
-import { parseFlags, resolveInside, trainCli, UsageError } from './train.ts';
+import { parseFlags, trainCli, UsageError } from './train.ts';
+import { resolveImagePath } from '../data/formats/paths.ts';
 
 const run = promisify(execFile);
 const root = resolve(__dirname, '../..');
@@ -138,17 +139,17 @@ describe('bad data', () => {
     const m = await usage('--model', 'tiny', '--data', data, '--out', join(dir, 'out-bad'));
     expect(m).toMatch(/6 records of .*bad\.jsonl cannot be trained on; fix them, or pass --skip-invalid/);
     expect(m).toMatch(/line 2: invalid JSON/);
-    expect(m).toMatch(/line 3: cannot read the image \.\.\/outside\.png \("\.\.\/outside\.png" leaves the JSONL's folder\)/);
-    expect(m).toMatch(/line 4: cannot read the image .*is an absolute path/);
+    expect(m).toMatch(/line 3: image path "\.\.\/outside\.png" is refused: "\.\." leads above the dataset folder/);
+    expect(m).toMatch(/line 4: image path ".*img0\.png" is refused: it is an absolute path/);
     expect(m).toMatch(/line 6: the conversation starts with the assistant/);
-    expect(m).toMatch(/line 7: box \[50, 10, 20, 40\] needs x1 < x2/);
+    expect(m).toMatch(/line 7: objects\.bbox\[0\]: box \[50, 10, 20, 40\]: x1 50 must be less than x2 20/);
     // found by the session's checks, reported in the same list
     expect(m).toMatch(/line 5: image 5x5 \(HxW\) is too small/);
   });
-  it('resolveInside keeps image paths in the JSONL\'s folder', () => {
-    expect(resolveInside('/d', 'a/b.png')).toBe(resolve('/d', 'a/b.png'));
-    expect(() => resolveInside('/d', 'a/../../x.png')).toThrow(/leaves the JSONL's folder/);
-    expect(() => resolveInside('/d', 'https://x/y.png')).toThrow(/URL/);
+  it('image paths stay in the JSONL\'s folder (data/formats/paths.ts, the resolver the CLI reads through)', () => {
+    expect(resolveImagePath('a/b.png', '/d/train.jsonl')).toEqual({ path: '/d/a/b.png' });
+    expect(resolveImagePath('a/../../x.png', '/d/train.jsonl').error).toMatch(/"\.\." leads above the dataset folder/);
+    expect(resolveImagePath('https://x/y.png', '/d/train.jsonl').error).toMatch(/URL/);
   });
 });
 
@@ -158,18 +159,19 @@ describe('npm run train', () => {
     lines.splice(1, 0, '{"messages": [broken');
     await writeFile(join(dir, 'train.jsonl'), lines.join('\n'));
     await writeFile(join(dir, 'config.json'), JSON.stringify({ lora: { r: 4, alpha: 8 }, optim: { learningRate: 1e-3, saveSteps: 1 } }));
-    const out = join(dir, 'adapter');
+    const out = join(dir, 'run-out');
     const { stdout, stderr } = await run('npx', ['tsx', '--import', './scripts/raw-loader.mjs', 'src/cli/train.ts', '--model', 'tiny', '--data', join(dir, 'train.jsonl'),
       '--method', 'sft', '--steps', '2', '--config', join(dir, 'config.json'), '--out', out, '--skip-invalid'], { cwd: root, timeout: 240_000 });
     expect(stderr).toMatch(/skipped .*train\.jsonl line 2: invalid JSON/);
     expect(stdout).toMatch(/step 1\/2 .* loss \d+\.\d+/);
     expect(stdout).toMatch(/checkpoint at step 1/); // periodic checkpoints (optim.saveSteps)
-    const st = readSafetensors(await readFile(join(out, 'adapter_model.safetensors')));
+    const st = readSafetensors(await readFile(join(out, 'adapter', 'adapter_model.safetensors')));
     const a = st.tensors.get('base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight');
     const b = st.tensors.get('base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_B.weight');
     expect(a?.shape[0]).toBe(4);
     expect(b?.shape[1]).toBe(4);
-    const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
+    const cfg = JSON.parse(await readFile(join(out, 'adapter', 'adapter_config.json'), 'utf8'));
+    expect((await lstat(join(out, 'adapter'))).isSymbolicLink()).toBe(true); // swapped in one rename (cli/files.ts writeFilesAtomic)
     expect(cfg).toMatchObject({ peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: DEFAULT_CONFIG.lora.dropout, base_model_name_or_path: 'patchwork-builtin-tiny' });
     expect((await readdir(join(out, 'checkpoints'))).map(decodeURIComponent)).toContain('run/cli/latest');
     // and a second run continues from it

@@ -5,18 +5,22 @@
 // studio's worker): flags and --config are validated by src/config (typos name the nearest key),
 // every record is checked before the model loads (all problems at once; --skip-invalid trains on the
 // rest), checkpoints every optim.saveSteps steps, one progress line per step, and a PEFT adapter
-// (adapter_model.safetensors + adapter_config.json, base_model_name_or_path set) in --out.
+// (adapter_model.safetensors + adapter_config.json, base_model_name_or_path set).
+// --out DIR is the run's folder: DIR/checkpoints/ (fileKV: CRC-checked, temp files swept at start)
+// and DIR/adapter (written by writeFilesAtomic: a link to a complete version folder, swapped in one
+// rename, so a kill or a full disk leaves the previous adapter intact). Images are decoded by
+// data/image.ts decodeImageFile (EXIF orientation, PIL's pixel limit from the header) and their
+// paths resolved by the parser through data/formats/paths.ts resolveImagePath (nothing outside the
+// dataset's folder).
 import { existsSync, statSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile, readdir, unlink } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { readFile, readdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { pathToFileURL } from 'node:url';
-import { serialize, deserialize } from 'node:v8';
-import { PNG } from 'pngjs';
-import jpeg from 'jpeg-js';
 import { nodeGpu, closeGpu } from '../gpu/node.ts';
 import { dirCache, dirSource } from '../model/sources/node.ts';
-import type { RawImage } from '../data/image.ts';
+import { decodeImageFile } from '../data/image.ts';
+import { fileKV, writeFilesAtomic } from './files.ts';
 import { METHODS, type Method, type TrainConfig } from '../config/config.ts';
 import { formatErrors, nearestKey, parseConfig, validate, type ConfigError } from '../config/validate.ts';
 import { baseModelId, loadModel, loraConfigOf, quantizeOptions, readTokenizer, sourceOf, type ModelHost, type ModelSpec } from '../session/model.ts';
@@ -24,7 +28,7 @@ import { ExampleProblems, prepareExamples, type ExampleProblem, type ExampleSour
 import { jsonlSources, syntheticSources } from '../session/dataset.ts';
 import { Run } from '../session/run.ts';
 import { modelAdapterFiles } from '../export/peft.ts';
-import { loadLatestCheckpoint, type KV } from '../train/checkpoint.ts';
+import { loadNewestValidCheckpoint } from '../train/checkpoint.ts';
 import { TrainingFault } from '../train/trainer.ts';
 
 /** Flags that take a value, and flags that are switches. */
@@ -33,7 +37,9 @@ const SWITCHES = ['resume', 'skip-invalid', 'recompute', 'help'] as const;
 type Flags = Partial<Record<(typeof VALUE_FLAGS)[number], string> & Record<(typeof SWITCHES)[number], boolean>>;
 
 export const USAGE = `usage: npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|synthetic[:N]> [--method ${METHODS.join('|')}]
-  [--config <json>] [--out <dir>] [--endpoint <url>] [--revision <rev>] [--steps N] [--resume] [--run <id>] [--skip-invalid] [--recompute]`;
+  [--config <json>] [--out <dir>] [--endpoint <url>] [--revision <rev>] [--steps N] [--resume] [--run <id>] [--skip-invalid] [--recompute]
+  --out DIR (default out): the run's folder; checkpoints in DIR/checkpoints, the PEFT adapter in DIR/adapter
+    (adapter_config.json + adapter_model.safetensors, replaced atomically; DIR/adapter is a link to a version folder)`;
 
 /** A mistake in what the user passed: printed with no stack, exit code 2. */
 export class UsageError extends Error {}
@@ -60,54 +66,6 @@ export function parseFlags(argv: string[]): Flags {
     }
   }
   return out as Flags;
-}
-
-/** Checkpoints as files: each value written to a temp file then renamed, so a crash never tears one. */
-export function dirKV(dir: string): KV {
-  const path = (k: string) => join(dir, encodeURIComponent(k));
-  return {
-    async get<T>(k: string) {
-      return existsSync(path(k)) ? (deserialize(await readFile(path(k))) as T) : undefined;
-    },
-    async set(k, v) {
-      await mkdir(dir, { recursive: true });
-      await writeFile(path(k) + '.tmp', serialize(v));
-      await rename(path(k) + '.tmp', path(k));
-    },
-    async del(k) {
-      if (existsSync(path(k))) await unlink(path(k));
-    },
-    async keys() {
-      return existsSync(dir) ? (await readdir(dir)).filter((f) => !f.endsWith('.tmp')).map(decodeURIComponent) : [];
-    },
-  };
-}
-
-/** PNG or JPEG bytes → RGBA pixels. (Swap for data/image.ts's EXIF- and pixel-limit-aware decoder at merge.) */
-export function decodeImage(bytes: Uint8Array, name: string): RawImage {
-  try {
-    if (bytes[0] === 0x89 && bytes[1] === 0x50) {
-      const png = PNG.sync.read(Buffer.from(bytes));
-      return { data: new Uint8Array(png.data), width: png.width, height: png.height, channels: 4 };
-    }
-    if (bytes[0] === 0xff && bytes[1] === 0xd8) {
-      const j = jpeg.decode(bytes, { useTArray: true, maxMemoryUsageInMB: 2048 });
-      return { data: j.data, width: j.width, height: j.height, channels: 4 };
-    }
-  } catch (e) {
-    throw new Error(`${name}: cannot decode image (${(e as Error).message})`);
-  }
-  throw new Error(`${name}: not a PNG or JPEG image`);
-}
-
-/** `ref` resolved inside `root`; absolute paths, URLs and `..` that leave the folder are refused. */
-export function resolveInside(root: string, ref: string): string {
-  if (/^[a-z][\w+.-]*:/i.test(ref) && !/^[a-z]:[\\/]/i.test(ref)) throw new Error(`"${ref}" is a URL or data URI; the CLI reads image files next to the JSONL`);
-  if (isAbsolute(ref) || /^[a-z]:[\\/]/i.test(ref)) throw new Error(`"${ref}" is an absolute path; image paths are relative to the JSONL's folder`);
-  const p = resolve(root, ref);
-  const rel = relative(root, p);
-  if (rel === '..' || rel.startsWith('..' + sep) || isAbsolute(rel)) throw new Error(`"${ref}" leaves the JSONL's folder`);
-  return p;
 }
 
 export interface Io {
@@ -171,10 +129,12 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
   for (const e of validate(config)) if (e.path.startsWith('model') && !errors.some((x) => x.path === e.path)) errors.push(e);
   if (errors.length) throw new UsageError(formatErrors(errors, where));
 
-  const out = resolve(flags.out ?? 'out/adapter');
+  const out = resolve(flags.out ?? 'out');
+  const adapterDir = join(out, 'adapter');
   const runId = flags.run ?? 'cli';
-  const kv = dirKV(join(out, 'checkpoints'));
-  if (flags.resume && !(await loadLatestCheckpoint(kv, runId))) {
+  const kv = fileKV(join(out, 'checkpoints'));
+  for (const f of await kv.sweep()) io.error(`removed ${f}, the temp file of a killed checkpoint write`);
+  if (flags.resume && !(await loadNewestValidCheckpoint(kv, runId))) {
     throw new UsageError(`--resume: nothing to resume: ${join(out, 'checkpoints')} holds no checkpoint of run "${runId}". Run without --resume to start (or pass the --out / --run of the earlier run).`);
   }
 
@@ -194,8 +154,11 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
     } catch (e) {
       throw new UsageError(`--data ${flags.data}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
-    const root = dirname(file);
-    const ds = await jsonlSources(text, flags.data, { read: (ref) => readFile(resolveInside(root, ref)), decode: decodeImage }, config.data);
+    // the parser has already resolved each image path against the JSONL's folder and refused the
+    // ones that leave it (data/formats/paths.ts resolveImagePath): what arrives here is safe to read
+    const read = (path: string) => readFile(path);
+    const decode = (bytes: Uint8Array, name: string) => decodeImageFile(bytes, name, { onWarning: (w) => io.error(`warning: ${w}`) });
+    const ds = await jsonlSources(text, flags.data, { read, decode }, config.data);
     for (const w of ds.warnings) io.error(`warning: ${w}`);
     sources = ds.sources;
     fileProblems = ds.problems;
@@ -230,35 +193,34 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
   for (const w of loaded.model.warnings) io.error(`warning: ${w}`);
   const run = new Run({ runId, config, model: loaded.model, tokenizer, examples: prepared.examples, kv });
   run.onCheckpoint = (step) => io.log(`checkpoint at step ${step} in ${join(out, 'checkpoints')}`);
-  if (flags.resume) io.log(`resumed at step ${await run.resume()}`);
+  if (flags.resume) {
+    const r = await run.resume();
+    if (r?.message) io.error(`warning: ${r.message}`);
+    io.log(`resumed at step ${r?.step ?? 0}`);
+  }
   io.log(`${config.method} on ${prepared.examples.length} examples, ${run.totalSteps} steps${run.saveEvery ? `, a checkpoint every ${run.saveEvery}` : ''}`);
   try {
     while (!run.done) {
       const m = await run.trainStep();
       const extra = Object.entries(m).filter(([k]) => k.includes('/') || k === 'mean_token_accuracy' || k === 'reward').map(([k, v]) => `${k} ${v.toFixed(4)}`).join('  ');
-      io.log(`step ${m.step}/${run.totalSteps}  epoch ${m.epoch.toFixed(2)}  loss ${m.loss.toFixed(4)}  lr ${m.learning_rate.toExponential(2)}  grad_norm ${m.grad_norm.toFixed(3)}  tok/s ${m.tokens_per_s.toFixed(0)}  ${extra}`);
+      io.log(`step ${m.step}/${run.totalSteps}  epoch ${m.epoch.toFixed(2)}  loss ${m.loss.toFixed(4)}  lr ${m.learning_rate.toExponential(2)}  grad_norm ${m.grad_norm.toPrecision(3)}  tok/s ${m.tokens_per_s.toFixed(0)}  ${extra}`);
     }
     await run.save();
   } catch (e) {
     if (e instanceof TrainingFault) {
-      io.error(`${e.message}${run.checkpointStep !== null ? ` (last checkpoint: step ${run.checkpointStep})` : ''}`);
+      // checkpoints after the fault's last good step are deleted, so --resume continues from a good one
+      const kept = await run.rollback(e);
+      io.error(`${e.message}${kept !== null ? ` (last good checkpoint: step ${kept}; --resume continues from it)` : ''}`);
       return 1;
     }
     throw e;
   } finally {
     run.dispose();
   }
-  await writeAdapter(out, await modelAdapterFiles(loaded.model));
+  await writeFilesAtomic(adapterDir, await modelAdapterFiles(loaded.model));
   loaded.model.dispose();
-  io.log(`wrote ${join(out, 'adapter_model.safetensors')} and adapter_config.json`);
+  io.log(`wrote ${join(adapterDir, 'adapter_model.safetensors')} and adapter_config.json`);
   return 0;
-}
-
-/** Both files to temp names first, then renamed, so a kill or a full disk never leaves a torn adapter. (Swap for src/cli/files.ts's helper at merge.) */
-async function writeAdapter(dir: string, files: { name: string; bytes: Uint8Array }[]): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  for (const f of files) await writeFile(join(dir, f.name + '.tmp'), f.bytes);
-  for (const f of files) await rename(join(dir, f.name + '.tmp'), join(dir, f.name));
 }
 
 async function main(): Promise<void> {

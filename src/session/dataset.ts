@@ -6,15 +6,15 @@
 // the JSONL's folder. Problems (bad JSON, unknown shapes, missing or undecodable images, bad boxes, a
 // conversation that starts with the assistant) are returned per line, all at once, with the rest.
 import { parseJsonl, type LineError } from '../data/formats/jsonl.ts';
-import { DEFAULT_PARSE_OPTS, parseRecord, type ParsedSample, type ParseOpts } from '../data/formats/parse.ts';
+import { DEFAULT_PARSE_OPTS, parseRecord, type DatasetRecord, type ParsedSample, type ParseOpts } from '../data/formats/parse.ts';
+import { recordProblems } from '../data/validate.ts';
+import { isDataUri } from '../data/formats/paths.ts';
 import { labelsForImage } from '../data/formats/import.ts';
 import { taskRecords, type TaskRecord } from '../data/formats/records.ts';
-import { toFilePixels } from '../data/formats/coords.ts';
 import type { RewardKind, TaskKind } from '../data/formats/types.ts';
 import type { RawImage } from '../data/image.ts';
 import { syntheticGrounding, syntheticPreferences, syntheticRlPrompts } from '../data/synthetic.ts';
 import type { Method, TrainConfig } from '../config/config.ts';
-import { boxProblem } from './checks.ts';
 import type { ExampleProblem, ExampleSource, SourceImage } from './examples.ts';
 
 /** How the front end reaches the images a JSONL names. */
@@ -47,14 +47,13 @@ function rewardOf(s: ParsedSample): RewardKind {
   return s.boxes.length ? 'iou' : s.answer ? 'exact' : 'format';
 }
 
-/** The training records of one parsed line on its decoded image (the studio's import path). */
-function recordsOf(s: ParsedSample, image: RawImage, data: { minPixels: number; maxPixels: number }): { records: TaskRecord[]; problems: string[]; warnings: string[] } {
-  const problems: string[] = [];
-  for (const b of s.boxes) {
-    const f = toFilePixels(b, b.frame, image.width, image.height, data);
-    const p = boxProblem([f.x1, f.y1, f.x2, f.y2].map((v) => Math.round(v * 100) / 100), image.width, image.height);
-    if (p) problems.push(`${p}${b.frame !== 'abs' ? ` (written [${[b.x1, b.y1, b.x2, b.y2].join(', ')}] in the ${b.frame} frame)` : ''}: fix or remove the box`);
-  }
+/**
+ * The training records of one parsed line on its decoded image (the studio's import path). Its
+ * boxes are checked by data/validate.ts recordProblems, in the frame each is written in.
+ */
+function recordsOf(s: ParsedSample, rec: DatasetRecord, image: RawImage, data: { minPixels: number; maxPixels: number }): { records: TaskRecord[]; problems: string[]; warnings: string[] } {
+  // only the first image of a record is used (parseRecord warned about the others)
+  const problems = recordProblems({ ...rec, images: rec.images.slice(0, 1) }, [{ width: image.width, height: image.height }], data).map((e) => `${e.reason}: ${/\bbox\b/.test(e.reason) ? 'fix or remove the box' : 'replace or resize the image'}`);
   if (problems.length) return { records: [], problems, warnings: [] };
   const { labels, warnings } = labelsForImage([s], { fileWidth: image.width, fileHeight: image.height, scale: 1 }, data);
   const kind: TaskKind = s.kind;
@@ -78,6 +77,7 @@ export async function jsonlSources(text: string, file: string, host: FileHost, d
     let p = images.get(ref);
     if (!p) {
       p = (async (): Promise<SourceImage> => {
+        if (isDataUri(ref)) return { name: 'a data: URI', error: 'data: URI images are read by the studio only; save the image next to the dataset file and name its path' };
         try {
           return { name: ref, image: await host.decode(await host.read(ref), ref) };
         } catch (e) {
@@ -106,7 +106,7 @@ export async function jsonlSources(text: string, file: string, host: FileHost, d
       problems.push({ where, message: `cannot read the image ${im.name} (${im.error}): fix the path (relative to ${file}'s folder) or the file` });
       continue;
     }
-    const got = recordsOf(r.sample, im.image, data);
+    const got = recordsOf(r.sample, r.record, im.image, data);
     for (const m of got.problems) problems.push({ where, message: m });
     warnings.push(...got.warnings.map((w) => `${where}: ${w}`));
     for (const rec of got.records) sources.push({ where, record: rec, images: [im] });

@@ -11,7 +11,8 @@ import type { ByteCache } from '../model/sources/cache.ts';
 import type { ModelSource } from '../model/sources/source.ts';
 import type { QwenVLConfig } from '../model/config.ts';
 import { targetRegex, targetRegexFromNames, type LoraConfig } from '../model/lora.ts';
-import { QwenTokenizer, loadDefaultTokenizer } from '../data/tokenizer.ts';
+import { loadDefaultTokenizer, type QwenTokenizer } from '../data/tokenizer.ts';
+import { loadTokenizer } from '../model/weights.ts';
 import type { TrainConfig } from '../config/config.ts';
 
 /** Where the base model comes from. A local folder's Files only live as long as the page: after a reload the page passes them again. */
@@ -101,27 +102,14 @@ export function quantizeOptions(c: TrainConfig): Pick<LoadOptions, 'quantize' | 
   return c.model.quantize === 'nf4' ? { quantize: 'nf4', quantizeVision: c.model.quantizeVision } : {};
 }
 
-const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-
 /**
- * The tokenizer of a source: tokenizer.json (+ tokenizer_config.json). The built-in tiny model uses
- * the built-in Qwen tokenizer; any other model without tokenizer.json is an error (a silent fallback
- * could tokenize with other ids than the model was trained with).
+ * The tokenizer of a source, cross-checked with its config.json (model/weights.ts loadTokenizer: a
+ * missing tokenizer.json is an error, special ids and vocabulary must match). The built-in tiny
+ * model uses the built-in Qwen tokenizer.
  */
-export async function readTokenizer(spec: ModelSpec, source: ModelSource, host: ModelHost = {}): Promise<QwenTokenizer> {
+export async function readTokenizer(spec: ModelSpec, source: ModelSource, host: ModelHost = {}, config?: QwenVLConfig): Promise<QwenTokenizer> {
   if (spec.source === 'tiny') return (host.defaultTokenizer ?? loadDefaultTokenizer)();
-  const files = await source.list();
-  if (!files.includes('tokenizer.json')) throw new Error(`${source.id}: tokenizer.json is missing: copy the model's tokenizer.json (and tokenizer_config.json) into the folder`);
-  const cfg = files.includes('tokenizer_config.json') ? dec(await source.read('tokenizer_config.json')) : '{}';
-  return QwenTokenizer.fromJSON(dec(await source.read('tokenizer.json')), cfg);
-}
-
-/** A tokenizer whose ids do not fit the model: its <|image_pad|> or vocabulary disagree with config.json. */
-export function tokenizerProblem(tokenizer: QwenTokenizer, config: QwenVLConfig, sourceId: string): string | null {
-  if (tokenizer.vocabSize > config.text.vocabSize) return `${sourceId}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${config.text.vocabSize}`;
-  const c = config;
-  if (c.imageTokenId !== tokenizer.special.imagePad) return `${sourceId}: config.json's image_token_id is ${c.imageTokenId} but the tokenizer's <|image_pad|> is ${tokenizer.special.imagePad}: the images would be dropped; use the tokenizer that came with the model`;
-  return null;
+  return loadTokenizer(source, config ?? (await readModelConfig(source)));
 }
 
 export interface LoadedModel {
@@ -151,9 +139,7 @@ export async function loadModel(spec: ModelSpec, host: ModelHost, o: LoadModelOp
   // refuse, with the numbers, a model that will not fit, before reading anything else
   Qwen2_5_VL.checkMemory(config, gpu().limits, { lora: o.lora, plan: o.plan, recompute: o.recompute, budgetBytes: o.budgetBytes });
   o.onProgress?.({ phase: 'tokenizer', loaded: 0, total: 1, label: 'tokenizer.json' });
-  const tokenizer = typeof o.tokenizer === 'function' ? await o.tokenizer() : (o.tokenizer ?? (await readTokenizer(spec, source, host)));
-  const bad = tokenizerProblem(tokenizer, config, source.id);
-  if (bad) throw new Error(bad);
+  const tokenizer = typeof o.tokenizer === 'function' ? await o.tokenizer() : (o.tokenizer ?? (await readTokenizer(spec, source, host, config)));
   const model = await Qwen2_5_VL.load(source, {
     lora: o.lora, loraSeed: o.loraSeed ?? 0, plan: o.plan, recompute: o.recompute, budgetBytes: o.budgetBytes,
     ...(o.quantize ? { quantize: o.quantize, quantizeVision: o.quantizeVision } : {}),

@@ -3,7 +3,7 @@
 // latest checkpoint, stepped, and checkpointed every config.optim.saveSteps steps. The worker adds
 // its pause / stop state machine around step(); the CLI loops until done.
 import { Trainer, TrainingFault, type StepMetrics, type TrainExample, type TrainOptions } from '../train/trainer.ts';
-import { loadLatestCheckpoint, saveCheckpoint, type KV } from '../train/checkpoint.ts';
+import type { KV } from '../train/checkpoint.ts';
 import type { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
 import type { QwenTokenizer } from '../data/tokenizer.ts';
 import type { TrainConfig } from '../config/config.ts';
@@ -66,13 +66,24 @@ export class Run {
     return this.trainer.done;
   }
 
-  /** Continue from the run's latest checkpoint: its step, or null when there is none. */
-  async resume(): Promise<number | null> {
-    const ck = await loadLatestCheckpoint(this.o.kv, this.o.runId);
-    if (!ck) return null;
-    this.trainer.restore(ck);
-    this.checkpointStep = ck.step;
-    return ck.step;
+  /**
+   * Continue from the run's newest valid checkpoint (Trainer.resumeFrom): its step, and `message`
+   * when a damaged newer one was skipped (it names both; the front end shows it). null: none.
+   */
+  async resume(): Promise<{ step: number; message?: string } | null> {
+    const got = await this.trainer.resumeFrom(this.o.kv);
+    if (!got) return null;
+    this.checkpointStep = got.checkpoint.step;
+    return { step: got.checkpoint.step, ...(got.message ? { message: got.message } : {}) };
+  }
+
+  /**
+   * After a TrainingFault: the checkpoints newer than the fault's last good step are deleted
+   * (Trainer.rollback), so `--resume` / Resume continue from a good one. Returns that step (null: none).
+   */
+  async rollback(fault: TrainingFault): Promise<number | null> {
+    this.checkpointStep = (await this.trainer.rollback(this.o.kv, fault)) ?? null;
+    return this.checkpointStep;
   }
 
   /** One optimizer step, then a checkpoint when one is due. */
@@ -82,15 +93,12 @@ export class Run {
     return m;
   }
 
-  /** Save a checkpoint now (never one holding NaN/Inf: that is a fault, and the last good one stays). */
+  /** Save a checkpoint now (Trainer.save refuses parameters a TrainingFault made untrusted). */
   async save(): Promise<void> {
     if (this.checkpointStep === this.trainer.step) return;
-    const ck = await this.trainer.checkpoint();
-    const bad = Object.entries(ck.lora).find(([, t]) => !t.data.every(Number.isFinite));
-    if (bad) throw new TrainingFault(`The adapter weight ${bad[0]} became NaN/Inf by step ${ck.step}: training stopped. Lower the learning rate; the last saved checkpoint is kept.`);
-    await saveCheckpoint(this.o.kv, ck);
-    this.checkpointStep = ck.step;
-    this.onCheckpoint?.(ck.step);
+    await this.trainer.save(this.o.kv);
+    this.checkpointStep = this.trainer.step;
+    this.onCheckpoint?.(this.trainer.step);
   }
 
   dispose(): void {

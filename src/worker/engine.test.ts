@@ -189,7 +189,7 @@ describe('engine: training', () => {
     expect(sum.status).toBe('failed');
     expect(sum.message).toMatch(/^2 of 3 training records cannot be trained on; fix them, or choose "skip the named records"/);
     expect(sum.message).toMatch(/example 2: image 5x5 \(HxW\) is too small/);
-    expect(sum.message).toMatch(/example 3: box \[10, 20, 5000, 60\] reaches outside/);
+    expect(sum.message).toMatch(/example 3: box \[10, 20, 5000, 60\] is outside the/);
     expect(steps(r.events)).toHaveLength(0);
 
     const r2 = recorder(() => {}, engine);

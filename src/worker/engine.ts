@@ -17,7 +17,7 @@ import type { QwenVLConfig } from '../model/config.ts';
 import { parseAdapterConfig, targetedModules, type LoraConfig } from '../model/lora.ts';
 import { expectedWeights } from '../model/weights.ts';
 import { TrainingFault } from '../train/trainer.ts';
-import { deleteRun, loadLatestCheckpoint, type KV } from '../train/checkpoint.ts';
+import { deleteRun, loadLatestCheckpoint, loadNewestValidCheckpoint, type KV } from '../train/checkpoint.ts';
 import { clusterBundle } from '../export/cluster.ts';
 import { checkpointAdapterFiles, modelAdapterFiles } from '../export/peft.ts';
 import { loadAdapterFiles } from '../model/adapterFiles.ts';
@@ -339,7 +339,7 @@ export class Engine {
       if (this.stopRequested(active)) throw new StopBeforeStart();
 
       const prev = (await kv.get<RunMeta>(metaKey(req.runId))) ?? undefined;
-      const ck = await loadLatestCheckpoint(kv, req.runId);
+      const ck = await loadNewestValidCheckpoint(kv, req.runId);
       let lora: LoraConfig;
       if (req.startFrom === 'imported' && !ck) {
         const cur = this.alive();
@@ -366,11 +366,11 @@ export class Engine {
         l.adapter = { label: req.runId, runId: req.runId, step, lora };
         emit({ type: 'checkpoint', step });
       };
-      if (ck) {
-        r.trainer.restore(ck);
-        r.checkpointStep = checkpointStep = ck.step;
-        emit({ type: 'resumed', step: ck.step });
-      } else emit({ type: 'resumed', step: 0 });
+      // the newest valid checkpoint (a damaged newer one is skipped, and the message names both)
+      const resumed = ck ? await r.resume() : null;
+      if (resumed?.message) emit({ type: 'warning', message: resumed.message });
+      checkpointStep = resumed?.step ?? null;
+      emit({ type: 'resumed', step: resumed?.step ?? 0 });
       l.adapter = { label: req.runId, runId: req.runId, step: r.step, lora };
       if (this.stopRequested(active)) throw new StopBeforeStart();
       setState('running', undefined, r.step);
@@ -406,6 +406,8 @@ export class Engine {
       if (e instanceof StopBeforeStart) status = 'stopped';
       else if (e instanceof TrainingFault) {
         status = 'failed';
+        // checkpoints after the fault's last good step are not trusted: Resume must not pick them
+        if (run) checkpointStep = await run.rollback(e).catch(() => checkpointStep);
         message = `${e.message}${checkpointStep !== null ? ` (last checkpoint: step ${checkpointStep})` : ''}`;
       } else if (isDeviceLoss(e)) {
         status = 'device-lost';
