@@ -8,7 +8,7 @@ import type { RawImage } from '../data/image.ts';
 import { buildPrompt, buildSample, IGNORE_INDEX, type ChatMessage } from '../data/template.ts';
 import type { QwenTokenizer } from '../data/tokenizer.ts';
 import type { Box } from '../data/bbox.ts';
-import type { TaskRecord } from '../data/formats/records.ts';
+import { KIND_NAMES, methodKind, methodTakes, type TaskRecord } from '../data/formats/records.ts';
 import type { Method, TrainConfig } from '../config/config.ts';
 import type { TrainExample } from '../train/trainer.ts';
 import { completionIds } from '../train/dpo.ts';
@@ -51,11 +51,9 @@ export class ExampleProblems extends Error {
   }
 }
 
-export const KIND_NAMES: Record<TaskRecord['kind'], string> = { sft: 'question/answer (SFT)', preference: 'preference-pair (DPO)', rl: 'prompt + reward (GRPO)' };
-
-/** Whether `method` trains on records of this kind. */
+/** Whether `method` trains on this record (data/formats/records.ts methodTakes, shared with the Train panel). */
 export function takesRecord(r: TaskRecord, method: Method): boolean {
-  return r.kind === 'sft' ? method === 'sft' : r.kind === 'preference' ? method === 'dpo' : method === 'grpo' || method === 'ppo';
+  return methodTakes(r.kind, method);
 }
 
 const userTurn = (text: string, images: number): ChatMessage => ({
@@ -184,7 +182,7 @@ export function prepareExamples(sources: ExampleSource[], o: PrepareOptions): Pr
   if (!examples.length) {
     const name = o.name ?? 'the dataset';
     const have = [...kinds].map(([k, n]) => `${n} ${KIND_NAMES[k]} record${n > 1 ? 's' : ''}`).join(', ');
-    const want = o.method === 'sft' ? KIND_NAMES.sft : o.method === 'dpo' ? KIND_NAMES.preference : KIND_NAMES.rl;
+    const want = KIND_NAMES[methodKind(o.method)];
     if (problems.length) throw new ExampleProblems(problems, wanted, o.skipHint);
     throw new Error(have
       ? `${name} has ${have}, but ${o.method.toUpperCase()} trains on ${want} records: pick the matching method or dataset kind.`

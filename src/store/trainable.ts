@@ -1,15 +1,9 @@
 // Does a dataset hold anything the chosen method trains on? Counted from the stored records before a
 // run is created, so an empty or wrong-kind dataset disables Train with the reason instead of making a
 // run that can only fail. Pure (no IndexedDB, no React): store/training.ts feeds it the records.
-import type { TaskRecord } from '../data/formats/records.ts';
+import { KIND_NAMES, methodKind, methodTakes, type TaskRecord } from '../data/formats/records.ts';
 import type { Method } from './runConfig.ts';
 
-const KIND_NAMES: Record<TaskRecord['kind'], string> = { sft: 'question/answer (SFT)', preference: 'preference-pair (DPO)', rl: 'prompt + reward (GRPO/PPO)' };
-
-/** Which record kind a method trains on (as the engine picks them). */
-export function methodTakes(r: TaskRecord['kind'], method: Method): boolean {
-  return r === 'sft' ? method === 'sft' : r === 'preference' ? method === 'dpo' : method === 'grpo' || method === 'ppo';
-}
 
 export interface Trainable {
   images: number;
@@ -38,6 +32,6 @@ export function untrainableReason(name: string, t: Trainable, method: Method): s
   if (t.images === 0) return `dataset "${name}" is empty: add images on the Dataset screen first`;
   const have = Object.entries(t.kinds).map(([k, c]) => `${c} ${KIND_NAMES[k as TaskRecord['kind']]} record${c! > 1 ? 's' : ''}`);
   if (!have.length) return `dataset "${name}" has ${t.images} image${t.images > 1 ? 's' : ''} but none labelled: label at least one on the Dataset screen`;
-  const wants = method === 'sft' ? KIND_NAMES.sft : method === 'dpo' ? KIND_NAMES.preference : KIND_NAMES.rl;
+  const wants = KIND_NAMES[methodKind(method)];
   return `dataset "${name}" has ${have.join(', ')}, but ${method.toUpperCase()} trains on ${wants} records: pick the matching method or dataset`;
 }

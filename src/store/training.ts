@@ -37,7 +37,7 @@ interface TrainingStore {
   /** notes from the engine for the current run (LoRA dropout ignored, image bounds taken from the dataset, ...) */
   warnings: string[];
   /** the last run's end, or why it could not start */
-  message: { level: 'info' | 'error'; text: string } | null;
+  message: { level: 'info' | 'error'; text: string; skipInvalid?: () => void } | null;
   model: ModelInfo | null;
   /** a control request in flight (buttons wait for it) */
   busy: boolean;
@@ -148,7 +148,7 @@ function onEvent(runId: string): (e: TrainEvent) => void {
   };
 }
 
-async function drive(runId: string, start: () => Promise<RunSummary>): Promise<void> {
+async function drive(runId: string, start: () => Promise<RunSummary>, retrySkipping?: () => void): Promise<void> {
   set({ active: { runId, state: 'loading', step: 0, totalSteps: 0, startedAt: Date.now() }, warnings: [], message: null });
   try {
     const sum = await start();
@@ -156,7 +156,9 @@ async function drive(runId: string, start: () => Promise<RunSummary>): Promise<v
       sum.status === 'done' ? `Finished: ${sum.step} steps.`
       : sum.status === 'stopped' ? `Stopped at step ${sum.step}; the checkpoint of step ${sum.checkpointStep ?? 0} is kept.`
       : sum.message ?? `The run ended: ${sum.status}.`;
-    set({ message: { level: sum.status === 'done' || sum.status === 'stopped' ? 'info' : 'error', text } });
+    // refused for bad records: the message offers the same run again, leaving the named records out
+    const skip = sum.invalidRecords && retrySkipping ? { skipInvalid: retrySkipping } : {};
+    set({ message: { level: sum.status === 'done' || sum.status === 'stopped' ? 'info' : 'error', text, ...skip } });
   } catch (e) {
     // refused before it started (another tab holds the run, no settings for the run, ...): the run record is left as it was
     set({ message: { level: 'error', text: (e as Error).message } });
@@ -174,7 +176,7 @@ export async function trainableOf(datasetId: string, method: TrainConfig['method
 }
 
 /** Start a new run of `config` on a stored dataset. */
-export async function startRun(config: TrainConfig, datasetId: string, opts: { startFrom?: 'fresh' | 'imported' } = {}): Promise<string | undefined> {
+export async function startRun(config: TrainConfig, datasetId: string, opts: { startFrom?: 'fresh' | 'imported'; skipInvalid?: boolean } = {}): Promise<string | undefined> {
   const api = trainer();
   if (!api || get().active) return undefined;
   await flushWrites(); // the last label edits reach IndexedDB before the worker reads it
@@ -191,7 +193,8 @@ export async function startRun(config: TrainConfig, datasetId: string, opts: { s
   }
   const runId = useRuns.getState().addRun({ method: config.method, model: modelName(config), config, datasetId });
   set({ imported: null }); // the run takes it over, or a fresh adapter replaces it
-  void drive(runId, () => api.train({ runId, config, model, data: { datasetId }, startFrom: opts.startFrom }, callback(onEvent(runId))));
+  const skipping = () => void startRun(config, datasetId, { ...opts, skipInvalid: true });
+  void drive(runId, () => api.train({ runId, config, model, data: { datasetId }, startFrom: opts.startFrom, ...(opts.skipInvalid ? { skipInvalid: true } : {}) }, callback(onEvent(runId))), opts.skipInvalid ? undefined : skipping);
   return runId;
 }
 

@@ -553,6 +553,14 @@ function RunControls({ errors, config, datasetId, setDatasetId, untrainable }: {
       {message && (
         <p className={message.level === 'error' ? 'error-text run-message' : 'muted run-message'} data-testid="train-message" role={message.level === 'error' ? 'alert' : undefined}>
           {message.text}
+          {message.skipInvalid && (
+            <>
+              {' '}
+              <button type="button" data-testid="skip-invalid" onClick={message.skipInvalid}>
+                Skip them and train on the rest
+              </button>
+            </>
+          )}
         </p>
       )}
     </section>

@@ -9,8 +9,9 @@ const cfg = (optim: Partial<TrainConfig['optim']>): TrainConfig => ({ ...DEFAULT
 describe('step-count warnings', () => {
   it('the defaults and the Quick try preset on one example do not warn', () => {
     expect(trainWarnings(DEFAULT_CONFIG, { datasetSize: 80, secondsPerStep: 2.5 })).toEqual({});
-    // the defaults on 8 examples: 3 epochs × 8 / 4 = 6 steps, inside the 10 warmup steps
-    expect(trainWarnings(DEFAULT_CONFIG, { datasetSize: 8 })).toEqual({ 'optim.warmupSteps': 'Warmup (10 steps) is half the run (6) or more: the rate barely reaches its peak.' });
+    // the defaults (warmup 0) on 8 examples do not warn; 10 warmup steps on 3 epochs × 8 / 4 = 6 steps do
+    expect(trainWarnings(DEFAULT_CONFIG, { datasetSize: 8 })).toEqual({});
+    expect(trainWarnings(cfg({ maxSteps: 0, numEpochs: 3, batchSize: 1, gradAccumSteps: 4, warmupSteps: 10 }), { datasetSize: 8 })).toEqual({ 'optim.warmupSteps': 'Warmup (10 steps) is half the run (6) or more: the rate barely reaches its peak.' });
     expect(trainWarnings(cfg({ maxSteps: 50, gradAccumSteps: 1, warmupSteps: 5 }), { datasetSize: 1, secondsPerStep: 2.5 })).toEqual({});
   });
   it('more than 100k steps warns on max steps, with or without a dataset', () => {
@@ -45,9 +46,15 @@ describe('step-count warnings', () => {
 });
 
 describe('form errors by field path', () => {
-  it('today the studio validate, keyed by path', () => {
+  it('the config validation (config/validate.ts), keyed by path', () => {
     expect(Object.keys(formErrors(cfg({ learningRate: 5, batchSize: 0 }))).sort()).toEqual(['optim.batchSize', 'optim.learningRate']);
     expect(formErrors(DEFAULT_CONFIG)).toEqual({});
+    // the same messages the CLI prints for --config
+    expect(formErrors(cfg({ learningRate: 1e10 }))['optim.learningRate']).toMatch(/^The learning rate must be a number in \(0, 1\)/);
+    // cross-field and dataset rules once the dataset size is known
+    expect(formErrors(cfg({ maxSteps: 5, warmupSteps: 5 }))['optim.warmupSteps']).toMatch(/must be shorter than the run \(5 steps\)/);
+    expect(formErrors(cfg({ batchSize: 8 }), { datasetSize: 3 })['optim.batchSize']).toMatch(/Batch size 8 is more than the dataset's 3 examples/);
+    expect(formErrors(cfg({ batchSize: 8 }))).toEqual({});
   });
   it('byPath accepts a record or a list of { path, message } (string or array paths)', () => {
     expect(byPath({ 'optim.maxSteps': 'x' })).toEqual({ 'optim.maxSteps': 'x' });

@@ -1,7 +1,8 @@
 // What the Train panel says about the settings before a run: errors by field path (they block Train)
 // and warnings by field path (absurd but legal values: shown next to the field, never blocking).
 // Pure functions, so they are unit-tested without a browser.
-import { validateConfig, type TrainConfig } from '../store/runConfig.ts';
+import type { TrainConfig } from '../store/runConfig.ts';
+import { validateConfig } from '../config/validate.ts';
 
 /** What is known about the run's data and speed when the form is shown (all optional). */
 export interface TrainContext {
@@ -14,12 +15,12 @@ export interface TrainContext {
 export type FieldMessages = Record<string, string>;
 
 /**
- * Form errors by field path ("optim.maxSteps" → message). Today the studio's own checks
- * (store/runConfig.ts validateConfig); at merge this becomes the one training-config validate
- * (src/config), converted with `byPath`, so the form, the CLI and the cluster export agree.
+ * Form errors by field path ("optim.maxSteps" → message): THE training-config validation
+ * (config/validate.ts, the first message of each field), the one the CLI's --config and the cluster
+ * export use, with the dataset rules (batch and steps against the examples) once the size is known.
  */
-export function formErrors(config: TrainConfig, _ctx: TrainContext = {}): FieldMessages {
-  return validateConfig(config);
+export function formErrors(config: TrainConfig, ctx: TrainContext = {}): FieldMessages {
+  return validateConfig(config, ctx.datasetSize ? { datasetSize: ctx.datasetSize } : {});
 }
 
 /** A validate result as field path → message: accepts a record, or a list of { path, message }. */

@@ -166,6 +166,8 @@ export interface RunSummary {
   /** step of the last checkpoint saved (what Resume continues from) */
   checkpointStep: number | null;
   message?: string;
+  /** refused before step 1 because this many records cannot be trained on (TrainRequest.skipInvalid trains on the rest) */
+  invalidRecords?: number;
 }
 
 /** Thrown (as its message) when another tab trains this run. */

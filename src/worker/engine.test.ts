@@ -187,7 +187,8 @@ describe('engine: training', () => {
     const r = recorder(() => {}, engine);
     const sum = await engine.train({ runId: 'r-bad', config: config((c) => (c.optim.maxSteps = 1)), data: { examples } }, r.cb);
     expect(sum.status).toBe('failed');
-    expect(sum.message).toMatch(/^2 of 3 training records cannot be trained on; fix them, or choose "skip the named records"/);
+    expect(sum.message).toMatch(/^2 of 3 training records cannot be trained on; fix them, or choose "Skip them and train on the rest"/);
+    expect(sum.invalidRecords).toBe(2); // the Train panel offers the button on this
     expect(sum.message).toMatch(/example 2: image 5x5 \(HxW\) is too small/);
     expect(sum.message).toMatch(/example 3: box \[10, 20, 5000, 60\] is outside the/);
     expect(steps(r.events)).toHaveLength(0);

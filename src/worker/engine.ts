@@ -33,7 +33,7 @@ import { formatErrors, validate } from '../config/validate.ts';
 import {
   baseModelId, loadModel, loraConfigOf, quantizeOptions, readModelConfig, readTokenizer, sourceOf, specKey, specName, specOf, storableSpec, type ModelHost,
 } from '../session/model.ts';
-import { DEFAULT_PLAN, prepareExamples, takesRecord, type ExampleSource, type Plan } from '../session/examples.ts';
+import { DEFAULT_PLAN, ExampleProblems, prepareExamples, takesRecord, type ExampleSource, type Plan } from '../session/examples.ts';
 import { memoryReport, stepFlops } from '../session/estimate.ts';
 import { Run } from '../session/run.ts';
 import {
@@ -319,6 +319,7 @@ export class Engine {
     let checkpointStep: number | null = null;
     let status: RunSummary['status'] = 'stopped';
     let message: string | undefined;
+    let invalidRecords: number | undefined;
     try {
       setState('loading');
       // settings saved by an older build (a run's meta, a persisted form) lack newer fields: the defaults fill them
@@ -417,6 +418,7 @@ export class Engine {
       } else {
         status = 'failed';
         message = (e as Error)?.message ?? String(e);
+        if (e instanceof ExampleProblems) invalidRecords = e.problems.length;
       }
     } finally {
       try {
@@ -428,7 +430,7 @@ export class Engine {
       release();
     }
     setState(status, message, run?.step);
-    return { runId: req.runId, status, step: run?.step ?? checkpointStep ?? 0, totalSteps: run?.totalSteps ?? 0, checkpointStep, message };
+    return { runId: req.runId, status, step: run?.step ?? checkpointStep ?? 0, totalSteps: run?.totalSteps ?? 0, checkpointStep, message, ...(invalidRecords ? { invalidRecords } : {}) };
   }
 
   /**
@@ -472,7 +474,7 @@ export class Engine {
     const maxNewTokens = method === 'grpo' ? c.grpo.maxNewTokens : method === 'ppo' ? c.ppo.maxNewTokens : undefined;
     const p = prepareExamples(sources, {
       method, data: { minPixels, maxPixels, maxLength: c.data.maxLength }, maxNewTokens, tokenizer, skipInvalid: req.skipInvalid, name,
-      skipHint: 'choose "skip the named records"',
+      skipHint: 'choose "Skip them and train on the rest"',
     });
     const warnings = p.problems.map((x) => `Left out ${x.where}: ${x.message}.`);
     if (p.otherKind) warnings.push(`${p.otherKind} record${p.otherKind > 1 ? 's' : ''} of another kind than ${method.toUpperCase()} takes ${p.otherKind > 1 ? 'were' : 'was'} left out.`);

@@ -43,6 +43,19 @@ export interface RlRecord {
 
 export type TaskRecord = SftRecord | PreferenceRecord | RlRecord;
 
+/** What each record kind is called in messages (the studio's Train panel and the session's refusals). */
+export const KIND_NAMES: Record<TaskRecord['kind'], string> = { sft: 'question/answer (SFT)', preference: 'preference-pair (DPO)', rl: 'prompt + reward (GRPO/PPO)' };
+
+/** The record kind a method trains on: SFT question/answer, DPO pairs, GRPO/PPO prompts. */
+export function methodKind(method: 'sft' | 'dpo' | 'grpo' | 'ppo'): TaskRecord['kind'] {
+  return method === 'sft' ? 'sft' : method === 'dpo' ? 'preference' : 'rl';
+}
+
+/** Whether `method` trains on records of this kind (the engine, the session and the Train panel agree). */
+export function methodTakes(kind: TaskRecord['kind'], method: 'sft' | 'dpo' | 'grpo' | 'ppo'): boolean {
+  return methodKind(method) === kind;
+}
+
 /** The boxes of an image in the model's resized frame. */
 export function resizedBoxes(img: Pick<ImageRecord, 'width' | 'height' | 'labels'>, opts: ResizeOpts, boxes = img.labels.boxes): AnswerBox[] {
   const [rh, rw] = smartResize(img.height, img.width, 28, opts.minPixels, opts.maxPixels);
