@@ -18,6 +18,7 @@ import { unzlibSync } from 'fflate';
 // The decoder half of jpeg-js only: its index also pulls the encoder, which needs Node's Buffer.
 import decodeJpegJs from 'jpeg-js/lib/decoder.js';
 import type { RawImage } from './image.ts';
+import { crc32 } from '../base/crc32.ts';
 
 /** PIL's Image.MAX_IMAGE_PIXELS. */
 export const MAX_IMAGE_PIXELS = Math.floor(1024 * 1024 * 1024 / 4 / 3);
@@ -303,21 +304,6 @@ function indexOfMarker(b: Uint8Array, m: number): number {
 
 // ---- PNG (all colour types and bit depths, Adam7 interlace, tRNS; 16-bit keeps the high byte) ----
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-function crc32(b: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < b.length; i++) c = CRC_TABLE[(c ^ b[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
 
 const CHANNELS: Record<number, number> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
 const ADAM7 = [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]];

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { crc32 as zlibCrc32 } from 'node:zlib';
+import { crc32 } from '../base/crc32.ts';
 import {
-  MemoryKV, crc32, decodeCheckpoint, discardCheckpointsAfter, encodeCheckpoint, listCheckpoints, loadLatestCheckpoint, loadNewestValidCheckpoint, saveCheckpoint,
+  MemoryKV, decodeCheckpoint, discardCheckpointsAfter, encodeCheckpoint, listCheckpoints, loadLatestCheckpoint, loadNewestValidCheckpoint, saveCheckpoint,
   type Checkpoint,
 } from './checkpoint.ts';
 
