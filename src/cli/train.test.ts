@@ -141,7 +141,7 @@ describe('bad data', () => {
     expect(m).toMatch(/line 2: invalid JSON/);
     expect(m).toMatch(/line 3: image path "\.\.\/outside\.png" is refused: "\.\." leads above the dataset folder/);
     expect(m).toMatch(/line 4: image path ".*img0\.png" is refused: it is an absolute path/);
-    expect(m).toMatch(/line 6: the conversation starts with the assistant/);
+    expect(m).toMatch(/line 6: messages\[0\]: the conversation starts with the assistant/);
     expect(m).toMatch(/line 7: objects\.bbox\[0\]: box \[50, 10, 20, 40\]: x1 50 must be less than x2 20/);
     // found on the decoded image (data/validate.ts recordProblems), reported in the same list
     expect(m).toMatch(/line 5: image .*tiny\.png \(5×5\): image 5x5 \(HxW\) is too small: both sides must be at least 10 pixels: replace or resize the image/);

@@ -1,4 +1,4 @@
-// npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|synthetic[:N]> [--method sft|dpo|grpo|ppo]
+// npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|file.json|synthetic[:N]> [--method sft|dpo|grpo|ppo]
 //                  [--config <json>] [--out <dir>] [--endpoint <url>] [--revision <rev>] [--steps N]
 //                  [--resume] [--run <id>] [--skip-invalid] [--recompute]
 // Headless training on Node + Dawn, a thin front end over src/session (the same assembly as the
@@ -25,7 +25,7 @@ import { METHODS, type Method, type TrainConfig } from '../config/config.ts';
 import { formatErrors, nearestKey, parseConfig, validate, type ConfigError } from '../config/validate.ts';
 import { baseModelId, loadModel, loraConfigOf, quantizeOptions, readTokenizer, sourceOf, type ModelHost, type ModelSpec } from '../session/model.ts';
 import { ExampleProblems, prepareExamples, type ExampleProblem, type ExampleSource, type PreparedExamples } from '../session/examples.ts';
-import { jsonlSources, syntheticSources } from '../session/dataset.ts';
+import { datasetSources, syntheticSources } from '../session/dataset.ts';
 import { Run } from '../session/run.ts';
 import { modelAdapterFiles } from '../export/peft.ts';
 import { loadNewestValidCheckpoint } from '../train/checkpoint.ts';
@@ -36,7 +36,7 @@ const VALUE_FLAGS = ['model', 'data', 'method', 'config', 'out', 'endpoint', 're
 const SWITCHES = ['resume', 'skip-invalid', 'recompute', 'help'] as const;
 type Flags = Partial<Record<(typeof VALUE_FLAGS)[number], string> & Record<(typeof SWITCHES)[number], boolean>>;
 
-export const USAGE = `usage: npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|synthetic[:N]> [--method ${METHODS.join('|')}]
+export const USAGE = `usage: npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|file.json|synthetic[:N]> [--method ${METHODS.join('|')}]
   [--config <json>] [--out <dir>] [--endpoint <url>] [--revision <rev>] [--steps N] [--resume] [--run <id>] [--skip-invalid] [--recompute]
   --out DIR (default out): the run's folder; checkpoints in DIR/checkpoints, the PEFT adapter in DIR/adapter
     (adapter_config.json + adapter_model.safetensors, replaced atomically; DIR/adapter is a link to a version folder)`;
@@ -158,7 +158,7 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
     // ones that leave it (data/formats/paths.ts resolveImagePath): what arrives here is safe to read
     const read = (path: string) => readFile(path);
     const decode = (bytes: Uint8Array, name: string) => decodeImageFile(bytes, name, { onWarning: (w) => io.error(`warning: ${w}`) });
-    const ds = await jsonlSources(text, flags.data, { read, decode }, config.data);
+    const ds = await datasetSources(text, flags.data, { read, decode }, config.data);
     for (const w of ds.warnings) io.error(`warning: ${w}`);
     sources = ds.sources;
     fileProblems = ds.problems;

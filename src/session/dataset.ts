@@ -1,12 +1,15 @@
 // Dataset files → ExampleSources for a front end that reads files (the CLI), through THE parser
-// (data/formats: parseJsonl, parseRecord, labelsForImage, taskRecords), so a JSONL trains on exactly
-// what the studio would import from it: ms-swift (messages / query-response / objects with
-// <ref-object> and <bbox>), LLaMA-Factory sharegpt, trl (content as a string or a list of parts;
-// preference and prompt-only records), the cluster bundle's train.jsonl. Image paths are relative to
-// the JSONL's folder. Problems (bad JSON, unknown shapes, missing or undecodable images, bad boxes, a
-// conversation that starts with the assistant) are returned per line, all at once, with the rest.
-import { parseJsonl, type LineError } from '../data/formats/jsonl.ts';
-import { DEFAULT_PARSE_OPTS, parseRecord, type DatasetRecord, type ParsedSample, type ParseOpts } from '../data/formats/parse.ts';
+// (data/formats: parseDatasetFile, toSample, labelsForImage, taskRecords), so a file trains on
+// exactly what the studio would import from it: JSONL or a JSON array of ms-swift (messages /
+// query-response / objects with <ref-object> and <bbox>), LLaMA-Factory sharegpt, trl (content as a
+// string or a list of parts; preference and prompt-only records) records, the cluster bundle's
+// train.jsonl, COCO detection JSON, patchwork.json. Image paths are relative to the file's folder
+// (the parser resolves them and refuses those that leave it). Problems (bad JSON, unknown shapes, a
+// conversation that starts with the assistant, missing or undecodable images, bad boxes) are
+// returned per line, all at once, with the rest.
+import type { LineError } from '../data/formats/jsonl.ts';
+import { parseDatasetFile } from '../data/formats/dataset.ts';
+import { DEFAULT_PARSE_OPTS, toSample, type DatasetRecord, type ParsedSample, type ParseOpts } from '../data/formats/parse.ts';
 import { recordProblems } from '../data/validate.ts';
 import { isDataUri } from '../data/formats/paths.ts';
 import { labelsForImage } from '../data/formats/import.ts';
@@ -33,15 +36,6 @@ export interface DatasetFile {
 
 const lineWhere = (file: string, line: number) => `${file} line ${line}`;
 
-/** A conversation whose first turn (after a system prompt) is the assistant's: its answer would train as a question. */
-export function startsWithAssistant(value: Record<string, unknown>): boolean {
-  const turns = value.messages ?? value.conversations ?? (Array.isArray(value.prompt) ? value.prompt : undefined);
-  if (!Array.isArray(turns)) return false;
-  const first = turns.find((t) => t && typeof t === 'object' && !['system'].includes(String((t as Record<string, unknown>).role ?? (t as Record<string, unknown>).from)));
-  const role = first && String((first as Record<string, unknown>).role ?? (first as Record<string, unknown>).from);
-  return role === 'assistant' || role === 'gpt' || role === 'model' || role === 'bot';
-}
-
 /** The reward an RL record is scored with: IoU against its boxes, else exact match against its answer, else format. */
 function rewardOf(s: ParsedSample): RewardKind {
   return s.boxes.length ? 'iou' : s.answer ? 'exact' : 'format';
@@ -64,14 +58,15 @@ function recordsOf(s: ParsedSample, rec: DatasetRecord, image: RawImage, data: {
 }
 
 /**
- * JSONL text → ExampleSources, one per record (a line of several questions gives several), each
- * named `file line N`. `data` is the smart_resize frame of the answers (config.data).
+ * A dataset file's text → ExampleSources, one per record (a line of several questions gives
+ * several), each named `file line N`. `data` is the smart_resize frame of the answers (config.data).
  */
-export async function jsonlSources(text: string, file: string, host: FileHost, data: TrainConfig['data'], opts: ParseOpts = DEFAULT_PARSE_OPTS): Promise<DatasetFile> {
+export async function datasetSources(text: string, file: string, host: FileHost, data: TrainConfig['data'], opts: ParseOpts = DEFAULT_PARSE_OPTS): Promise<DatasetFile> {
   const problems: ExampleProblem[] = [], warnings: string[] = [], sources: ExampleSource[] = [];
   const lineProblem = (e: LineError) => problems.push({ where: lineWhere(file, e.line), message: e.reason });
-  const parsed = parseJsonl(text, file);
-  parsed.errors.forEach(lineProblem);
+  const parsed = parseDatasetFile(text, file, opts);
+  parsed.problems.forEach(lineProblem);
+  warnings.push(...parsed.warnings.map((w) => `${w}; only the first is used`));
   const images = new Map<string, Promise<SourceImage>>();
   const imageOf = (ref: string) => {
     let p = images.get(ref);
@@ -88,25 +83,19 @@ export async function jsonlSources(text: string, file: string, host: FileHost, d
     }
     return p;
   };
-  for (const { line, value } of parsed.records) {
-    const where = lineWhere(file, line);
-    const v = value as Record<string, unknown>;
-    if (startsWithAssistant(v)) {
-      problems.push({ where, message: 'the conversation starts with the assistant: put the user\'s question first' });
+  for (const rec of parsed.records) {
+    const where = lineWhere(file, rec.line);
+    if (!rec.images.length) {
+      problems.push({ where, message: 'no image: expected "images": ["path"] (or "image")' });
       continue;
     }
-    const r = parseRecord(v, file, line, opts);
-    if ('error' in r) {
-      lineProblem(r.error);
-      continue;
-    }
-    warnings.push(...r.warnings);
-    const im = await imageOf(r.sample.image);
+    const sample = toSample(rec);
+    const im = await imageOf(sample.image);
     if (!im.image) {
       problems.push({ where, message: `cannot read the image ${im.name} (${im.error}): fix the path (relative to ${file}'s folder) or the file` });
       continue;
     }
-    const got = recordsOf(r.sample, r.record, im.image, data);
+    const got = recordsOf(sample, rec, im.image, data);
     for (const m of got.problems) problems.push({ where, message: m });
     warnings.push(...got.warnings.map((w) => `${where}: ${w}`));
     for (const rec of got.records) sources.push({ where, record: rec, images: [im] });

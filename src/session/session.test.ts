@@ -9,7 +9,7 @@ import { completionIds } from '../train/dpo.ts';
 import { groundingAnswerProblem, imageSizeProblem, preferenceProblem } from './checks.ts';
 import { boxProblem } from '../data/bbox.ts';
 import { ExampleProblems, exampleOf, prepareExamples, type ExampleSource } from './examples.ts';
-import { jsonlSources, startsWithAssistant, syntheticSources, type FileHost } from './dataset.ts';
+import { datasetSources, syntheticSources, type FileHost } from './dataset.ts';
 import { trainOptionsOf } from './run.ts';
 
 let tok: QwenTokenizer;
@@ -39,7 +39,7 @@ const box = '{"bbox_2d": [10, 20, 50, 60], "label": "cat"}';
 
 describe('dataset files through data/formats (the CLI reads what the studio exports)', () => {
   it('ms-swift messages, query/response, sharegpt conversations', async () => {
-    const { sources, problems } = await jsonlSources(jsonl(
+    const { sources, problems } = await datasetSources(jsonl(
       { messages: [{ role: 'user', content: '<image>Where is the cat?' }, { role: 'assistant', content: box }], images: ['a.png'] },
       { query: '<image>What is it?', response: 'A cat.', images: 'a.png' },
       { conversations: [{ from: 'human', value: '<image>hi' }, { from: 'gpt', value: 'ok' }], images: ['b.png'] },
@@ -52,7 +52,7 @@ describe('dataset files through data/formats (the CLI reads what the studio expo
 
   it('trl with content given as a list of parts (the studio\'s trl export), and trl preference pairs', async () => {
     const user = { role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'Where is the cat?' }] };
-    const { sources, problems } = await jsonlSources(jsonl(
+    const { sources, problems } = await datasetSources(jsonl(
       { messages: [user, { role: 'assistant', content: [{ type: 'text', text: 'On the mat.' }] }], images: ['a.png'] },
       { prompt: [user], chosen: [{ role: 'assistant', content: [{ type: 'text', text: 'left' }] }], rejected: [{ role: 'assistant', content: 'right' }], images: ['a.png'] },
     ), 'trl.jsonl', IMGS, DEFAULT_CONFIG.data);
@@ -62,7 +62,7 @@ describe('dataset files through data/formats (the CLI reads what the studio expo
   });
 
   it('ms-swift objects with <ref-object> / <bbox>, and a GRPO prompt with a solution', async () => {
-    const { sources, problems } = await jsonlSources(jsonl(
+    const { sources, problems } = await datasetSources(jsonl(
       { messages: [{ role: 'user', content: '<image>Find <ref-object>' }, { role: 'assistant', content: '<bbox>' }], images: ['a.png'], objects: { ref: ['cat'], bbox: [[10, 20, 50, 60]] } },
       { prompt: [{ role: 'user', content: '<image>Where is the cat?' }], images: ['a.png'], solution: box },
     ), 's.jsonl', IMGS, DEFAULT_CONFIG.data);
@@ -73,7 +73,7 @@ describe('dataset files through data/formats (the CLI reads what the studio expo
   });
 
   it('reports every bad line at once, each with its line number, and keeps the good ones', async () => {
-    const { sources, problems } = await jsonlSources(jsonl(
+    const { sources, problems } = await datasetSources(jsonl(
       { query: '<image>ok?', response: 'yes', images: ['a.png'] },
       '{"messages": [broken',
       { messages: [{ role: 'assistant', content: 'I start' }, { role: 'user', content: '<image>then a question' }], images: ['a.png'] },
@@ -97,9 +97,24 @@ describe('dataset files through data/formats (the CLI reads what the studio expo
     expect(by['bad.jsonl line 9']).toMatch(/expected a JSON object/);
   });
 
-  it('startsWithAssistant ignores a system prompt', () => {
-    expect(startsWithAssistant({ messages: [{ role: 'system', content: 's' }, { role: 'assistant', content: 'a' }] })).toBe(true);
-    expect(startsWithAssistant({ messages: [{ role: 'system', content: 's' }, { role: 'user', content: 'q' }] })).toBe(false);
+  it('a conversation that starts with the assistant is refused after a system prompt too (data\'s readRecord)', async () => {
+    const sys = { role: 'system', content: 's' };
+    const { sources, problems } = await datasetSources(jsonl(
+      { messages: [sys, { role: 'assistant', content: 'a' }, { role: 'user', content: '<image>q' }], images: ['a.png'] },
+      { messages: [sys, { role: 'user', content: '<image>q' }, { role: 'assistant', content: 'a' }], images: ['a.png'] },
+    ), 'sys.jsonl', IMGS, DEFAULT_CONFIG.data);
+    expect(problems.map((p) => `${p.where}: ${p.message}`)).toEqual([expect.stringMatching(/^sys\.jsonl line 1: .*the conversation starts with the assistant/)]);
+    expect(sources.map((s) => s.where)).toEqual(['sys.jsonl line 2']);
+  });
+  it('reads a JSON array and COCO detection JSON too (data\'s parseDatasetFile)', async () => {
+    const arr = await datasetSources(JSON.stringify([{ query: '<image>ok?', response: 'yes', images: ['a.png'] }]), 'd.json', IMGS, DEFAULT_CONFIG.data);
+    expect(arr.problems).toEqual([]);
+    expect(arr.sources.map((s) => s.record)).toEqual([{ kind: 'sft', question: 'ok?', answer: 'yes' }]);
+    const coco = { images: [{ id: 1, file_name: 'a.png', width: 112, height: 84 }], annotations: [{ id: 1, image_id: 1, category_id: 1, bbox: [10, 10, 20, 20] }], categories: [{ id: 1, name: 'cat' }] };
+    const c = await datasetSources(JSON.stringify(coco), 'coco.json', IMGS, DEFAULT_CONFIG.data);
+    expect(c.problems).toEqual([]);
+    expect(c.sources).toHaveLength(1);
+    expect(c.sources[0].record).toMatchObject({ kind: 'sft' });
   });
 });
 
@@ -149,7 +164,7 @@ describe('real image files through decodeImageFile (the CLI\'s decoder)', () => 
       { prompt: [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'Q' }] }], chosen: 'a', rejected: 'b', images: ['images/ok.png'] },
       chat('data:image/png;base64,iVBORw0KGgo=', 'A'),
     );
-    const ds = await jsonlSources(text, 'ds/train.jsonl', fileHost(files, reads), data);
+    const ds = await datasetSources(text, 'ds/train.jsonl', fileHost(files, reads), data);
     let err: ExampleProblems | undefined;
     try {
       prepareExamples(ds.sources, { method: 'sft', data, tokenizer: tok });
@@ -175,10 +190,10 @@ describe('real image files through decodeImageFile (the CLI\'s decoder)', () => 
   it('applies the pixel limit from the header, with PIL\'s warning below twice the limit', async () => {
     const files = new Map([['big.png', png(112, 56)]]);
     const warnings: string[] = [];
-    const warn = await jsonlSources(jsonl(chat('big.png', 'A')), 'train.jsonl', fileHost(files, [], 4000, warnings), data);
+    const warn = await datasetSources(jsonl(chat('big.png', 'A')), 'train.jsonl', fileHost(files, [], 4000, warnings), data);
     expect(warn.problems).toEqual([]);
     expect(warnings).toEqual(['big.png: is 112×56 = 6,272 pixels, above the limit of 4,000 pixels (PIL warns: possible decompression bomb); it is decoded, but consider resizing it']);
-    const refuse = await jsonlSources(jsonl(chat('big.png', 'A')), 'train.jsonl', fileHost(files, [], 3000), data);
+    const refuse = await datasetSources(jsonl(chat('big.png', 'A')), 'train.jsonl', fileHost(files, [], 3000), data);
     expect(refuse.problems.map((p) => `${p.where}: ${p.message}`)).toEqual([expect.stringContaining("train.jsonl line 1: cannot read the image big.png (big.png: is 112×56 = 6,272 pixels, over twice the limit of 3,000 pixels (like PIL's MAX_IMAGE_PIXELS = 89,478,485, which refuses above 178,956,970): refused as a possible decompression bomb; resize it)")]);
   });
 });

@@ -425,7 +425,7 @@ function objectsOf(raw: unknown): { refs: string[]; boxes: number[][]; frame: Bo
   return '"objects" must be {"ref": [...], "bbox": [...]}';
 }
 
-type Result = { sample: ParsedSample; record: DatasetRecord; warnings: string[] } | { error: LineError; errors: LineError[] };
+type Result = { sample: ParsedSample; warnings: string[] } | { error: LineError; errors: LineError[] };
 
 /**
  * The studio's view of a record: one image, one question/answer (or the boxes with their
@@ -436,7 +436,7 @@ export function parseRecord(value: Record<string, unknown>, file: string, line: 
   const errors = [...r.problems];
   if (r.record && r.record.images.length === 0) errors.push({ file, line, reason: 'no image: expected "images": ["path"] (or "image")' });
   if (errors.length || !r.record) return { error: errors[0], errors };
-  return { sample: toSample(r.record), record: r.record, warnings: r.warnings.map((w) => `${w}; only the first is used`) };
+  return { sample: toSample(r.record), warnings: r.warnings.map((w) => `${w}; only the first is used`) };
 }
 
 /** A DatasetRecord → the studio's ParsedSample (first image; boxes with their questions; the first text answer). */
