@@ -48,6 +48,25 @@ export function iou(a: Box, b: Box): number {
 }
 
 /**
+ * Two box lists matched one to one, greedily, best IoU pairs first: the sum of the matched IoUs
+ * (the IoU reward divides it by the larger count, the Predictions score by the labelled count).
+ */
+export function matchedIouSum(a: readonly Box[], b: readonly Box[]): number {
+  const pairs: [number, number, number][] = [];
+  a.forEach((x, i) => b.forEach((y, j) => pairs.push([iou(x, y), i, j])));
+  pairs.sort((p, q) => q[0] - p[0]);
+  const usedA = new Set<number>(), usedB = new Set<number>();
+  let sum = 0;
+  for (const [v, i, j] of pairs) {
+    if (usedA.has(i) || usedB.has(j)) continue;
+    usedA.add(i);
+    usedB.add(j);
+    sum += v;
+  }
+  return sum;
+}
+
+/**
  * The answer text for a list of boxes, in the form Qwen2.5-VL itself answers grounding prompts:
  * a ```json fence around a list, one `{"bbox_2d": [...], "label": "..."}` per line.
  */

@@ -1,6 +1,6 @@
 // Scoring of predictions, pure (no stores, no worker) so it is unit-tested in Node: the questions of
 // an image, an answer's IoU against the labelled boxes of its question, the mean over answers.
-import { iou, type Box as XYXY } from '../data/bbox.ts';
+import { matchedIouSum, type Box as XYXY } from '../data/bbox.ts';
 import { boxQuestion, type ImageRecord } from '../data/formats/types.ts';
 import type { GenerateResult } from '../worker/api.ts';
 
@@ -13,18 +13,7 @@ export type Scored = GenerateResult & { iou: number | null; noBox: boolean };
  */
 export function matchedIou(labelled: XYXY[], predicted: XYXY[]): number | null {
   if (!labelled.length) return null;
-  const pairs: [number, number, number][] = [];
-  labelled.forEach((g, i) => predicted.forEach((p, j) => pairs.push([iou(p, g), i, j])));
-  pairs.sort((a, b) => b[0] - a[0]);
-  const usedG = new Set<number>(), usedP = new Set<number>();
-  let sum = 0;
-  for (const [v, i, j] of pairs) {
-    if (usedG.has(i) || usedP.has(j)) continue;
-    usedG.add(i);
-    usedP.add(j);
-    sum += v;
-  }
-  return sum / labelled.length;
+  return matchedIouSum(labelled, predicted) / labelled.length;
 }
 
 /**

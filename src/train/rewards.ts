@@ -5,7 +5,7 @@
 // Boxes are compared in whatever frame the completion and the reference share: the model answers in the
 // smart-resized frame, so references must be given in that frame too (synthetic.ts provides `boxResized`).
 
-import { iou, parseGroundings, type Box } from '../data/bbox.ts';
+import { iou, matchedIouSum, parseGroundings, type Box } from '../data/bbox.ts';
 
 export interface RewardReference {
   /** labelled box(es), same frame as the model's answers (resized); the IoU reward applies when present */
@@ -42,17 +42,7 @@ export function iouReward(completion: string, ref: RewardReference): number {
   const pred = parseGroundings(completion).map((g) => g.bbox);
   if (pred.length === 0) return 0;
   if (gt.length === 1) return iou(pred[0], gt[0]);
-  const pairs: [number, number, number][] = [];
-  gt.forEach((g, i) => pred.forEach((p, j) => pairs.push([iou(p, g), i, j])));
-  pairs.sort((a, b) => b[0] - a[0]);
-  const usedG = new Set<number>(), usedP = new Set<number>();
-  let sum = 0;
-  for (const [v, i, j] of pairs) {
-    if (usedG.has(i) || usedP.has(j)) continue;
-    usedG.add(i); usedP.add(j);
-    sum += v;
-  }
-  return sum / Math.max(gt.length, pred.length);
+  return matchedIouSum(gt, pred) / Math.max(gt.length, pred.length);
 }
 
 function isBoxObject(v: unknown): boolean {
