@@ -209,22 +209,24 @@ describe('engine: training', () => {
     expect(await loadLatestCheckpoint(kv, 'r-lr')).toBeUndefined();
   });
 
-  it('a training fault (NaN) stops the run with the message; the last good checkpoint stays', async () => {
+  it('a training fault (NaN) stops the run with the message; checkpoints after its last good step are rolled back', async () => {
     const r = recorder(() => {}, engine);
     // the fault itself is the trainer's (train/trainer.test.ts); here: what the engine does with it
     const real = Trainer.prototype.trainStep;
     let calls = 0;
     const spy = vi.spyOn(Trainer.prototype, 'trainStep').mockImplementation(async function (this: Trainer) {
-      if (++calls === 3) throw new TrainingFault('The loss became NaN at step 3: training stopped.');
+      // a fault whose cause began after step 1 (as the loss-spike rule reports it): step 2's checkpoint is suspect
+      if (++calls === 3) throw new TrainingFault('The loss became NaN at step 3: training stopped.', 'loss-nonfinite', 3, 1);
       return real.call(this);
     });
     try {
       const sum = await engine.train({ runId: 'r-nan', config: config(), data: { datasetId: ds.id }, checkpointEvery: 1 }, r.cb);
       expect(sum.status).toBe('failed');
       expect(sum.message).toMatch(/loss became NaN/);
-      expect(sum.message).toMatch(/last checkpoint: step 2/);
+      expect(sum.message).toMatch(/last checkpoint: step 1/);
+      expect(sum.checkpointStep).toBe(1);
       const ck = await loadLatestCheckpoint(kv, 'r-nan');
-      expect(ck?.step).toBe(2);
+      expect(ck?.step).toBe(1); // Trainer.rollback(kv, fault) deleted step 2's
       expect(Object.values(ck!.lora).every((t) => t.data.every(Number.isFinite))).toBe(true);
       expect(statuses(r.events).at(-1)).toBe('failed');
     } finally {
