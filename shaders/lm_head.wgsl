@@ -254,19 +254,43 @@ fn lmh_bwd(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) l
     }
     for (var j = 0u; j < 4u; j++) { gt[(vx * 4u + j) * 4u + ry] = g[j]; }
     workgroupBarrier();
-    // phase 2: dxp[rows, h] += Σ_id g[id, rows] · W[id, h], thread li owns h = li, li + 64, …
+    // phase 2: dxp[rows, h] += Σ_id g[id, rows] · W[id, h]
     let nb = min(VB, s1 - b0);
-    for (var h = li; h < p.H; h += WG) {
-      var a0 = vec4f(0.0); var a1 = vec4f(0.0); var a2 = vec4f(0.0); var a3 = vec4f(0.0);
-      for (var v = 0u; v < nb; v++) {
-        let w = ldw((b0 + v) * p.H + h);
-        a0 += gt[v * 4u] * w; a1 += gt[v * 4u + 1u] * w; a2 += gt[v * 4u + 2u] * w; a3 += gt[v * 4u + 3u] * w;
+    if (VEC) {
+      // thread (row group ry, lane vx) owns rows r0..r0+3 × h = 4·(vx + 16q) .. +3
+      if (r0 < p.T) {
+        let K4 = p.H / 4u;
+        let nr = min(4u, p.T - r0);
+        for (var hq = vx; hq < K4; hq += 16u) {
+          var a0 = vec4f(0.0); var a1 = vec4f(0.0); var a2 = vec4f(0.0); var a3 = vec4f(0.0);
+          for (var v = 0u; v < nb; v++) {
+            let w = ldw4((b0 + v) * K4 + hq);
+            let gv = gt[v * 4u + ry];
+            a0 += gv.x * w; a1 += gv.y * w; a2 += gv.z * w; a3 += gv.w * w;
+          }
+          var a = array<vec4f, 4>(a0, a1, a2, a3);
+          for (var i = 0u; i < nr; i++) {
+            let o = dbase + (r0 + i) * p.H + 4u * hq;
+            for (var e = 0u; e < 4u; e++) {
+              if (b0 == s0) { dxp[o + e] = a[i][e]; } else { dxp[o + e] += a[i][e]; }
+            }
+          }
+        }
       }
-      var a = array<vec4f, 4>(a0, a1, a2, a3);
-      for (var r = 0u; r < nrows; r++) {
-        let o = dbase + (rbase + r) * p.H + h;
-        let val = a[r / 4u][r % 4u];
-        if (b0 == s0) { dxp[o] = val; } else { dxp[o] += val; }
+    } else {
+      // thread li owns h = li, li + 64, … for all 16 rows
+      for (var h = li; h < p.H; h += WG) {
+        var a0 = vec4f(0.0); var a1 = vec4f(0.0); var a2 = vec4f(0.0); var a3 = vec4f(0.0);
+        for (var v = 0u; v < nb; v++) {
+          let w = ldw((b0 + v) * p.H + h);
+          a0 += gt[v * 4u] * w; a1 += gt[v * 4u + 1u] * w; a2 += gt[v * 4u + 2u] * w; a3 += gt[v * 4u + 3u] * w;
+        }
+        var a = array<vec4f, 4>(a0, a1, a2, a3);
+        for (var r = 0u; r < nrows; r++) {
+          let o = dbase + (rbase + r) * p.H + h;
+          let val = a[r / 4u][r % 4u];
+          if (b0 == s0) { dxp[o] = val; } else { dxp[o] += val; }
+        }
       }
     }
     workgroupBarrier();

@@ -41,7 +41,7 @@ import { MissingFileError, type ModelSource } from './sources/source.ts';
 import type { TensorLayout } from './weights.ts';
 import {
   layerBackward, layerForward, lmHeadBackward, lmHeadScore, logitsChunk, releaseActs, releaseBlocks, rowsPerBlock,
-  type GpuLoraModule, type LayerActs, type ScoreBlock, type TextCtx,
+  type GpuLoraModule, type LayerActs, type LmHeadPath, type ScoreBlock, type TextCtx,
 } from './text.ts';
 import { releaseVisionSaved, visionAdapted, visionBackward, visionForward, type VisionCapture, type VisionSaved } from './vision.ts';
 import { generate, type GenerateOptions, type GenHost, type Prompt } from './generate.ts';
@@ -184,6 +184,8 @@ export class Qwen2_5_VL {
   recompute: boolean;
   /** scored rows per lm_head block (default: what one binding of [rows, vocabChunk] logits allows) */
   scoreRowBlock?: number;
+  /** lm_head + log-softmax implementation: 'fused' (default) or the earlier 'chunked' (text.ts lmHeadPath) */
+  lmHead?: LmHeadPath;
   /** notes about settings this engine does not honour */
   readonly warnings: string[] = [];
   private lora = new Map<string, GpuLoraModule>();
@@ -315,7 +317,7 @@ export class Qwen2_5_VL {
   // ---------------------------------------------------------------- forward
 
   private ctx(loraOn: boolean, dropout?: { p: number; seed: number }): TextCtx {
-    return { cfg: this.config, w: this.w, lora: this.lora, loraOn, rowBlock: this.scoreRowBlock, ...(dropout ? { dropout } : {}) };
+    return { cfg: this.config, w: this.w, lora: this.lora, loraOn, rowBlock: this.scoreRowBlock, lmHead: this.lmHead, ...(dropout ? { dropout } : {}) };
   }
 
   /**
