@@ -44,7 +44,7 @@ import {
   type GpuLoraModule, type LayerActs, type LmHeadPath, type ScoreBlock, type TextCtx,
 } from './text.ts';
 import { releaseVisionSaved, visionAdapted, visionBackward, visionForward, type VisionCapture, type VisionSaved } from './vision.ts';
-import { generate, type GenerateOptions, type GenHost, type Prompt } from './generate.ts';
+import { generateDetailed, type GenerateOptions, type Generated, type GenHost, type Prompt } from './generate.ts';
 
 export interface ImageInput {
   /** [N, 3·tp·p·p] patchified pixels of all images of the sequence, concatenated */
@@ -574,6 +574,11 @@ export class Qwen2_5_VL {
 
   /** KV-cache generation for a batch of prompts; returns the new tokens of each (stop id included). */
   async generate(prompts: Prompt[], opts: GenerateOptions): Promise<Int32Array[]> {
+    return (await this.generateDetailed(prompts, opts)).ids;
+  }
+
+  /** generate(), plus each sampled token's log-prob at the sampling temperature (drawn on the GPU; NaN when greedy). */
+  async generateDetailed(prompts: Prompt[], opts: GenerateOptions): Promise<Generated> {
     this.live();
     const lora = (opts.lora ?? true) && this.lora.size > 0;
     const host: GenHost = {
@@ -582,7 +587,7 @@ export class Qwen2_5_VL {
       ctx: (on) => this.ctx(on && this.lora.size > 0),
       prepare: (p) => this.prepare(p, this.ctx(lora)),
     };
-    return generate(host, prompts, { ...opts, lora });
+    return generateDetailed(host, prompts, { ...opts, lora });
   }
 
   // ---------------------------------------------------------------- lifetime
