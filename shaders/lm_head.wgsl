@@ -14,6 +14,15 @@
 //                and accumulate g·W into dxp [P, T, H], the split's own slice (no atomics)
 //   lmh_reduce   one thread per (row, h): dx = Σ_p dxp[p] in order (+ dx when accumulating)
 //
+// Training forward without the recomputation (H % 4 == 0), flash-attention style with K = V = W:
+//   lmh_fwd_e    lmh_fwd plus, per split, the softmax-weighted sum of W rows relative to the
+//                split's running max, E_p[r] = Σ_id exp(l − m) · W[id] (rescaled by exp(m_old − m)
+//                whenever a block raises the max) -> dxp [P, T, H]
+//   lmh_expect   one thread per (row, h): E[r] = Σ_p exp(m_p − m) · E_p[r] / Σ_p exp(m_p − m) · s_p,
+//                the expected output embedding under the softmax
+//   then dx = scale · dlogp · (W[target] − E) needs no logits at all:
+//   lmh_dx_e     dx = (dx when accumulating) − scale · dlogp · E;  lmh_dx_w  dx += scale · dlogp · W[target]
+//
 // Everything is folded in a fixed order, so results are deterministic. Rows of a thread block
 // beyond T, ids beyond the split, ignored targets (< 0 or == ignore) and dlogp == 0 contribute
 // nothing. A thread owns 4 rows × 4 ids (the matmul's register block); 16 threads span 64 ids.
@@ -60,6 +69,8 @@ struct Params {
 @group(0) @binding(14) var<storage, read_write> dxp: array<f32>;   // [P, T, H]
 @group(0) @binding(15) var<storage, read> dxp_in: array<f32>;
 @group(0) @binding(16) var<storage, read_write> dx: array<f32>;    // [T, H]
+@group(0) @binding(17) var<storage, read> e_in: array<f32>;        // [T, H] expected embedding
+@group(0) @binding(18) var<storage, read_write> ep4: array<vec4f>; // lmh_fwd_e: dxp as vec4 (H % 4 == 0)
 
 fn kept(tg: i32) -> bool {
   return tg >= 0 && tg != p.ignore;
@@ -306,4 +317,163 @@ fn lmh_reduce(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
   if (p.acc == 1u) { a = dx[e]; }
   for (var q = 0u; q < p.P; q++) { a += dxp_in[q * n + e]; }
   dx[e] = a;
+}
+
+var<workgroup> rmax: array<f32, 16>;   // running max per row of the workgroup
+var<workgroup> ralpha: array<f32, 16>; // rescale of the accumulator for this block
+
+@compute @workgroup_size(64)
+fn lmh_fwd_e(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let sp = wid.x;
+  let ry = li / 16u;
+  let vx = li % 16u;
+  let rbase = wid.y * RB;
+  let r0 = rbase + ry * 4u;
+  let s0 = sp * p.split;
+  let s1 = min(s0 + p.split, p.Vs);
+  var m = array<f32, 4>(NEG, NEG, NEG, NEG);
+  var s = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+  var am = array<u32, 4>(NOIDX, NOIDX, NOIDX, NOIDX);
+  var tl = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+  var tg = array<i32, 4>(-1, -1, -1, -1);
+  for (var i = 0u; i < 4u; i++) { if (r0 + i < p.T) { tg[i] = targets[r0 + i]; } }
+  if (li < 16u) { rmax[li] = NEG; }
+  let K4 = p.H / 4u;
+  let dbase = (p.p0 + sp) * p.T * p.H;
+  for (var b0 = s0; b0 < s1; b0 += VB) {
+    // phase 1: logits of ids b0 + 4·vx + j for rows r0..r0+3 into gt; own running statistics
+    let c0 = b0 + vx * 4u;
+    var lg = array<vec4f, 4>(vec4f(NEG), vec4f(NEG), vec4f(NEG), vec4f(NEG)); // [id j] over rows
+    if (r0 < p.T && c0 < s1) {
+      var acc = dots(r0, c0);
+      for (var j = 0u; j < 4u; j++) {
+        if (c0 + j >= s1) { break; }
+        let id = p.v0 + c0 + j;
+        for (var i = 0u; i < 4u; i++) {
+          let l = p.scale * acc[i][j];
+          if (r0 + i < p.T) { lg[j][i] = l; }
+          if (l > m[i]) {
+            s[i] = s[i] * exp(m[i] - l) + 1.0;
+            m[i] = l;
+            am[i] = id;
+          } else {
+            s[i] += exp(l - m[i]);
+          }
+          if (tg[i] == i32(id)) { tl[i] = l; }
+        }
+      }
+    }
+    for (var j = 0u; j < 4u; j++) { gt[(vx * 4u + j) * 4u + ry] = lg[j]; }
+    workgroupBarrier();
+    // phase 1b: one thread per row raises the row's max and turns its 64 logits into exp(l − max)
+    if (li < 16u) {
+      let g = li / 4u;
+      let c = li % 4u;
+      var bm = NEG;
+      for (var v = 0u; v < VB; v++) { bm = max(bm, gt[v * 4u + g][c]); }
+      let mo = rmax[li];
+      let mn = max(mo, bm);
+      ralpha[li] = select(exp(mo - mn), 0.0, mo <= NEG);
+      rmax[li] = mn;
+      for (var v = 0u; v < VB; v++) {
+        let l = gt[v * 4u + g][c];
+        gt[v * 4u + g][c] = select(exp(l - mn), 0.0, l <= NEG);
+      }
+    }
+    workgroupBarrier();
+    // phase 2: E_p[rows, h] = alpha · E_p + Σ_id P[id, rows] · W[id, h]
+    let nb = min(VB, s1 - b0);
+    if (r0 < p.T) {
+      let nr = min(4u, p.T - r0);
+      let al = vec4f(ralpha[ry * 4u], ralpha[ry * 4u + 1u], ralpha[ry * 4u + 2u], ralpha[ry * 4u + 3u]);
+      for (var hq = vx; hq < K4; hq += 16u) {
+        var a0 = vec4f(0.0); var a1 = vec4f(0.0); var a2 = vec4f(0.0); var a3 = vec4f(0.0);
+        for (var v = 0u; v < nb; v++) {
+          let w = ldw4((b0 + v) * K4 + hq);
+          let gv = gt[v * 4u + ry];
+          a0 += gv.x * w; a1 += gv.y * w; a2 += gv.z * w; a3 += gv.w * w;
+        }
+        // rows r0.. r0+3 of E_p at h = 4·hq (vec4-aligned: H % 4 == 0)
+        let o = (dbase + r0 * p.H) / 4u + hq;
+        let first = b0 == s0;
+        ep4[o] = select(al.x * ep4[o], vec4f(0.0), first) + a0;
+        if (nr > 1u) { ep4[o + K4] = select(al.y * ep4[o + K4], vec4f(0.0), first) + a1; }
+        if (nr > 2u) { ep4[o + 2u * K4] = select(al.z * ep4[o + 2u * K4], vec4f(0.0), first) + a2; }
+        if (nr > 3u) { ep4[o + 3u * K4] = select(al.w * ep4[o + 3u * K4], vec4f(0.0), first) + a3; }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    wm[li * 4u + i] = m[i];
+    ws[li * 4u + i] = s[i];
+    wi[li * 4u + i] = am[i];
+    wt[li * 4u + i] = tl[i];
+  }
+  workgroupBarrier();
+  if (vx == 0u) {
+    for (var i = 0u; i < 4u; i++) {
+      let r = r0 + i;
+      if (r >= p.T) { break; }
+      var a = Acc(NEG, 0.0, NOIDX);
+      var t = 0.0;
+      for (var l = 0u; l < 16u; l++) {
+        let q = (ry * 16u + l) * 4u + i;
+        a = combine(a, Acc(wm[q], ws[q], wi[q]));
+        t += wt[q];
+      }
+      let o = (r * p.P + p.p0 + sp) * 4u;
+      // the split's max is the workgroup's running max of the row: E_p is relative to it
+      part[o] = a.m;
+      part[o + 1u] = a.s;
+      part[o + 2u] = t;
+      part[o + 3u] = bitcast<f32>(a.i);
+    }
+  }
+}
+
+// E[r, h] from the per-split E_p (relative to each split's max) and the partial statistics
+@compute @workgroup_size(64)
+fn lmh_expect(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let e = (wid.x + wid.y * nwg.x) * WG + li;
+  let n = p.T * p.H;
+  if (e >= n) { return; }
+  let r = e / p.H;
+  var mx = NEG;
+  for (var q = 0u; q < p.P; q++) { mx = max(mx, part_in[(r * p.P + q) * 4u]); }
+  var den = 0.0;
+  var num = 0.0;
+  for (var q = 0u; q < p.P; q++) {
+    let o = (r * p.P + q) * 4u;
+    let f = exp(part_in[o] - mx);
+    den += f * part_in[o + 1u];
+    num += f * dxp_in[q * n + e];
+  }
+  dx[e] = num / den;
+}
+
+fn coef(r: u32) -> f32 {
+  let tg = targets[r];
+  return select(0.0, p.scale * dlogp_in[r], kept(tg));
+}
+
+// dx = (dx when accumulating) − scale · dlogp · E
+@compute @workgroup_size(64)
+fn lmh_dx_e(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let e = (wid.x + wid.y * nwg.x) * WG + li;
+  if (e >= p.T * p.H) { return; }
+  var a = 0.0;
+  if (p.acc == 1u) { a = dx[e]; }
+  dx[e] = a - coef(e / p.H) * e_in[e];
+}
+
+// dx[r] += scale · dlogp · W[target] for the rows whose target lies in this shard
+@compute @workgroup_size(64)
+fn lmh_dx_w(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let e = (wid.x + wid.y * nwg.x) * WG + li;
+  if (e >= p.T * p.H) { return; }
+  let r = e / p.H;
+  let tg = targets[r];
+  if (tg < i32(p.v0) || tg >= i32(p.v0 + p.Vs)) { return; }
+  dx[e] += coef(r) * ldw((u32(tg) - p.v0) * p.H + e % p.H);
 }

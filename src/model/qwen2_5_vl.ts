@@ -184,7 +184,7 @@ export class Qwen2_5_VL {
   recompute: boolean;
   /** scored rows per lm_head block (default: what one binding of [rows, vocabChunk] logits allows) */
   scoreRowBlock?: number;
-  /** lm_head + log-softmax implementation: 'fused' (default) or the earlier 'chunked' (text.ts lmHeadPath) */
+  /** lm_head + log-softmax implementation: 'fused' or 'chunked' (default: text.ts lmHeadPath, by adapter) */
   lmHead?: LmHeadPath;
   /** notes about settings this engine does not honour */
   readonly warnings: string[] = [];

@@ -194,23 +194,31 @@ export function layerBackward(ctx: TextCtx, li: number, x: Tensor, a: LayerActs,
 // ---------------------------------------------------------------- lm_head + log-softmax gather
 
 /**
- * 'fused' (default): ops/lmHead.ts, logits never in memory, the backward recomputes them per
- * vocabulary split. 'chunked': the earlier path, a [rows, vocabChunk] logits tensor per shard
+ * 'fused': ops/lmHead.ts, logits never in memory; a train forward also forms the
+ * softmax-weighted mean of the lm_head rows in the same pass, so the backward is O(rows·H) (when
+ * H % 4 ≠ 0 the backward recomputes the logits per vocabulary split instead). 'chunked': the earlier path, a [rows, vocabChunk] logits tensor per shard
  * (matmul) folded by ops/softmaxGather.ts, kept for the backward when small; kept for comparison.
  */
 export type LmHeadPath = 'fused' | 'chunked';
 let lmHeadDefault: LmHeadPath | undefined;
 
-/** Set the default lm_head path (undefined: PATCHWORK_LMHEAD=fused|chunked, else 'fused'). */
+/** Set the default lm_head path (undefined: back to lmHeadPath's choice). */
 export function setLmHeadPath(p: LmHeadPath | undefined): void {
   lmHeadDefault = p;
 }
 
+/**
+ * The path in use: ctx.lmHead, else setLmHeadPath(), else PATCHWORK_LMHEAD, else by adapter: CPU
+ * adapters (SwiftShader, llvmpipe, WARP) run 'chunked', whose train step is two GEMMs over
+ * 2 cores either way and measured faster there (README); real GPUs run 'fused' (no logits
+ * traffic, many workgroups, an O(rows·H) backward).
+ */
 export function lmHeadPath(ctx?: TextCtx): LmHeadPath {
   if (ctx?.lmHead) return ctx.lmHead;
   if (lmHeadDefault) return lmHeadDefault;
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PATCHWORK_LMHEAD;
-  return env === 'chunked' ? 'chunked' : 'fused';
+  if (env === 'chunked' || env === 'fused') return env;
+  return /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(gpu().adapterName) ? 'chunked' : 'fused';
 }
 
 /**
@@ -233,23 +241,25 @@ export interface ScoreBlock {
   logits?: Tensor[];
   /** computed by the fused path (its backward is the fused one too) */
   fused?: boolean;
+  /** fused train forward: [n, H] softmax-weighted mean of the lm_head rows, so the backward recomputes nothing */
+  expected?: Tensor;
 }
 
 export function releaseBlocks(bs: ScoreBlock[]): void {
-  for (const b of bs) for (const t of [b.hs, b.targets, b.logp, b.lse, b.argmax, ...(b.logits ?? [])]) t.release();
+  for (const b of bs) for (const t of [b.hs, b.targets, b.logp, b.lse, b.argmax, ...(b.logits ?? []), ...(b.expected ? [b.expected] : [])]) t.release();
 }
 
 /** Keep a block's logits for the backward up to this many bytes: recomputing them is a third of the lm_head work. */
 const KEEP_LOGITS_BYTES = 64 * 2 ** 20;
-/** Fused path: rows per block so that the backward's partial dx [P, rows, H] stays below this. */
+/** Fused path: rows per block so that a block's [rows, H] tensors stay below this. */
 const FUSED_PARTIAL_BYTES = 64 * 2 ** 20;
 
-/** Fused path: scored rows per block (the backward's partial dx [P, rows, H] stays small). */
+/** Fused path: scored rows per block. */
 function fusedRowsPerBlock(ctx: TextCtx): number {
   if (ctx.rowBlock) return ctx.rowBlock;
-  // the backward cuts the vocabulary into at most ~24 splits plus one per shard
-  const P = 25 + ctx.w.lmHead.length;
-  return Math.max(16, Math.floor(FUSED_PARTIAL_BYTES / (4 * P * ctx.cfg.text.hiddenSize)));
+  // the partial sums [P, rows, H] grow with the rows (ops/lmHead.ts bounds them by growing the
+  // splits); 64 MiB for a block's kept hidden states is the bound here
+  return Math.max(16, Math.floor(FUSED_PARTIAL_BYTES / (4 * ctx.cfg.text.hiddenSize)));
 }
 
 /** Rows per block so that a [rows, vocabChunk] f32 logits chunk fits one binding. */
@@ -278,8 +288,8 @@ export function lmHeadScore(ctx: TextCtx, last: Tensor, rows: Int32Array, target
     idx.release();
     const tg = fromData(targets.subarray(start, start + n), [n], 'i32', 'score.targets');
     if (fused) {
-      const r = lmHeadLogSoftmax(hs, ctx.w.lmHead, tg);
-      blocks.push({ start, n, hs, targets: tg, logp: r.logp, lse: r.lse, argmax: r.argmax, fused: true });
+      const r = lmHeadLogSoftmax(hs, ctx.w.lmHead, tg, { expected: forBackward });
+      blocks.push({ start, n, hs, targets: tg, logp: r.logp, lse: r.lse, argmax: r.argmax, fused: true, ...(r.expected ? { expected: r.expected } : {}) });
       continue;
     }
     const st = lsgBegin(tg);
@@ -309,7 +319,7 @@ export function lmHeadBackward(ctx: TextCtx, blocks: ScoreBlock[], rows: Int32Ar
     let dhs: Tensor;
     if (b.fused) {
       const given = dhidden ? fromData(dhidden.subarray(b.start * H, (b.start + b.n) * H), [b.n, H], 'f32', 'dhs') : undefined;
-      dhs = lmHeadLogSoftmaxBackward(b.hs, ctx.w.lmHead, b.targets, b.lse, dl, given ? { out: given, accumulate: true } : {});
+      dhs = lmHeadLogSoftmaxBackward(b.hs, ctx.w.lmHead, b.targets, b.lse, dl, { ...(given ? { out: given, accumulate: true } : {}), fromExpected: b.expected });
     } else {
       dhs = dhidden ? fromData(dhidden.subarray(b.start * H, (b.start + b.n) * H), [b.n, H], 'f32', 'dhs') : zeros([b.n, H], 'f32', 'dhs');
       ctx.w.lmHead.forEach((s, i) => {

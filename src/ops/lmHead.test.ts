@@ -54,7 +54,18 @@ describe('fused lm_head + log-softmax gather', () => {
       for (let i = 0; i < T; i++) if (tg[i] < 0) expect(logp[i]).toBe(0);
       const dref = lmHeadBackwardCpu(xs, w, tg, dl, T, H, V, c.scale);
       expectClose(dxg, dref, 'dx');
-      release([x, targets, dlogp, r.logp, r.lse, r.argmax, dx, ...shards.map((s) => s.t)]);
+      // the training forward's expected embedding (H % 4 == 0): the same statistics, and dx without recomputation
+      const re = lmHeadLogSoftmax(x, shards, targets, { ...opts, expected: true });
+      expect(!!re.expected).toBe(H % 4 === 0);
+      if (re.expected) {
+        const dxe = lmHeadLogSoftmaxBackward(x, shards, targets, re.lse, dlogp, { ...opts, fromExpected: re.expected });
+        const [lpe, ame, dxeg] = await readMany([re.logp, re.argmax, dxe]);
+        expectClose(lpe, ref.logp, 'logp (with expected)');
+        expect(Array.from(ame as Int32Array)).toEqual(Array.from(ref.argmax));
+        expectClose(dxeg, dref, 'dx from expected');
+        release([dxe, re.expected]);
+      }
+      release([x, targets, dlogp, r.logp, r.lse, r.argmax, dx, re.logp, re.lse, re.argmax, ...shards.map((s) => s.t)]);
     });
   }
 
@@ -101,6 +112,7 @@ describe('fused lm_head + log-softmax gather', () => {
     const r = lmHeadLogSoftmax(x, shards, targets, { scale, split: 64 });
     const dx = lmHeadLogSoftmaxBackward(x, shards, targets, r.lse, dlogp, { scale, split: 64 });
     const [g] = await readMany([dx]);
+    expect(H % 4).not.toBe(0); // the recomputing backward; the expected path is checked against it below
     const eps = 1e-2;
     for (const i of [0, 5, 8, 13, 20]) {
       const p = xs.slice(), m = xs.slice();

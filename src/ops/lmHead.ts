@@ -3,8 +3,9 @@
 // uploads of gpuWeights.ts), and its backward dx = scale · dlogp · (onehot − softmax) · W.
 // No [T, V] logits or dlogits tensor exists: the forward keeps per (row, split) partial
 // statistics [T, P, 4], the backward recomputes each split's logits and keeps per split a partial
-// dx [P, T, H] that one pass sums in order. Memory O(T·H·P + T·P) with P (the number of vocabulary
-// splits) a small constant (≈ 30 for Qwen's 151936 ids), against O(T·V) for logits.
+// dx [P, T, H] that one pass sums in order. Memory O(T·P) forward and O(T·H·P) backward, with P
+// (the number of vocabulary splits) chosen so that the partial dx stays under 32 MiB, against
+// O(T·V) for logits.
 //
 //   const r = lmHeadLogSoftmax(x, shards, targets, { scale: 1 / temperature });
 //   const dx = lmHeadLogSoftmaxBackward(x, shards, targets, r.lse, dlogp, { scale });
@@ -19,10 +20,11 @@ import { empty, type Tensor } from '../gpu/tensor.ts';
 const FILE = 'lm_head.wgsl';
 const RB = 16, VB = 64, WG = 64;
 const kernels = new Map<string, Kernel>();
-function k(entry: string, w?: { bf16: boolean; vec: boolean }): Kernel {
+function k(entry: string, w?: { bf16: boolean; vec?: boolean }): Kernel {
   const key = `${entry}|${w?.bf16}|${w?.vec}`;
   let kk = kernels.get(key);
-  if (!kk) kernels.set(key, (kk = kernel(FILE, code, entry, w ? { BF16: w.bf16 ? 1 : 0, VEC: w.vec ? 1 : 0 } : undefined)));
+  const constants = w ? { BF16: w.bf16 ? 1 : 0, ...(w.vec === undefined ? {} : { VEC: w.vec ? 1 : 0 }) } : undefined;
+  if (!kk) kernels.set(key, (kk = kernel(FILE, code, entry, constants)));
   return kk;
 }
 
@@ -39,6 +41,11 @@ export interface LmHeadOptions {
   ignoreIndex?: number;
   /** vocabulary ids per split (rounded up to a multiple of 64); default: see splitFor */
   split?: number;
+  /**
+   * lmHeadLogSoftmax: also return `expected` [T, H] = Σ_v softmax_v · W[v] (needs H % 4 == 0;
+   * ignored otherwise), computed in the same pass; the backward from it needs no logits
+   */
+  expected?: boolean;
 }
 
 export interface LmHeadResult {
@@ -48,6 +55,8 @@ export interface LmHeadResult {
   lse: Tensor;
   /** [T] i32 first id of the row maximum */
   argmax: Tensor;
+  /** [T, H] the softmax-weighted mean of W's rows (opts.expected): dx = scale·dlogp·(W[target] − expected) */
+  expected?: Tensor;
 }
 
 const u = undefined;
@@ -72,9 +81,15 @@ function check(x: Tensor, shards: LmHeadShard[], targets: Tensor, what: string):
   return { T, H, V: next };
 }
 
-/** Ids per split: the option, else ~24 splits over the whole vocabulary (at least 2048 ids). */
-function splitFor(V: number, opts: LmHeadOptions, min = 2048): number {
-  const want = opts.split ?? Math.max(min, Math.ceil(V / 24));
+/**
+ * Ids per split: the option, else small enough that every shard gives many workgroups (load
+ * balance: a split is one workgroup's serial loop) but, in the backward, large enough that the
+ * partial dx [P, T, H] stays under PARTIAL_BYTES.
+ */
+const PARTIAL_BYTES = 32 * 2 ** 20;
+function splitFor(V: number, opts: LmHeadOptions, rowBytes = 0): number {
+  let want = opts.split ?? 1024;
+  if (opts.split === undefined && rowBytes) want = Math.max(want, Math.ceil(V / Math.max(1, Math.floor(PARTIAL_BYTES / rowBytes))));
   if (!(want > 0)) throw new GpuError(`lmHead: split must be positive, got ${opts.split}`);
   return Math.ceil(want / VB) * VB;
 }
@@ -98,18 +113,27 @@ function bindW(s: LmHeadShard): [GPUBuffer, GPUBuffer, GPUBuffer] {
 export function lmHeadLogSoftmax(x: Tensor, shards: LmHeadShard[], targets: Tensor, opts: LmHeadOptions = {}): LmHeadResult {
   const { T, H, V } = check(x, shards, targets, 'lmHeadLogSoftmax');
   const scale = opts.scale ?? 1, ignore = opts.ignoreIndex ?? -100;
-  const split = splitFor(V, opts);
-  const { p0, P } = plan(shards, split);
   const r: LmHeadResult = { logp: empty([T], 'f32', 'lmh.logp'), lse: empty([T], 'f32', 'lmh.lse'), argmax: empty([T], 'i32', 'lmh.argmax') };
   if (!T) return r;
-  const part = empty([T, P, 4], 'f32', 'lmh.partials');
   const vec = H % 4 === 0;
+  const withE = !!opts.expected && vec && H > 0;
+  // with E the split also bounds the partial E_p [P, T, H], as in the backward
+  const split = withE ? splitFor(V, opts, 4 * T * H) : splitFor(V, opts);
+  const { p0, P } = plan(shards, split);
+  const part = empty([T, P, 4], 'f32', 'lmh.partials');
+  const ep = withE ? empty([P, T, H], 'f32', 'lmh.expected.partials') : undefined;
   shards.forEach((s, i) => {
     const vs = s.t.shape[0];
-    dispatch(k('lmh_fwd', { bf16: s.t.dtype === 'bf16', vec }), [x, x.buffer, ...bindW(s), targets, part], [Math.ceil(vs / split), Math.ceil(T / RB)],
-      [T, H, vs, s.v0, split, p0[i], P, ignore, scale, 0], FMT);
+    const b = [x, x.buffer, ...bindW(s), targets, part];
+    if (ep) dispatch(k('lmh_fwd_e', { bf16: s.t.dtype === 'bf16', vec }), [...b, u, u, u, u, u, u, u, u, u, u, ep], [Math.ceil(vs / split), Math.ceil(T / RB)], [T, H, vs, s.v0, split, p0[i], P, ignore, scale, 0], FMT);
+    else dispatch(k('lmh_fwd', { bf16: s.t.dtype === 'bf16', vec }), b, [Math.ceil(vs / split), Math.ceil(T / RB)], [T, H, vs, s.v0, split, p0[i], P, ignore, scale, 0], FMT);
   });
   dispatch(k('lmh_combine'), [u, u, u, u, u, targets, u, part, r.logp, r.lse, r.argmax], grid(Math.ceil(T / WG)), [T, H, 0, 0, split, 0, P, ignore, scale, 0], FMT);
+  if (ep) {
+    r.expected = empty([T, H], 'f32', 'lmh.expected');
+    dispatch(k('lmh_expect'), [u, u, u, u, u, u, u, part, u, u, u, u, u, u, ep, r.expected], grid(Math.ceil((T * H) / WG)), [T, H, 0, 0, split, 0, P, ignore, scale, 0], FMT);
+    ep.release();
+  }
   part.release();
   return r;
 }
@@ -118,6 +142,8 @@ export interface LmHeadBackwardOptions extends LmHeadOptions {
   /** write (or with accumulate, add) dx here: f32 [T, H] */
   out?: Tensor;
   accumulate?: boolean;
+  /** the forward's `expected` [T, H]: dx without recomputing any logits */
+  fromExpected?: Tensor;
 }
 
 /**
@@ -131,8 +157,16 @@ export function lmHeadLogSoftmaxBackward(x: Tensor, shards: LmHeadShard[], targe
   if (!out || out.numel !== T * H || out.dtype !== 'f32') throw new GpuError(`lmHeadLogSoftmaxBackward: out must be f32 [${T}, ${H}]${out ? `, got ${out.dtype} [${out.shape}]` : ' (accumulate needs out)'}`);
   if (!T || !H) return out;
   const scale = opts.scale ?? 1, ignore = opts.ignoreIndex ?? -100;
-  // larger splits than the forward: the partial dx is [P, T, H]
-  const split = splitFor(V, opts, 4096);
+  const E = opts.fromExpected;
+  if (E) {
+    if (E.numel !== T * H || E.dtype !== 'f32') throw new GpuError(`lmHeadLogSoftmaxBackward: fromExpected "${E.name}" must be f32 [${T}, ${H}], got ${E.dtype} [${E.shape}]`);
+    const g = grid(Math.ceil((T * H) / WG));
+    const prm = (s?: LmHeadShard) => [T, H, s ? s.t.shape[0] : 0, s ? s.v0 : 0, 0, 0, 0, ignore, scale, opts.accumulate ? 1 : 0];
+    dispatch(k('lmh_dx_e'), [u, u, u, u, u, targets, u, u, u, u, u, u, dlogp, u, u, out, E], g, prm(), FMT);
+    for (const s of shards) dispatch(k('lmh_dx_w', { bf16: s.t.dtype === 'bf16' }), [u, u, s.t.buffer, u, u, targets, u, u, u, u, u, u, dlogp, u, u, out], g, prm(s), FMT);
+    return out;
+  }
+  const split = splitFor(V, opts, 4 * T * H);
   const { p0, P } = plan(shards, split);
   const dxp = empty([P, T, H], 'f32', 'lmh.dx.partials');
   const vec = H % 4 === 0;
