@@ -75,6 +75,12 @@ interface Seq {
 
 export { argmax };
 
+let samplerDefault: 'gpu' | 'cpu' = 'gpu';
+/** Where sampled tokens are drawn when GenerateOptions.sampler is not given (benchmarks compare the two). */
+export function setDefaultSampler(s: 'gpu' | 'cpu'): void {
+  samplerDefault = s;
+}
+
 /**
  * One token from a row of logits: logits/temperature → top-k → top-p → draw (transformers' warper
  * order; ops/cpu/sample.ts). Greedy (temperature 0) uses no random number; every draw uses one.
@@ -253,7 +259,7 @@ async function choose(ctx: TextCtx, hs: Tensor, seqs: Seq[], opts: GenerateOptio
       for (let r = 0; r < n; r++) encoder().copyBufferToBuffer(c.buffer, r * vc * 4, logits.buffer, (r * V + s.v0) * 4, vc * 4);
       c.release();
     }
-    const gpuOk = opts.sampler !== 'cpu' && !((opts.topK ?? 0) > SAMPLE_KMAX);
+    const gpuOk = (opts.sampler ?? samplerDefault) === 'gpu' && !((opts.topK ?? 0) > SAMPLE_KMAX);
     let ids: Int32Array, lp: Float32Array;
     if (gpuOk) {
       const ut = fromData(Float32Array.from(u), [n], 'f32', 'gen.uniforms');
