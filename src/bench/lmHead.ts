@@ -145,7 +145,7 @@ export async function benchStepRows(o: { methods?: Method[]; configs?: StepConfi
         if (r > 0) x.best = Math.min(x.best, performance.now() - t0); // step 0 warms up
       }
     }
-    setDefaultSampler('gpu');
+    setDefaultSampler(undefined);
     const [before, ...after] = runs;
     for (const x of after) {
       const row: BenchRow = { group: method === 'sft' ? 'lm_head' : 'decode', name: `demo-model ${method} step: ${x.c.name}`, shape: 'demo model, 1 image', ours_ms: x.best, peers: { [before.c.name]: before.best } };

@@ -12,6 +12,7 @@
 //     `sampler: 'cpu'` use the CPU sampler (ops/cpu/sample.ts) with the same uniform.
 //   a stop id ends its sequence (and is returned)
 import { encoder } from '../gpu/kernel.ts';
+import { gpu } from '../gpu/device.ts';
 import { empty, fromData, readI32, readMany, type Tensor } from '../gpu/tensor.ts';
 import { argmax, logprobAt, sampleTokenU } from '../ops/cpu/sample.ts';
 import { SAMPLE_KMAX, sampleRows } from '../ops/sample.ts';
@@ -40,7 +41,7 @@ export interface GenerateOptions {
   seed?: number;
   /** apply the LoRA adapter (default: when the model has one) */
   lora?: boolean;
-  /** where sampled tokens are drawn: 'gpu' (default; logits never leave the GPU) or 'cpu' (the earlier path, for comparison) */
+  /** where sampled tokens are drawn: 'gpu' (logits never leave the GPU) or 'cpu' (the earlier path); default defaultSampler() */
   sampler?: 'gpu' | 'cpu';
 }
 
@@ -75,10 +76,22 @@ interface Seq {
 
 export { argmax };
 
-let samplerDefault: 'gpu' | 'cpu' = 'gpu';
-/** Where sampled tokens are drawn when GenerateOptions.sampler is not given (benchmarks compare the two). */
-export function setDefaultSampler(s: 'gpu' | 'cpu'): void {
+let samplerDefault: 'gpu' | 'cpu' | undefined;
+/** Where sampled tokens are drawn when GenerateOptions.sampler is not given (undefined: defaultSampler()). */
+export function setDefaultSampler(s: 'gpu' | 'cpu' | undefined): void {
   samplerDefault = s;
+}
+
+/**
+ * setDefaultSampler(), else PATCHWORK_SAMPLER=gpu|cpu, else by adapter: on a CPU adapter
+ * (SwiftShader, llvmpipe, WARP) the "readback" is a memcpy and its kernels run no faster than the
+ * JS sampler (same run: about equal for plain temperature, slower for top-k), so 'cpu'; real GPUs 'gpu'.
+ */
+export function defaultSampler(): 'gpu' | 'cpu' {
+  if (samplerDefault) return samplerDefault;
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PATCHWORK_SAMPLER;
+  if (env === 'gpu' || env === 'cpu') return env;
+  return /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(gpu().adapterName) ? 'cpu' : 'gpu';
 }
 
 /**
@@ -259,7 +272,7 @@ async function choose(ctx: TextCtx, hs: Tensor, seqs: Seq[], opts: GenerateOptio
       for (let r = 0; r < n; r++) encoder().copyBufferToBuffer(c.buffer, r * vc * 4, logits.buffer, (r * V + s.v0) * 4, vc * 4);
       c.release();
     }
-    const gpuOk = (opts.sampler ?? samplerDefault) === 'gpu' && !((opts.topK ?? 0) > SAMPLE_KMAX);
+    const gpuOk = (opts.sampler ?? defaultSampler()) === 'gpu' && !((opts.topK ?? 0) > SAMPLE_KMAX);
     let ids: Int32Array, lp: Float32Array;
     if (gpuOk) {
       const ut = fromData(Float32Array.from(u), [n], 'f32', 'gen.uniforms');

@@ -10,6 +10,14 @@
 //   const r = lmHeadLogSoftmax(x, shards, targets, { scale: 1 / temperature });
 //   const dx = lmHeadLogSoftmaxBackward(x, shards, targets, r.lse, dlogp, { scale });
 //
+// A training forward can instead ask for `expected` (H % 4 == 0): the same pass also forms
+// E[r] = Σ_v softmax_v · W[v] (flash-attention style with K = V = W: per split, rescaled whenever
+// the running max rises), and since dlogp·(onehot − softmax)·W = dlogp·(W[target] − E), the
+// backward then reads one W row per scored row and no logits at all:
+//
+//   const r = lmHeadLogSoftmax(x, shards, targets, { scale, expected: true });
+//   const dx = lmHeadLogSoftmaxBackward(x, shards, targets, r.lse, dlogp, { scale, fromExpected: r.expected });
+//
 // Rows whose target is negative (or == ignoreIndex) get logp 0 and no gradient (argmax and lse
 // are still computed: greedy decoding passes dummy targets).
 import code from '../../shaders/lm_head.wgsl?raw';
