@@ -5,11 +5,11 @@
 //   decode: one row per unfinished sequence through the same layer code (matmuls batched over the
 //     rows); attention per sequence over its cache (q_offset = cache length); M-RoPE position of
 //     the new token = cache position + rope delta on all three streams
-//   next token: greedy on the GPU (argmax of the fused lm_head), or temperature → top-k → top-p
-//     drawn on the GPU (ops/sample.ts) from logits that stay there, with one uniform per row from
-//     the seeded CPU RNG (the CPU sampler's stream); only ids and their log-probs come back. Rows
-//     the GPU kernel hands back (top-k > SAMPLE_KMAX, a top-p nucleus wider than that) and
-//     `sampler: 'cpu'` use the CPU sampler (ops/cpu/sample.ts) with the same uniform.
+//   next token: greedy on the GPU (text.ts argmaxIds), or temperature → top-k → top-p drawn with
+//     one uniform per row from the seeded CPU RNG (the CPU sampler's stream) either on the GPU
+//     (ops/sample.ts; logits stay there, only ids and their log-probs come back) or on the CPU
+//     (ops/cpu/sample.ts); defaultSampler() picks by adapter. Rows the GPU kernel hands back
+//     (top-k > SAMPLE_KMAX, a top-p nucleus wider than that) use the CPU sampler, same uniform.
 //   a stop id ends its sequence (and is returned)
 import { encoder } from '../gpu/kernel.ts';
 import { gpu } from '../gpu/device.ts';
