@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeGpu, nodeGpu } from '../gpu/node.ts';
-import { fromData, packBf16, readMany, unpackBf16, type Tensor } from '../gpu/tensor.ts';
+import { fromData, memory, packBf16, readMany, unpackBf16, type Tensor } from '../gpu/tensor.ts';
 import { lmHeadLogSoftmax, lmHeadLogSoftmaxBackward, type LmHeadShard } from './lmHead.ts';
 import { lmHeadBackwardCpu, lmHeadCpu } from './cpu/lmHead.ts';
 import { matmul, matmulBackwardInput } from './matmul.ts';
@@ -122,6 +122,25 @@ describe('fused lm_head + log-softmax gather', () => {
       expect(Math.abs(fd - g[i]), `dx[${i}]: fd ${fd} vs ${g[i]}`).toBeLessThan(2e-3 + 2e-2 * Math.abs(fd));
     }
     release([x, targets, dlogp, r.logp, r.lse, r.argmax, dx, ...shards.map((s) => s.t)]);
+  });
+
+  it('never holds [T, V] logits: forward and backward stay far below T·V floats', async () => {
+    const T = 16, H = 8, V = 60000;
+    const { shards } = shardsOf(rand(V * H, 12, 0.3), V, H, 16384, 'bf16');
+    const x = fromData(rand(T * H, 13, 1), [T, H]), targets = fromData(targetsOf(T, V, 14), [T], 'i32'), dlogp = fromData(rand(T, 15), [T]);
+    await readMany([x]);
+    // peak counts live + pooled bytes: it rises only when a new buffer is created
+    const base = memory.live + memory.pooled;
+    memory.peak = base;
+    for (const expected of [false, true]) {
+      const r = lmHeadLogSoftmax(x, shards, targets, { expected });
+      const dx = lmHeadLogSoftmaxBackward(x, shards, targets, r.lse, dlogp, { fromExpected: r.expected });
+      await readMany([dx]);
+      release([r.logp, r.lse, r.argmax, dx, ...(r.expected ? [r.expected] : [])]);
+    }
+    // logits alone would be T·V·4 = 3.84 MB; partial statistics, partial E / dx and the outputs are ~1% of it
+    expect(memory.peak - base).toBeLessThan((T * V * 4) / 20);
+    release([x, targets, dlogp, ...shards.map((s) => s.t)]);
   });
 
   it('reports every bad argument at once', () => {
