@@ -4,7 +4,6 @@ import { fromData, readMany } from '../gpu/tensor.ts';
 import { SAMPLE_KMAX, sampleRows, type GpuSampleOptions } from './sample.ts';
 import { logprobAt, sampleTokenU } from './cpu/sample.ts';
 import { rand } from './testUtil.ts';
-import { Rng } from '../model/rng.ts';
 
 beforeAll(async () => { await nodeGpu(); });
 afterAll(async () => { await closeGpu(); });
@@ -56,8 +55,7 @@ describe('GPU sampler = CPU sampler on seeded logits', () => {
   for (const o of modes) {
     it(JSON.stringify(o), async () => {
       const logits = rows(n, V, 11);
-      const rng = new Rng(5);
-      const u = Float32Array.from({ length: n }, () => rng.next());
+      const u = Float32Array.from(rand(n, 5), (v) => (v + 1) / 2); // uniforms in [0, 1)
       const lt = fromData(logits, [n, V]), ut = fromData(u, [n]);
       const r = sampleRows(lt, ut, o);
       const [ids, lps] = await readMany([r.ids, r.logprobs]);
