@@ -8,6 +8,7 @@ import { matmulVariant, setMatmulVariant, tuneMatmul } from '../ops/matmul.ts';
 import { benchMatmul, benchOps, type MatmulShape } from '../bench/matmul.ts';
 import { fmtBytes, memory } from '../gpu/tensor.ts';
 import { benchTraining } from '../bench/train.ts';
+import { benchDecodeRows, benchLmHeadRows, benchStepRows } from '../bench/lmHead.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
@@ -43,6 +44,13 @@ const rounds = Number(opt('rounds') ?? (quick ? 3 : 2));
 
 await benchMatmul(shapes, { peers, rounds, log: console.log });
 if (!quick) await benchOps({ log: console.log });
+// fused lm_head vs chunked, decode with the GPU sampler vs the CPU one (rows: src/bench/lmHead.ts)
+if (!args.includes('--no-lm-head')) {
+  console.log('\nlm_head + log-softmax (fused vs chunked) and decode (GPU vs CPU sampler), same run:');
+  await benchLmHeadRows([{ T: 20, H: 128, V: 151936, what: 'demo model' }, ...(quick ? [] : [{ T: 64, H: 2048, V: 151936, what: '3B' }])], { reps: quick ? 1 : 2, log: console.log });
+  await benchDecodeRows({ batch: 8, reps: quick ? 1 : 2, log: console.log });
+  if (args.includes('--steps-lm-head')) await benchStepRows({ log: console.log });
+}
 if (!args.includes('--no-train')) await benchTraining({ steps: quick ? 1 : 3, log: console.log });
 console.log(`memory (ours, pool): live ${fmtBytes(memory.live)}, pooled ${fmtBytes(memory.pooled)}, peak ${fmtBytes(memory.peak)}`);
 await closeGpu();

@@ -37,10 +37,10 @@ import { checkMemory, estimateMemory, gib, mib, neededSplits } from './memory.ts
 import { MissingFileError, type ModelSource } from './sources/source.ts';
 import {
   layerBackward, layerForward, lmHeadBackward, lmHeadScore, logitsChunk, releaseActs, releaseBlocks, rowsPerBlock,
-  type GpuLoraModule, type LayerActs, type ScoreBlock, type TextCtx,
+  type GpuLoraModule, type LayerActs, type LmHeadPath, type ScoreBlock, type TextCtx,
 } from './text.ts';
 import { releaseVisionSaved, visionAdapted, visionBackward, visionForward, type VisionCapture, type VisionSaved } from './vision.ts';
-import { generate, type GenerateOptions, type GenHost, type Prompt } from './generate.ts';
+import { generateDetailed, type GenerateOptions, type Generated, type GenHost, type Prompt } from './generate.ts';
 import { ImageCache, type ImageInput } from './imageCache.ts';
 
 export type { ImageInput };
@@ -164,6 +164,8 @@ export class Qwen2_5_VL {
   recompute: boolean;
   /** scored rows per lm_head block (default: what one binding of [rows, vocabChunk] logits allows) */
   scoreRowBlock?: number;
+  /** lm_head + log-softmax implementation: 'fused' or 'chunked' (default: text.ts lmHeadPath, by adapter) */
+  lmHead?: LmHeadPath;
   /** notes about settings this engine does not honour */
   readonly warnings: string[] = [];
   private lora = new Map<string, GpuLoraModule>();
@@ -273,7 +275,7 @@ export class Qwen2_5_VL {
   // ---------------------------------------------------------------- forward
 
   private ctx(loraOn: boolean, dropout?: { p: number; seed: number }): TextCtx {
-    return { cfg: this.config, w: this.w, lora: this.lora, loraOn, rowBlock: this.scoreRowBlock, ...(dropout ? { dropout } : {}) };
+    return { cfg: this.config, w: this.w, lora: this.lora, loraOn, rowBlock: this.scoreRowBlock, lmHead: this.lmHead, ...(dropout ? { dropout } : {}) };
   }
 
   /**
@@ -487,6 +489,11 @@ export class Qwen2_5_VL {
 
   /** KV-cache generation for a batch of prompts; returns the new tokens of each (stop id included). */
   async generate(prompts: Prompt[], opts: GenerateOptions): Promise<Int32Array[]> {
+    return (await this.generateDetailed(prompts, opts)).ids;
+  }
+
+  /** generate(), plus each sampled token's log-prob at the sampling temperature (drawn on the GPU; NaN when greedy). */
+  async generateDetailed(prompts: Prompt[], opts: GenerateOptions): Promise<Generated> {
     this.live();
     const lora = (opts.lora ?? true) && this.lora.size > 0;
     const host: GenHost = {
@@ -495,7 +502,7 @@ export class Qwen2_5_VL {
       ctx: (on) => this.ctx(on && this.lora.size > 0),
       prepare: (p) => this.prepare(p, this.ctx(lora)),
     };
-    return generate(host, prompts, { ...opts, lora });
+    return generateDetailed(host, prompts, { ...opts, lora });
   }
 
   // ---------------------------------------------------------------- lifetime
