@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeGpu, nodeGpu } from '../gpu/node.ts';
 import { fromData, readMany, type Tensor } from '../gpu/tensor.ts';
-import { attentionCausal, attentionCausalBackward, attentionVarlen, attentionVarlenBackward } from './attention.ts';
+import { attentionCausal, attentionCausalBackward, attentionVarlen, attentionVarlenBackward, attentionVariant, setAttentionVariant, type AttentionVariant } from './attention.ts';
 import { attentionBackwardCpu, attentionCpu, causalRange, varlenRange, type AttnShape, type KeyRange } from './cpu/attention.ts';
 import { TOL } from '../parity/golden.ts';
 
@@ -33,6 +33,9 @@ function up(...xs: [Float32Array, number[]][]): Tensor[] {
 
 interface Case { lq: number; lk: number; cap?: number; hq: number; hkv: number; d: number }
 
+// Every GPU test below runs once per kernel variant (forced by setAttentionVariant).
+const VARIANTS: AttentionVariant[] = ['naive', 'flash'];
+
 async function checkCausal(c: Case, backward = true): Promise<void> {
   const { lq, lk, hq, hkv, d } = c;
   const cap = c.cap ?? lk;
@@ -53,7 +56,7 @@ async function checkCausal(c: Case, backward = true): Promise<void> {
     ts.push(g.dq, g.dk, g.dv);
   }
   const got = await readMany(ts);
-  const tag = JSON.stringify(c);
+  const tag = `${attentionVariant().fwd} ${JSON.stringify(c)}`;
   close(`out ${tag}`, got[0], ref.out);
   close(`lse ${tag}`, got[1], ref.lse);
   if (g) {
@@ -77,7 +80,7 @@ async function checkVarlen(n: number, hq: number, hkv: number, d: number, cu: nu
   const range: KeyRange = varlenRange(cu, causal);
   const ref = attentionCpu(q, k, v, s, range);
   const rb = attentionBackwardCpu(q, k, v, dy, s, range);
-  const tag = `varlen n=${n} ${hq}/${hkv} d=${d} cu=${cu} causal=${causal}`;
+  const tag = `${attentionVariant().fwd} varlen n=${n} ${hq}/${hkv} d=${d} cu=${cu} causal=${causal}`;
   close(`out ${tag}`, got[0], ref.out);
   close(`lse ${tag}`, got[1], ref.lse);
   close(`dq ${tag}`, got[2], rb.dq);
@@ -110,6 +113,10 @@ describe('attention CPU reference', () => {
     }
   });
 });
+
+for (const variant of VARIANTS) describe(`attention ${variant}`, () => {
+beforeAll(() => setAttentionVariant(variant));
+afterAll(() => setAttentionVariant('auto'));
 
 describe('attention causal GQA (GPU vs CPU)', () => {
   it('prefill, odd lengths and head dims', async () => {
@@ -196,4 +203,5 @@ describe('attention varlen (GPU vs CPU)', () => {
     await checkVarlen(20, 4, 2, 24, [0, 9, 20], true);
     await checkVarlen(15, 2, 1, 6, [0, 4, 15], false); // scalar variant, GQA grouping
   });
+});
 });
