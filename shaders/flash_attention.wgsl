@@ -1,36 +1,35 @@
-// Flash attention (FlashAttention-2 style), forward and backward, beside the register-only kernel
-// in attention.wgsl (same tensors, same logsumexp, same key-range rules; the wrapper picks one per
-// adapter). q [Lq,Hq,D], k/v rows [*,Hkv,D] (row stride Hkv·D: a KV cache is read in place);
-// query head h reads kv head h / rep, rep = Hq/Hkv.
+// Flash attention (FlashAttention-2 style), forward and backward, beside the one-thread-per-row
+// kernel in attention.wgsl (same tensors, same logsumexp, same key-range rules; the wrapper picks
+// one per adapter). q [Lq,Hq,D], k/v rows [*,Hkv,D] (row stride Hkv·D: a KV cache is read in
+// place); query head h reads kv head g = h / rep, rep = Hq/Hkv.
 //   causal: query i sits at position i + q_off and sees keys [0, min(i + q_off + 1, lk));
 //   varlen: query i sees the cu_seqlens segment [cu[s], cu[s+1]) holding it (cut at i+1 when causal).
 //
-// Work split. For kv head g the (query row, head of g) pairs are numbered u = i·rep + (h − g·rep);
-// a workgroup owns WG consecutive u of one g (so for GQA it holds rep heads of the same rows) and
-// streams the union of their key ranges through workgroup memory in tiles of KT keys: each K/V
-// row is loaded once per workgroup and read by all WG threads, instead of once per thread. Each
-// thread keeps its query row, its accumulator and an online softmax (one rescale per tile) in
-// registers and skips the tile keys outside its own range.
+// Work split. For kv head g the (query row, head of g) pairs are numbered u = i·rep + (h − g·rep).
+// A thread owns 4 consecutive pairs (for GQA: 4 heads of one row, all reading the same keys) and a
+// workgroup owns WG·4 pairs; it streams the union of their key ranges through workgroup memory in
+// tiles of KT keys. Inside a tile a thread takes keys 4 at a time: the 4×4 score block is
+// mat4x4 arithmetic over vec4 chunks of D (transpose(K)·Q), as in the register-blocked matmul, so
+// every loaded vec4 feeds 4 pairs or 4 keys. The output accumulator is one mat4x4 per chunk
+// (column r = pair r) under an online softmax (one rescale per 4 keys).
 // Backward (no float atomics, so deterministic):
-//   1. flash_bwd_delta: ld = (lse, delta = Σ_d dy·out) per (row, head), first;
-//   2. flash_bwd_dq_*: per query block, like the forward, P = exp(s − lse) recomputed per tile;
-//   3. flash_bwd_dkdv_*: its own pass per key block: a thread owns key j of kv head g and streams
-//      the tiles of (row, head) pairs that see it (q, dy, lse, delta staged in workgroup memory),
-//      summing the rep heads of the group in order, so dk/dv come out [Lk,Hkv,D] directly.
-// Workgroup memory is KT·MAXD floats per staged tensor (KT·MAXD = 1024: 4 KiB), modest on purpose:
+//   1. flash_bwd_prep_*: ld = (lse, delta = Σ_d dy·out, key range lo, hi) per (row, head), first;
+//   2. flash_bwd_dkdv: its own pass per key block: a thread owns 4 keys of kv head g and streams
+//      the tiles of pairs that see them (q, dy, lse, delta staged), P = exp(s − lse) recomputed,
+//      summing the rep heads of the group in order, so dk/dv come out [Lk,Hkv,D] directly. When
+//      the wrapper gives it a dS scratch (rows × key window, if that fits a budget) it also
+//      writes dS = P∘(dP − delta) there, and
+//   3a. flash_bwd_dq_ds: dq = scale · dS·K per query block, from that scratch (no recompute), or
+//   3b. flash_bwd_dq: dq per query block recomputing P and dP (when the scratch would not fit).
+// Workgroup memory: KT·MAXD floats per staged tensor, KT·MAXD = 1024 (4 KiB), modest on purpose:
 // SwiftShader's compiler falls over on big tiles.
 
-// Rows are read as VT = vec4 when D % 4 == 0; the wrapper swaps in the scalar lines otherwise.
-alias VT = vec4<f32>;
-const VW: u32 = 4u;
-fn vdot(a: VT, b: VT) -> f32 { return dot(a, b); }
-const MAXD: u32 = 128u;          // register capacity per thread (a bucket >= D), set by the wrapper
-const KT: u32 = 8u;              // rows per staged tile, set by the wrapper: KT·MAXD = 1024
-const MAXV: u32 = MAXD / VW;
-const TV: u32 = KT * MAXV;       // VT slots per staged tile
+const MAXD: u32 = 128u;          // head-dim capacity (a bucket >= D), set by the wrapper
+const KT: u32 = 8u;              // rows per staged tile, a multiple of 4, set by the wrapper
+const MAXC: u32 = MAXD / 4u;     // vec4 chunks per row, at most
 const NEG: f32 = -3.0e38;
-const WG: u32 = 64u;
-override DV: u32 = 32u;          // head dim / VW, fixed per pipeline so loops have constant trip counts
+const WG: u32 = 16u;             // threads per workgroup; each owns 4 pairs (or 4 keys)
+override DC: u32 = 32u;          // vec4 chunks per row = ceil(D / 4), fixed per pipeline
 
 struct Params {
   lq: u32,      // query rows
@@ -42,6 +41,8 @@ struct Params {
   q_off: u32,   // causal: position of query row 0
   nseg: u32,    // varlen: number of segments S (cu has S+1 entries)
   causal: u32,  // varlen: also mask j > i
+  varlen: u32,  // 1 for the varlen kind
+  w4: u32,      // dS scratch row width in vec4 (0: no scratch)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -52,28 +53,101 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read> cu: array<i32>;
 @group(0) @binding(7) var<storage, read> dy: array<VT>;
-@group(0) @binding(8) var<storage, read_write> ld: array<f32>;   // (lse, delta) per (row, head)
+@group(0) @binding(8) var<storage, read_write> ld: array<vec4f>;   // (lse, delta, lo, hi) per (row, head)
 @group(0) @binding(9) var<storage, read_write> dq: array<VT>;
-@group(0) @binding(10) var<storage, read_write> dk: array<VT>;  // [lk, hkv, d]
+@group(0) @binding(10) var<storage, read_write> dk: array<VT>;     // [lk, hkv, d]
 @group(0) @binding(11) var<storage, read_write> dv: array<VT>;
 // the forward's outputs as backward inputs: read-only, so they may alias other inputs
 @group(0) @binding(12) var<storage, read> out_in: array<VT>;
 @group(0) @binding(13) var<storage, read> lse_in: array<f32>;
-@group(0) @binding(14) var<storage, read> ld_in: array<f32>;
+@group(0) @binding(14) var<storage, read> ld_in: array<vec4f>;
+@group(0) @binding(15) var<storage, read_write> ds: array<vec4f>;  // dS scratch [lq·hq, w4] of 4-key blocks
 
-// Staged tiles: keys (ta = K, tb = V) in the forward and dq passes; (row, head) pairs (ta = q,
-// tb = dy, tl = (lse, delta)) in the dk/dv pass.
-var<workgroup> ta: array<VT, TV>;
-var<workgroup> tb: array<VT, TV>;
+// ---- row access: chunk c (4 elements) of row `row` ------------------------------------------
+// D % 4 == 0: rows are vec4 arrays. Otherwise the wrapper swaps in the scalar section below.
+//<vec4>
+alias VT = vec4<f32>;
+fn ldq(row: u32, c: u32) -> vec4f { return q[row * DC + c]; }
+fn ldk(row: u32, c: u32) -> vec4f { return k[row * DC + c]; }
+fn ldv(row: u32, c: u32) -> vec4f { return v[row * DC + c]; }
+fn lddy(row: u32, c: u32) -> vec4f { return dy[row * DC + c]; }
+fn ldo(row: u32, c: u32) -> vec4f { return out_in[row * DC + c]; }
+fn stout(row: u32, c: u32, x: vec4f) { out[row * DC + c] = x; }
+fn stdq(row: u32, c: u32, x: vec4f) { dq[row * DC + c] = x; }
+fn stdk(row: u32, c: u32, x: vec4f) { dk[row * DC + c] = x; }
+fn stdv(row: u32, c: u32, x: vec4f) { dv[row * DC + c] = x; }
+//</vec4>
+/*<scalar>
+alias VT = f32;
+// element e of chunk c, zero past the head dim (reads clamped into the array)
+fn el(c: u32, e: u32) -> bool { return 4u * c + e < p.d; }
+fn ldq(row: u32, c: u32) -> vec4f { let o = row * p.d + 4u * c; let n = arrayLength(&q) - 1u; return vec4f(q[o], select(0.0, q[min(o + 1u, n)], el(c, 1u)), select(0.0, q[min(o + 2u, n)], el(c, 2u)), select(0.0, q[min(o + 3u, n)], el(c, 3u))); }
+fn ldk(row: u32, c: u32) -> vec4f { let o = row * p.d + 4u * c; let n = arrayLength(&k) - 1u; return vec4f(k[o], select(0.0, k[min(o + 1u, n)], el(c, 1u)), select(0.0, k[min(o + 2u, n)], el(c, 2u)), select(0.0, k[min(o + 3u, n)], el(c, 3u))); }
+fn ldv(row: u32, c: u32) -> vec4f { let o = row * p.d + 4u * c; let n = arrayLength(&v) - 1u; return vec4f(v[o], select(0.0, v[min(o + 1u, n)], el(c, 1u)), select(0.0, v[min(o + 2u, n)], el(c, 2u)), select(0.0, v[min(o + 3u, n)], el(c, 3u))); }
+fn lddy(row: u32, c: u32) -> vec4f { let o = row * p.d + 4u * c; let n = arrayLength(&dy) - 1u; return vec4f(dy[o], select(0.0, dy[min(o + 1u, n)], el(c, 1u)), select(0.0, dy[min(o + 2u, n)], el(c, 2u)), select(0.0, dy[min(o + 3u, n)], el(c, 3u))); }
+fn ldo(row: u32, c: u32) -> vec4f { let o = row * p.d + 4u * c; let n = arrayLength(&out_in) - 1u; return vec4f(out_in[o], select(0.0, out_in[min(o + 1u, n)], el(c, 1u)), select(0.0, out_in[min(o + 2u, n)], el(c, 2u)), select(0.0, out_in[min(o + 3u, n)], el(c, 3u))); }
+fn stout(row: u32, c: u32, x: vec4f) { let o = row * p.d + 4u * c; out[o] = x.x; if (el(c, 1u)) { out[o + 1u] = x.y; } if (el(c, 2u)) { out[o + 2u] = x.z; } if (el(c, 3u)) { out[o + 3u] = x.w; } }
+fn stdq(row: u32, c: u32, x: vec4f) { let o = row * p.d + 4u * c; dq[o] = x.x; if (el(c, 1u)) { dq[o + 1u] = x.y; } if (el(c, 2u)) { dq[o + 2u] = x.z; } if (el(c, 3u)) { dq[o + 3u] = x.w; } }
+fn stdk(row: u32, c: u32, x: vec4f) { let o = row * p.d + 4u * c; dk[o] = x.x; if (el(c, 1u)) { dk[o + 1u] = x.y; } if (el(c, 2u)) { dk[o + 2u] = x.z; } if (el(c, 3u)) { dk[o + 3u] = x.w; } }
+fn stdv(row: u32, c: u32, x: vec4f) { let o = row * p.d + 4u * c; dv[o] = x.x; if (el(c, 1u)) { dv[o + 1u] = x.y; } if (el(c, 2u)) { dv[o + 2u] = x.z; } if (el(c, 3u)) { dv[o + 3u] = x.w; } }
+</scalar>*/
+
+// ---- shared helpers -------------------------------------------------------------------------
+
+// Staged tiles: K (ta) and V (tb) rows in the forward and dq passes; q (ta), dy (tb), (lse, delta)
+// (tl) and (lo, hi, flat row) (tp) of pairs in the dk/dv pass. Row t of a tile at [t·DC, (t+1)·DC).
+var<workgroup> ta: array<vec4f, KT * MAXC>;
+var<workgroup> tb: array<vec4f, KT * MAXC>;
 var<workgroup> tl: array<vec2f, KT>;
+var<workgroup> tp: array<vec4u, KT>;
+var<workgroup> wlo: atomic<u32>;
+var<workgroup> whi: atomic<u32>;
+var<workgroup> wrange: vec2u;
 
 fn rep() -> u32 { return p.hq / p.hkv; }
 
-// Workgroup -> (kv head g, first u of its block); blocks of WG items, nb blocks per kv head.
-fn block(wid: vec3u, nwg: vec3u, items: u32) -> vec3u {
+// Flat (row, head) index of pair u of kv head g.
+fn pair_row(g: u32, u: u32) -> u32 {
+  let rp = rep();
+  return (u / rp) * p.hq + g * rp + u % rp;
+}
+
+// Workgroup -> (kv head g, first item of its block), blocks of `per` items.
+fn block(wid: vec3u, nwg: vec3u, items: u32, per: u32) -> vec2u {
   let w = wid.x + wid.y * nwg.x;
-  let nb = (items + WG - 1u) / WG;
-  return vec3u(w / nb, (w % nb) * WG, nb * p.hkv);
+  let nb = (items + per - 1u) / per;
+  return vec2u(w / nb, (w % nb) * per);
+}
+
+// Union of the threads' ranges [lo, hi) (empty ones ignored), lo rounded down to a multiple of 4
+// so that 4-key blocks stay aligned; the same value in every thread (integer atomics: exact).
+fn union_range(r: vec2u, li: u32) -> vec2u {
+  if (li == 0u) { atomicStore(&wlo, 0xffffffffu); atomicStore(&whi, 0u); }
+  workgroupBarrier();
+  if (r.y > r.x) { atomicMin(&wlo, r.x); atomicMax(&whi, r.y); }
+  workgroupBarrier();
+  if (li == 0u) {
+    let a = atomicLoad(&wlo);
+    let b = atomicLoad(&whi);
+    wrange = select(vec2u(0u, 0u), vec2u(a & ~3u, b), b > a);
+  }
+  return workgroupUniformLoad(&wrange);
+}
+
+// Union of 4 ranges (components of lo, hi); empty -> (max, 0).
+fn union4(lo: vec4u, hi: vec4u) -> vec2u {
+  var a = 0xffffffffu;
+  var b = 0u;
+  for (var r = 0u; r < 4u; r++) {
+    if (hi[r] > lo[r]) { a = min(a, lo[r]); b = max(b, hi[r]); }
+  }
+  return vec2u(a, b);
+}
+
+// Keys jb..jb+3 inside [lo, hi)?
+fn vis(jb: u32, lo: u32, hi: u32) -> vec4<bool> {
+  let j = vec4u(jb) + vec4u(0u, 1u, 2u, 3u);
+  return (j >= vec4u(lo)) & (j < vec4u(hi));
 }
 
 // Segment [cu[s], cu[s+1]) holding row i, or an empty range.
@@ -89,262 +163,325 @@ fn segment(i: u32) -> vec2u {
   return vec2u(u32(cu[lo]), u32(cu[hi]));
 }
 
-// Rows [a, b] (inclusive) -> the union of their segments (segments are sorted, so it is one range
-// from the first covered row's segment start to the last covered row's segment end).
-fn segments_union(a: u32, b: u32) -> vec2u {
-  if (p.nseg == 0u) { return vec2u(0u, 0u); }
-  let c0 = u32(max(cu[0], 0));
-  let c1 = u32(max(cu[p.nseg], 0));
-  let lo = max(a, c0);
-  let hi = min(b, c1 - 1u);
-  if (c1 <= c0 || lo > hi) { return vec2u(0u, 0u); }
-  return vec2u(segment(lo).x, segment(hi).y);
+// Key range of query row i: causal rule, or its varlen segment (uncut: see cut()).
+fn causal_keys(i: u32) -> vec2u { return vec2u(0u, min(p.lk, i + p.q_off + 1u)); }
+// varlen + causal: keys after the query are masked
+fn cut(i: u32, r: vec2u) -> vec2u {
+  if (p.varlen != 0u && p.causal != 0u && r.y > r.x) { return vec2u(r.x, min(r.y, i + 1u)); }
+  return r;
 }
 
-fn varlen_keys(i: u32) -> vec2u {
-  let s = segment(i);
-  if (p.causal != 0u && s.y > s.x) { return vec2u(s.x, min(s.y, i + 1u)); }
-  return s;
+// Stage key rows [j0, j0 + KT) of kv head g into ta (K) and, with `both`, tb (V); rows >= end -> 0.
+fn stage_kv(j0: u32, end: u32, g: u32, li: u32, both: bool) {
+  for (var e = li; e < KT * DC; e += WG) {
+    let j = j0 + e / DC;
+    let c = e % DC;
+    let row = min(j, p.lk - 1u) * p.hkv + g;
+    ta[e] = select(vec4f(0.0), ldk(row, c), j < end);
+    if (both) { tb[e] = select(vec4f(0.0), ldv(row, c), j < end); }
+  }
 }
 
-fn causal_keys(i: u32) -> vec2u {
-  return vec2u(0u, min(p.lk, i + p.q_off + 1u));
+fn mcol(a: u32) -> mat4x4f {
+  return mat4x4f(ta[a], ta[a + DC], ta[a + 2u * DC], ta[a + 3u * DC]);
 }
+fn mcolb(a: u32) -> mat4x4f {
+  return mat4x4f(tb[a], tb[a + DC], tb[a + 2u * DC], tb[a + 3u * DC]);
+}
+fn hmax(x: vec4f) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
+fn hsum(x: vec4f) -> f32 { return (x.x + x.y) + (x.z + x.w); }
+fn scale_cols(a: mat4x4f, s: vec4f) -> mat4x4f { return mat4x4f(a[0] * s.x, a[1] * s.y, a[2] * s.z, a[3] * s.w); }
 
 // ---- forward -----------------------------------------------------------------------------
 
-// Stage key rows [j0, j0 + KT) of kv head g into ta (K) and tb (V); rows >= end become zeros.
-fn stage_kv(j0: u32, end: u32, g: u32, li: u32) {
-  for (var e = li; e < KT * DV; e += WG) {
-    let j = j0 + e / DV;
-    let o = (j * p.hkv + g) * DV + e % DV;
-    ta[e] = select(VT(0.0), k[min(o, arrayLength(&k) - 1u)], j < end);
-    tb[e] = select(VT(0.0), v[min(o, arrayLength(&v) - 1u)], j < end);
-  }
-}
-
-// One workgroup: the pairs u in [u0, u0 + WG) of kv head g; keys `all` (the block's union) are
-// staged; this thread's own keys are `r` (empty for padding threads past the last pair).
-fn fwd_block(g: u32, u0: u32, li: u32, all: vec2u, r: vec2u) {
-  let u = u0 + li;
-  let ok = u < p.lq * rep();
-  let row = select(0u, (u / rep()) * p.hq + g * rep() + u % rep(), ok);
-  let qo = row * DV;
-  var qr: array<VT, MAXV>;
-  var acc: array<VT, MAXV>;
-  for (var d = 0u; d < DV; d++) { qr[d] = select(VT(0.0), q[qo + d] * p.scale, ok); acc[d] = VT(0.0); }
-  var m = NEG;
-  var l = 0.0;
-  var sc: array<f32, KT>;
+// Pairs u0 + 4·li + r (r < 4) of kv head g with key ranges [lo[r], hi[r]) (empty past the end).
+fn fwd_block(g: u32, u0: u32, li: u32, lo: vec4u, hi: vec4u) {
+  let ub = u0 + 4u * li;
+  let nu = p.lq * rep();
+  let rows = vec4u(pair_row(g, min(ub, nu - 1u)), pair_row(g, min(ub + 1u, nu - 1u)), pair_row(g, min(ub + 2u, nu - 1u)), pair_row(g, min(ub + 3u, nu - 1u)));
+  let own = union4(lo, hi);
+  let all = union_range(own, li);
+  var acc: array<mat4x4f, MAXC>;
+  for (var c = 0u; c < DC; c++) { acc[c] = mat4x4f(); }
+  var m = vec4f(NEG);
+  var l = vec4f(0.0);
   for (var j0 = all.x; j0 < all.y; j0 += KT) {
     workgroupBarrier();
-    stage_kv(j0, all.y, g, li);
+    stage_kv(j0, all.y, g, li, true);
     workgroupBarrier();
-    let a = max(j0, r.x);
-    let b = min(j0 + KT, r.y);
-    if (a < b) {
-      var bm = NEG;
-      for (var j = a; j < b; j++) {
-        let to = (j - j0) * DV;
-        var s = 0.0;
-        for (var d = 0u; d < DV; d++) { s += vdot(qr[d], ta[to + d]); }
-        sc[j - j0] = s;
-        bm = max(bm, s);
+    for (var b = 0u; b < KT; b += 4u) {
+      let jb = j0 + b;
+      if (jb >= own.y || jb + 4u <= own.x) { continue; }
+      // S column r = scores of pair r against keys jb..jb+3
+      var s = mat4x4f();
+      for (var c = 0u; c < DC; c++) {
+        let qm = mat4x4f(ldq(rows.x, c), ldq(rows.y, c), ldq(rows.z, c), ldq(rows.w, c));
+        s += transpose(mcol(b * DC + c)) * qm;
       }
-      if (bm > m) {
-        let c = exp(m - bm);
-        l *= c;
-        for (var d = 0u; d < DV; d++) { acc[d] *= c; }
-        m = bm;
-      }
-      for (var j = a; j < b; j++) {
-        let pj = exp(sc[j - j0] - m);
-        l += pj;
-        let to = (j - j0) * DV;
-        for (var d = 0u; d < DV; d++) { acc[d] += pj * tb[to + d]; }
-      }
+      let v0 = vis(jb, lo.x, hi.x); let v1 = vis(jb, lo.y, hi.y); let v2 = vis(jb, lo.z, hi.z); let v3 = vis(jb, lo.w, hi.w);
+      let s0 = select(vec4f(NEG), s[0] * p.scale, v0); let s1 = select(vec4f(NEG), s[1] * p.scale, v1);
+      let s2 = select(vec4f(NEG), s[2] * p.scale, v2); let s3 = select(vec4f(NEG), s[3] * p.scale, v3);
+      let mn = max(m, vec4f(hmax(s0), hmax(s1), hmax(s2), hmax(s3)));
+      let cf = exp(m - mn);
+      let pm = mat4x4f(select(vec4f(0.0), exp(s0 - mn.x), v0), select(vec4f(0.0), exp(s1 - mn.y), v1),
+                       select(vec4f(0.0), exp(s2 - mn.z), v2), select(vec4f(0.0), exp(s3 - mn.w), v3));
+      l = l * cf + vec4f(hsum(pm[0]), hsum(pm[1]), hsum(pm[2]), hsum(pm[3]));
+      m = mn;
+      for (var c = 0u; c < DC; c++) { acc[c] = scale_cols(acc[c], cf) + mcolb(b * DC + c) * pm; }
     }
   }
-  if (!ok) { return; }
-  let inv = select(0.0, 1.0 / l, l > 0.0);
-  for (var d = 0u; d < DV; d++) { out[qo + d] = acc[d] * inv; }
-  lse[row] = select(0.0, m + log(l), l > 0.0);
-}
-
-// Query rows [i0, i1] of the block of pairs starting at u0 (clamped to the last row).
-fn rows_of(u0: u32) -> vec2u {
-  return vec2u(u0 / rep(), min(p.lq - 1u, (u0 + WG - 1u) / rep()));
+  let inv = select(vec4f(0.0), 1.0 / l, l > vec4f(0.0));
+  let ls = select(vec4f(0.0), m + log(l), l > vec4f(0.0));
+  for (var r = 0u; r < 4u; r++) {
+    if (ub + r >= nu) { break; }
+    for (var c = 0u; c < DC; c++) { stout(rows[r], c, acc[c][r] * inv[r]); }
+    lse[rows[r]] = ls[r];
+  }
 }
 
 @compute @workgroup_size(WG)
 fn flash_fwd_causal(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let b = block(wid, nwg, p.lq * rep());
+  let nu = p.lq * rep();
+  let b = block(wid, nwg, nu, 4u * WG);
   if (b.x >= p.hkv) { return; } // whole workgroup past the grid: uniform exit
-  let rr = rows_of(b.y);
-  let i = (b.y + li) / rep();
-  let r = select(vec2u(0u, 0u), causal_keys(i), b.y + li < p.lq * rep());
-  fwd_block(b.x, b.y, li, causal_keys(rr.y), r);
+  var lo = vec4u(0u);
+  var hi = vec4u(0u);
+  for (var r = 0u; r < 4u; r++) {
+    let u = b.y + 4u * li + r;
+    if (u < nu) { hi[r] = causal_keys(u / rep()).y; }
+  }
+  fwd_block(b.x, b.y, li, lo, hi);
 }
 
 @compute @workgroup_size(WG)
 fn flash_fwd_varlen(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let b = block(wid, nwg, p.lq * rep());
+  let nu = p.lq * rep();
+  let b = block(wid, nwg, nu, 4u * WG);
   if (b.x >= p.hkv) { return; }
-  let rr = rows_of(b.y);
-  let i = (b.y + li) / rep();
-  let r = select(vec2u(0u, 0u), varlen_keys(i), b.y + li < p.lq * rep());
-  var all = segments_union(rr.x, rr.y);
-  if (p.causal != 0u) { all.y = min(all.y, rr.y + 1u); }
-  fwd_block(b.x, b.y, li, all, r);
+  var lo = vec4u(0u);
+  var hi = vec4u(0u);
+  for (var r = 0u; r < 4u; r++) {
+    let u = b.y + 4u * li + r;
+    if (u < nu) { let i = u / rep(); let s = cut(i, segment(i)); lo[r] = s.x; hi[r] = s.y; }
+  }
+  fwd_block(b.x, b.y, li, lo, hi);
 }
 
 // ---- backward ----------------------------------------------------------------------------
 
-// ld = (lse, delta = Σ_d dy·out) per (row, head), one thread each.
-@compute @workgroup_size(WG)
-fn flash_bwd_delta(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let t = (wid.x + wid.y * nwg.x) * WG + li;
-  if (t >= p.lq * p.hq) { return; }
-  let o = t * DV;
+fn prep(t: u32, keys: vec2u) {
   var s = 0.0;
-  for (var d = 0u; d < DV; d++) { s += vdot(dy[o + d], out_in[o + d]); }
-  ld[2u * t] = lse_in[t];
-  ld[2u * t + 1u] = s;
+  for (var c = 0u; c < DC; c++) { s += dot(lddy(t, c), ldo(t, c)); }
+  ld[t] = vec4f(lse_in[t], s, f32(keys.x), f32(keys.y));
 }
 
-// dq for the pairs [u0, u0 + WG) of kv head g: dq_i = scale · Σ_j P_ij (dy_i·v_j − delta_i) k_j.
-fn dq_block(g: u32, u0: u32, li: u32, all: vec2u, r: vec2u) {
-  let u = u0 + li;
-  let ok = u < p.lq * rep();
-  let row = select(0u, (u / rep()) * p.hq + g * rep() + u % rep(), ok);
-  let qo = row * DV;
-  var qr: array<VT, MAXV>;
-  var dyr: array<VT, MAXV>;
-  var acc: array<VT, MAXV>;
-  for (var d = 0u; d < DV; d++) {
-    qr[d] = select(VT(0.0), q[qo + d] * p.scale, ok);
-    dyr[d] = select(VT(0.0), dy[qo + d], ok);
-    acc[d] = VT(0.0);
+// ld = (lse, delta = Σ_d dy·out, lo, hi) per (row, head), one thread each; (lo, hi) is the key
+// range of the row (varlen: its whole segment, cut() applies causality).
+@compute @workgroup_size(64)
+fn flash_bwd_prep_causal(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let t = (wid.x + wid.y * nwg.x) * 64u + li;
+  if (t >= p.lq * p.hq) { return; }
+  prep(t, causal_keys(t / p.hq));
+}
+
+@compute @workgroup_size(64)
+fn flash_bwd_prep_varlen(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let t = (wid.x + wid.y * nwg.x) * 64u + li;
+  if (t >= p.lq * p.hq) { return; }
+  prep(t, segment(t / p.hq));
+}
+
+// Pair ranges of this thread's 4 pairs from ld (empty past the end), and their ld entries.
+struct Pairs { rows: vec4u, lo: vec4u, hi: vec4u, lse: vec4f, delta: vec4f }
+fn pairs(g: u32, ub: u32) -> Pairs {
+  let nu = p.lq * rep();
+  var o: Pairs;
+  for (var r = 0u; r < 4u; r++) {
+    let u = min(ub + r, nu - 1u);
+    let row = pair_row(g, u);
+    let e = ld_in[row];
+    let kr = cut(u / rep(), vec2u(u32(e.z), u32(e.w)));
+    o.rows[r] = row;
+    o.lse[r] = e.x;
+    o.delta[r] = e.y;
+    if (ub + r < nu) { o.lo[r] = kr.x; o.hi[r] = kr.y; }
   }
-  let L = ld_in[2u * row];
-  let delta = ld_in[2u * row + 1u];
+  return o;
+}
+
+// dq for pairs u0 + 4·li + r of kv head g: dq_i = scale · Σ_j P_ij (dy_i·v_j − delta_i) k_j,
+// P and dP recomputed per 4-key block.
+@compute @workgroup_size(WG)
+fn flash_bwd_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let nu = p.lq * rep();
+  let bk = block(wid, nwg, nu, 4u * WG);
+  if (bk.x >= p.hkv) { return; }
+  let g = bk.x;
+  let ub = bk.y + 4u * li;
+  let pr = pairs(g, ub);
+  let own = union4(pr.lo, pr.hi);
+  let all = union_range(own, li);
+  var acc: array<mat4x4f, MAXC>;
+  for (var c = 0u; c < DC; c++) { acc[c] = mat4x4f(); }
   for (var j0 = all.x; j0 < all.y; j0 += KT) {
     workgroupBarrier();
-    stage_kv(j0, all.y, g, li);
+    stage_kv(j0, all.y, g, li, true);
     workgroupBarrier();
-    let a = max(j0, r.x);
-    let b = min(j0 + KT, r.y);
-    for (var j = a; j < b; j++) {
-      let to = (j - j0) * DV;
-      var s = 0.0;
-      var dp = 0.0;
-      for (var d = 0u; d < DV; d++) { s += vdot(qr[d], ta[to + d]); dp += vdot(dyr[d], tb[to + d]); }
-      let ds = exp(s - L) * (dp - delta);
-      for (var d = 0u; d < DV; d++) { acc[d] += ds * ta[to + d]; }
+    for (var b = 0u; b < KT; b += 4u) {
+      let jb = j0 + b;
+      if (jb >= own.y || jb + 4u <= own.x) { continue; }
+      var s = mat4x4f();
+      var dp = mat4x4f();
+      for (var c = 0u; c < DC; c++) {
+        let a = b * DC + c;
+        s += transpose(mcol(a)) * mat4x4f(ldq(pr.rows.x, c), ldq(pr.rows.y, c), ldq(pr.rows.z, c), ldq(pr.rows.w, c));
+        dp += transpose(mcolb(a)) * mat4x4f(lddy(pr.rows.x, c), lddy(pr.rows.y, c), lddy(pr.rows.z, c), lddy(pr.rows.w, c));
+      }
+      // column r: dS of pair r over the 4 keys
+      let dsm = mat4x4f(
+        select(vec4f(0.0), exp(s[0] * p.scale - pr.lse.x), vis(jb, pr.lo.x, pr.hi.x)) * (dp[0] - pr.delta.x),
+        select(vec4f(0.0), exp(s[1] * p.scale - pr.lse.y), vis(jb, pr.lo.y, pr.hi.y)) * (dp[1] - pr.delta.y),
+        select(vec4f(0.0), exp(s[2] * p.scale - pr.lse.z), vis(jb, pr.lo.z, pr.hi.z)) * (dp[2] - pr.delta.z),
+        select(vec4f(0.0), exp(s[3] * p.scale - pr.lse.w), vis(jb, pr.lo.w, pr.hi.w)) * (dp[3] - pr.delta.w));
+      for (var c = 0u; c < DC; c++) { acc[c] += mcol(b * DC + c) * dsm; }
     }
   }
-  if (!ok) { return; }
-  for (var d = 0u; d < DV; d++) { dq[qo + d] = acc[d] * p.scale; }
+  for (var r = 0u; r < 4u; r++) {
+    if (ub + r >= nu) { break; }
+    for (var c = 0u; c < DC; c++) { stdq(pr.rows[r], c, acc[c][r] * p.scale); }
+  }
 }
 
+// dS scratch position of the 4-key block at jb for a pair whose range starts at lo: rows of
+// w4 blocks, counted from lo rounded down to a multiple of 4 (0 for causal).
+fn ds_at(row: u32, jb: u32, lo: u32) -> u32 { return row * p.w4 + (jb - (lo & ~3u)) / 4u; }
+fn touches(jb: u32, lo: u32, hi: u32) -> bool { return jb < hi && jb + 4u > lo; }
+
+// dq = scale · dS·K from the scratch the dk/dv pass wrote (blocks a pair does not touch read 0).
 @compute @workgroup_size(WG)
-fn flash_bwd_dq_causal(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let b = block(wid, nwg, p.lq * rep());
-  if (b.x >= p.hkv) { return; }
-  let rr = rows_of(b.y);
-  let i = (b.y + li) / rep();
-  let r = select(vec2u(0u, 0u), causal_keys(i), b.y + li < p.lq * rep());
-  dq_block(b.x, b.y, li, causal_keys(rr.y), r);
+fn flash_bwd_dq_ds(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let nu = p.lq * rep();
+  let bk = block(wid, nwg, nu, 4u * WG);
+  if (bk.x >= p.hkv) { return; }
+  let g = bk.x;
+  let ub = bk.y + 4u * li;
+  let pr = pairs(g, ub);
+  let own = union4(pr.lo, pr.hi);
+  let all = union_range(own, li);
+  var acc: array<mat4x4f, MAXC>;
+  for (var c = 0u; c < DC; c++) { acc[c] = mat4x4f(); }
+  for (var j0 = all.x; j0 < all.y; j0 += KT) {
+    workgroupBarrier();
+    stage_kv(j0, all.y, g, li, false);
+    workgroupBarrier();
+    for (var b = 0u; b < KT; b += 4u) {
+      let jb = j0 + b;
+      if (jb >= own.y || jb + 4u <= own.x) { continue; }
+      let dsm = mat4x4f(
+        select(vec4f(0.0), ds[ds_at(pr.rows.x, jb, pr.lo.x)], touches(jb, pr.lo.x, pr.hi.x)),
+        select(vec4f(0.0), ds[ds_at(pr.rows.y, jb, pr.lo.y)], touches(jb, pr.lo.y, pr.hi.y)),
+        select(vec4f(0.0), ds[ds_at(pr.rows.z, jb, pr.lo.z)], touches(jb, pr.lo.z, pr.hi.z)),
+        select(vec4f(0.0), ds[ds_at(pr.rows.w, jb, pr.lo.w)], touches(jb, pr.lo.w, pr.hi.w)));
+      for (var c = 0u; c < DC; c++) { acc[c] += mcol(b * DC + c) * dsm; }
+    }
+  }
+  for (var r = 0u; r < 4u; r++) {
+    if (ub + r >= nu) { break; }
+    for (var c = 0u; c < DC; c++) { stdq(pr.rows[r], c, acc[c][r] * p.scale); }
+  }
 }
 
+// Stage pairs [u0, u0 + KT) of kv head g: q (ta), dy (tb), (lse, delta) (tl), (lo, hi, row) (tp).
+fn stage_pairs(u0: u32, end: u32, g: u32, li: u32) {
+  for (var e = li; e < KT * DC; e += WG) {
+    let u = u0 + e / DC;
+    let c = e % DC;
+    let row = pair_row(g, min(u, end - 1u));
+    ta[e] = select(vec4f(0.0), ldq(row, c), u < end);
+    tb[e] = select(vec4f(0.0), lddy(row, c), u < end);
+  }
+  for (var t = li; t < KT; t += WG) {
+    let u = u0 + t;
+    let row = pair_row(g, min(u, end - 1u));
+    let e = ld_in[row];
+    let kr = select(vec2u(0u, 0u), cut(u / rep(), vec2u(u32(e.z), u32(e.w))), u < end);
+    tl[t] = e.xy;
+    tp[t] = vec4u(kr, row, 0u);
+  }
+}
+
+// Query rows that see key j: causal: i + q_off >= j; varlen: j's segment (from i >= j if causal).
+fn key_rows(j: u32) -> vec2u {
+  if (j >= p.lk) { return vec2u(0u, 0u); }
+  if (p.varlen == 0u) { return vec2u(min(select(0u, j - p.q_off, j > p.q_off), p.lq), p.lq); }
+  let e = ld_in[j * p.hq]; // row j's segment (varlen has lq == lk)
+  var s = vec2u(u32(e.z), u32(e.w));
+  if (p.causal != 0u && s.y > s.x) { s.x = j; }
+  return s;
+}
+
+// Keys jb..jb+3 (jb = first key of the workgroup + 4·li) of kv head g:
+// dv_j = Σ P_ij dy_i, dk_j = scale · Σ P_ij (dy_i·v_j − delta_i) q_i over the pairs that see j
+// (the group's rep heads of every such row, in pair order), and dS into the scratch if p.w4 > 0.
 @compute @workgroup_size(WG)
-fn flash_bwd_dq_varlen(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let b = block(wid, nwg, p.lq * rep());
-  if (b.x >= p.hkv) { return; }
-  let rr = rows_of(b.y);
-  let i = (b.y + li) / rep();
-  let r = select(vec2u(0u, 0u), varlen_keys(i), b.y + li < p.lq * rep());
-  var all = segments_union(rr.x, rr.y);
-  if (p.causal != 0u) { all.y = min(all.y, rr.y + 1u); }
-  dq_block(b.x, b.y, li, all, r);
-}
-
-// Stage pairs [u0, u0 + KT) of kv head g (q, dy, (lse, delta)); pairs >= end become zeros.
-fn stage_q(u0: u32, end: u32, g: u32, li: u32) {
+fn flash_bwd_dkdv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let bk = block(wid, nwg, p.lk, 4u * WG);
+  if (bk.x >= p.hkv) { return; }
+  let g = bk.x;
   let rp = rep();
-  for (var e = li; e < KT * DV; e += WG) {
-    let u = u0 + e / DV;
-    let o = ((u / rp) * p.hq + g * rp + u % rp) * DV + e % DV;
-    ta[e] = select(VT(0.0), q[min(o, arrayLength(&q) - 1u)], u < end);
-    tb[e] = select(VT(0.0), dy[min(o, arrayLength(&dy) - 1u)], u < end);
-  }
-  if (li < KT) {
-    let u = u0 + li;
-    let row = min((u / rp) * p.hq + g * rp + u % rp, p.lq * p.hq - 1u);
-    tl[li] = select(vec2f(0.0), vec2f(ld_in[2u * row], ld_in[2u * row + 1u]), u < end);
-  }
-}
-
-// Key j0 + li of kv head g over the pairs `all` (the block's union, staged) and its own pairs `r`:
-// dv_j = Σ P_ij dy_i, dk_j = scale · Σ P_ij (dy_i·v_j − delta_i) q_i, summed over the group's heads.
-fn dkdv_block(g: u32, j0: u32, li: u32, all: vec2u, r: vec2u) {
-  let j = j0 + li;
-  let ok = j < p.lk;
-  let ko = select(0u, (j * p.hkv + g) * DV, ok);
-  var kr: array<VT, MAXV>;
-  var vr: array<VT, MAXV>;
-  var dka: array<VT, MAXV>;
-  var dva: array<VT, MAXV>;
-  for (var d = 0u; d < DV; d++) {
-    kr[d] = select(VT(0.0), k[ko + d] * p.scale, ok);
-    vr[d] = select(VT(0.0), v[ko + d], ok);
-    dka[d] = VT(0.0);
-    dva[d] = VT(0.0);
-  }
+  let jb = bk.y + 4u * li;
+  let kl = p.lk - 1u;
+  let krows = vec4u(min(jb, kl), min(jb + 1u, kl), min(jb + 2u, kl), min(jb + 3u, kl)) * p.hkv + vec4u(g);
+  let r0 = key_rows(jb); let r1 = key_rows(jb + 1u); let r2 = key_rows(jb + 2u); let r3 = key_rows(jb + 3u);
+  let own = union4(vec4u(r0.x, r1.x, r2.x, r3.x) * rp, vec4u(r0.y, r1.y, r2.y, r3.y) * rp); // in pairs
+  let all = union_range(own, li);
+  var dka: array<mat4x4f, MAXC>; // column t = key jb + t
+  var dva: array<mat4x4f, MAXC>;
+  for (var c = 0u; c < DC; c++) { dka[c] = mat4x4f(); dva[c] = mat4x4f(); }
   for (var u0 = all.x; u0 < all.y; u0 += KT) {
     workgroupBarrier();
-    stage_q(u0, all.y, g, li);
+    stage_pairs(u0, all.y, g, li);
     workgroupBarrier();
-    let a = max(u0, r.x);
-    let b = min(u0 + KT, r.y);
-    for (var u = a; u < b; u++) {
-      let to = (u - u0) * DV;
-      var s = 0.0;
-      var dp = 0.0;
-      for (var d = 0u; d < DV; d++) { s += vdot(ta[to + d], kr[d]); dp += vdot(tb[to + d], vr[d]); }
-      let ldu = tl[u - u0];
-      let pj = exp(s - ldu.x);
-      let ds = pj * (dp - ldu.y);
-      for (var d = 0u; d < DV; d++) { dva[d] += pj * tb[to + d]; dka[d] += ds * ta[to + d]; }
+    for (var b = 0u; b < KT; b += 4u) {
+      let ubk = u0 + b;
+      if (ubk >= own.y || ubk + 4u <= own.x) { continue; }
+      // column t = scores / dP of key jb + t against the 4 pairs
+      var s = mat4x4f();
+      var dp = mat4x4f();
+      for (var c = 0u; c < DC; c++) {
+        let a = b * DC + c;
+        s += transpose(mcol(a)) * mat4x4f(ldk(krows.x, c), ldk(krows.y, c), ldk(krows.z, c), ldk(krows.w, c));
+        dp += transpose(mcolb(a)) * mat4x4f(ldv(krows.x, c), ldv(krows.y, c), ldv(krows.z, c), ldv(krows.w, c));
+      }
+      let lse4 = vec4f(tl[b].x, tl[b + 1u].x, tl[b + 2u].x, tl[b + 3u].x);
+      let del4 = vec4f(tl[b].y, tl[b + 1u].y, tl[b + 2u].y, tl[b + 3u].y);
+      let lo4 = vec4u(tp[b].x, tp[b + 1u].x, tp[b + 2u].x, tp[b + 3u].x);
+      let hi4 = vec4u(tp[b].y, tp[b + 1u].y, tp[b + 2u].y, tp[b + 3u].y);
+      // key jb + t visible to pair r
+      let w0 = (vec4u(jb) >= lo4) & (vec4u(jb) < hi4);
+      let w1 = (vec4u(jb + 1u) >= lo4) & (vec4u(jb + 1u) < hi4);
+      let w2 = (vec4u(jb + 2u) >= lo4) & (vec4u(jb + 2u) < hi4);
+      let w3 = (vec4u(jb + 3u) >= lo4) & (vec4u(jb + 3u) < hi4);
+      let pm = mat4x4f(select(vec4f(0.0), exp(s[0] * p.scale - lse4), w0), select(vec4f(0.0), exp(s[1] * p.scale - lse4), w1),
+                       select(vec4f(0.0), exp(s[2] * p.scale - lse4), w2), select(vec4f(0.0), exp(s[3] * p.scale - lse4), w3));
+      let dsm = mat4x4f(pm[0] * (dp[0] - del4), pm[1] * (dp[1] - del4), pm[2] * (dp[2] - del4), pm[3] * (dp[3] - del4));
+      for (var c = 0u; c < DC; c++) {
+        let a = b * DC + c;
+        dva[c] += mcolb(a) * pm;
+        dka[c] += mcol(a) * dsm;
+      }
+      if (p.w4 != 0u) {
+        // row r of dS = pair r's dS over the 4 keys
+        let dt = transpose(dsm);
+        for (var r = 0u; r < 4u; r++) {
+          let e = tp[b + r];
+          if (touches(jb, e.x, e.y)) { ds[ds_at(e.z, jb, e.x)] = dt[r]; }
+        }
+      }
     }
   }
-  if (!ok) { return; }
-  for (var d = 0u; d < DV; d++) { dk[ko + d] = dka[d] * p.scale; dv[ko + d] = dva[d]; }
-}
-
-@compute @workgroup_size(WG)
-fn flash_bwd_dkdv_causal(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let b = block(wid, nwg, p.lk);
-  if (b.x >= p.hkv) { return; }
-  let rp = rep();
-  // key j is seen by queries i >= j − q_off, i.e. by pairs u >= (j − q_off)·rep
-  let first = select(0u, b.y - p.q_off, b.y > p.q_off);
-  let j = b.y + li;
-  let own = select(0u, j - p.q_off, j > p.q_off);
-  let r = select(vec2u(0u, 0u), vec2u(min(own, p.lq) * rp, p.lq * rp), j < p.lk);
-  dkdv_block(b.x, b.y, li, vec2u(min(first, p.lq) * rp, p.lq * rp), r);
-}
-
-@compute @workgroup_size(WG)
-fn flash_bwd_dkdv_varlen(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let b = block(wid, nwg, p.lk);
-  if (b.x >= p.hkv) { return; }
-  let rp = rep();
-  let j = b.y + li;
-  var own = segment(j);
-  if (p.causal != 0u && own.y > own.x) { own.x = j; }
-  let r = select(vec2u(0u, 0u), own * rp, j < p.lk);
-  var all = segments_union(b.y, min(p.lk - 1u, b.y + WG - 1u));
-  if (p.causal != 0u && all.y > all.x) { all.x = max(all.x, b.y); }
-  dkdv_block(b.x, b.y, li, all * rp, r);
+  for (var t = 0u; t < 4u; t++) {
+    if (jb + t >= p.lk) { break; }
+    for (var c = 0u; c < DC; c++) { stdk(krows[t], c, dka[c][t] * p.scale); stdv(krows[t], c, dva[c][t]); }
+  }
 }

@@ -70,17 +70,24 @@ async function checkCausal(c: Case, backward = true): Promise<void> {
 }
 
 async function checkVarlen(n: number, hq: number, hkv: number, d: number, cu: number[], causal = false): Promise<void> {
+  // flash keeps dS in a scratch when told the longest segment, and recomputes it otherwise
+  const longest = Math.max(0, ...cu.slice(1).map((c, i) => c - cu[i]));
+  await checkVarlenOnce(n, hq, hkv, d, cu, causal, undefined);
+  await checkVarlenOnce(n, hq, hkv, d, cu, causal, longest);
+}
+
+async function checkVarlenOnce(n: number, hq: number, hkv: number, d: number, cu: number[], causal: boolean, maxSeqlen: number | undefined): Promise<void> {
   const s: AttnShape = { lq: n, lk: n, hq, hkv, d, scale: 1 / Math.sqrt(d) };
   const q = rnd(n * hq * d, 2), k = rnd(n * hkv * d, 2), v = rnd(n * hkv * d), dy = rnd(n * hq * d);
   const [tq, tk, tv, tdy] = up([q, [n, hq, d]], [k, [n, hkv, d]], [v, [n, hkv, d]], [dy, [n, hq, d]]);
   const tcu = fromData(Int32Array.from(cu), [cu.length]);
-  const f = attentionVarlen(tq, tk, tv, tcu, { causal });
-  const g = attentionVarlenBackward(tq, tk, tv, f.out, f.lse, tdy, tcu, { causal });
+  const f = attentionVarlen(tq, tk, tv, tcu, { causal, maxSeqlen });
+  const g = attentionVarlenBackward(tq, tk, tv, f.out, f.lse, tdy, tcu, { causal, maxSeqlen });
   const got = await readMany([f.out, f.lse, g.dq, g.dk, g.dv]);
   const range: KeyRange = varlenRange(cu, causal);
   const ref = attentionCpu(q, k, v, s, range);
   const rb = attentionBackwardCpu(q, k, v, dy, s, range);
-  const tag = `${attentionVariant().fwd} varlen n=${n} ${hq}/${hkv} d=${d} cu=${cu} causal=${causal}`;
+  const tag = `${attentionVariant().fwd} varlen n=${n} ${hq}/${hkv} d=${d} cu=${cu} causal=${causal} maxSeqlen=${maxSeqlen}`;
   close(`out ${tag}`, got[0], ref.out);
   close(`lse ${tag}`, got[1], ref.lse);
   close(`dq ${tag}`, got[2], rb.dq);

@@ -39,7 +39,9 @@ function k(entry: string, d: number): Kernel {
   return kk;
 }
 
-// Flash kernels: the staged tiles hold KT rows of MAXD floats, KT·MAXD = 1024 (4 KiB per tile).
+// Flash kernels: rows are vec4 chunks (DC = ceil(D/4) per row; the scalar row access when
+// D % 4 != 0); staged tiles hold KT rows of MAXD floats, KT·MAXD = 1024 (4 KiB per tile).
+const FLASH_WG = 16; // threads per workgroup, 4 pairs (or keys) each
 function fk(entry: string, d: number): Kernel {
   const maxd = MAXD.find((m) => m >= d);
   if (maxd === undefined) throw new Error(`attention: head dim ${d} exceeds the supported maximum ${MAXD[MAXD.length - 1]}`);
@@ -48,8 +50,8 @@ function fk(entry: string, d: number): Kernel {
   let kk = cache.get(key);
   if (!kk) {
     let src = flashCode.replace('const MAXD: u32 = 128u;', `const MAXD: u32 = ${maxd}u;`).replace('const KT: u32 = 8u;', `const KT: u32 = ${1024 / maxd}u;`);
-    if (vw === 1) VEC.forEach((line, i) => (src = src.replace(line, SCALAR[i])));
-    cache.set(key, (kk = kernel(`flash_attention.wgsl@d${maxd}v${vw}`, src, entry, { DV: d / vw })));
+    if (vw === 1) src = src.replace(/\/\/<vec4>[\s\S]*?\/\/<\/vec4>/, '').replace('/*<scalar>', '').replace('</scalar>*/', '');
+    cache.set(key, (kk = kernel(`flash_attention.wgsl@d${maxd}v${vw}`, src, entry, { DC: Math.ceil(d / 4) })));
   }
   return kk;
 }
@@ -181,13 +183,18 @@ export interface CausalOpts {
 export interface VarlenOpts {
   /** default 1/sqrt(D) */
   scale?: number;
+  /**
+   * the longest segment (flash-attn's max_seqlen); lets the flash backward keep dS in a
+   * rows × maxSeqlen scratch instead of recomputing it for dq. Must be >= every segment length.
+   */
+  maxSeqlen?: number;
   /** also mask keys after the query inside each segment (packed causal sequences); default false */
   causal?: boolean;
   /** kernel variant; default attentionVariant() (tuned per adapter) */
   variant?: AttentionVariant;
 }
 
-interface Dims { lq: number; lk: number; hq: number; hkv: number; d: number; scale: number; qOff: number; nseg: number; causal: number }
+interface Dims { lq: number; lk: number; hq: number; hkv: number; d: number; scale: number; qOff: number; nseg: number; causal: number; maxSeqlen?: number }
 
 function shape3(t: Tensor, what: string): [number, number, number] {
   if (t.shape.length !== 3) throw new Error(`attention: ${what} "${t.name}" must be [rows, heads, headDim], got [${t.shape}]`);
@@ -223,19 +230,33 @@ function varlenDims(q: Tensor, kt: Tensor, v: Tensor, cu: Tensor, o: VarlenOpts)
   const s = dims(q, kt, v, kt.shape[0], o.scale);
   if (s.lk !== s.lq) throw new Error(`attention varlen: q "${q.name}" has ${s.lq} rows but k "${kt.name}" has ${s.lk}`);
   if (cu.dtype !== 'i32' || cu.shape.length !== 1 || cu.shape[0] < 1) throw new Error(`attention varlen: cuSeqlens "${cu.name}" must be i32 [S+1], got ${cu.dtype} [${cu.shape}]`);
-  return { ...s, qOff: 0, nseg: cu.shape[0] - 1, causal: o.causal ? 1 : 0 };
+  if (o.maxSeqlen !== undefined && !(Number.isInteger(o.maxSeqlen) && o.maxSeqlen >= 0)) throw new Error(`attention varlen: maxSeqlen ${o.maxSeqlen} must be a non-negative integer`);
+  return { ...s, qOff: 0, nseg: cu.shape[0] - 1, causal: o.causal ? 1 : 0, maxSeqlen: o.maxSeqlen };
 }
 
-// Flash workgroups: blocks of WG (row, head-of-group) pairs (or keys) per kv head.
-const flashGrid = (items: number, s: Dims) => grid(Math.ceil(items / WG) * s.hkv);
+// Flash workgroups: blocks of 4·FLASH_WG (row, head-of-group) pairs (or keys) per kv head.
+const flashGrid = (items: number, s: Dims) => grid(Math.ceil(items / (4 * FLASH_WG)) * s.hkv);
+
+/** flash params: the common ones, the kind and the dS scratch row width in vec4 (0 = none) */
+function flashParams(kind: 'causal' | 'varlen', s: Dims, w4 = 0): [number[], string] {
+  const [pv, fmt] = params(s);
+  return [[...pv, kind === 'varlen' ? 1 : 0, w4], fmt + 'uu'];
+}
+
+/** Budget for the backward's dS scratch; past it dq recomputes P and dP instead. */
+const DS_SCRATCH_MAX = 64 * 2 ** 20;
 
 function forward(kind: 'causal' | 'varlen', q: Tensor, kt: Tensor, v: Tensor, cu: Tensor | undefined, s: Dims, variant: AttentionVariant): AttnForward {
   const out = empty([s.lq, s.hq, s.d], 'f32', 'attn.out');
   const lse = empty([s.lq, s.hq], 'f32', 'attn.lse');
   if (s.lq === 0) return { out, lse };
-  const [pv, fmt] = params(s);
-  if (variant === 'flash') dispatch(fk(`flash_fwd_${kind}`, s.d), [q, kt, v, out, lse, cu], flashGrid(s.lq * (s.hq / s.hkv), s), pv, fmt);
-  else dispatch(k(`attn_fwd_${kind}`, s.d), [q, kt, v, out, lse, cu], grid(Math.ceil((s.lq * s.hq) / WG)), pv, fmt);
+  if (variant === 'flash') {
+    const [pv, fmt] = flashParams(kind, s);
+    dispatch(fk(`flash_fwd_${kind}`, s.d), [q, kt, v, out, lse, cu], flashGrid(s.lq * (s.hq / s.hkv), s), pv, fmt);
+  } else {
+    const [pv, fmt] = params(s);
+    dispatch(k(`attn_fwd_${kind}`, s.d), [q, kt, v, out, lse, cu], grid(Math.ceil((s.lq * s.hq) / WG)), pv, fmt);
+  }
   return { out, lse };
 }
 
@@ -269,18 +290,27 @@ function backward(kind: 'causal' | 'varlen', q: Tensor, kt: Tensor, v: Tensor, o
 }
 
 function flashBackward(kind: 'causal' | 'varlen', q: Tensor, kt: Tensor, v: Tensor, out: Tensor, lse: Tensor, dy: Tensor, cu: Tensor | undefined, s: Dims): AttnGrads {
-  const [pv, fmt] = params(s);
   const nq = s.lq * s.hq;
   const dq = empty([s.lq, s.hq, s.d], 'f32', 'attn.dq');
   const dk = empty([s.lk, s.hkv, s.d], 'f32', 'attn.dk');
   const dv = empty([s.lk, s.hkv, s.d], 'f32', 'attn.dv');
   if (nq === 0 || s.lk === 0) return { dq, dk, dv };
+  // dS scratch rows of w4 4-key blocks: causal keys start at 0; a varlen row's keys start in its
+  // segment, counted from the segment start rounded down to 4 (so up to maxSeqlen + 3 columns).
+  const w4 = kind === 'causal' ? Math.ceil(s.lk / 4) : s.maxSeqlen !== undefined ? Math.floor((s.maxSeqlen + 2) / 4) + 1 : 0;
+  const bytes = nq * w4 * 16;
+  const useDs = w4 > 0 && bytes <= Math.min(DS_SCRATCH_MAX, gpu().limits.maxStorageBufferBindingSize);
+  const [pv, fmt] = flashParams(kind, s, useDs ? w4 : 0);
   const u = undefined;
-  const ld = empty([nq, 2], 'f32', 'attn.lse_delta');
-  dispatch(fk('flash_bwd_delta', s.d), [u, u, u, u, u, u, dy, ld, u, u, u, out, lse], grid(Math.ceil(nq / WG)), pv, fmt);
-  dispatch(fk(`flash_bwd_dq_${kind}`, s.d), [q, kt, v, u, u, cu, dy, u, dq, u, u, u, u, ld], flashGrid(s.lq * (s.hq / s.hkv), s), pv, fmt);
-  dispatch(fk(`flash_bwd_dkdv_${kind}`, s.d), [q, kt, v, u, u, cu, dy, u, u, dk, dv, u, u, ld], flashGrid(s.lk, s), pv, fmt);
+  const ld = empty([nq, 4], 'f32', 'attn.lse_delta_range');
+  dispatch(fk(`flash_bwd_prep_${kind}`, s.d), [u, u, u, u, u, cu, dy, ld, u, u, u, out, lse], grid(Math.ceil(nq / 64)), pv, fmt);
+  const ds = empty([useDs ? nq * w4 * 4 : 4], 'f32', 'attn.ds_scratch');
+  dispatch(fk('flash_bwd_dkdv', s.d), [q, kt, v, u, u, u, dy, u, u, dk, dv, u, u, ld, ds], flashGrid(s.lk, s), pv, fmt);
+  const pairs = s.lq * (s.hq / s.hkv);
+  if (useDs) dispatch(fk('flash_bwd_dq_ds', s.d), [u, kt, v, u, u, u, u, u, dq, u, u, u, u, ld, ds], flashGrid(pairs, s), pv, fmt);
+  else dispatch(fk('flash_bwd_dq', s.d), [q, kt, v, u, u, u, dy, u, dq, u, u, u, u, ld], flashGrid(pairs, s), pv, fmt);
   ld.release(); // later dispatches run after these in the same encoder, so reuse is safe
+  ds.release();
   return { dq, dk, dv };
 }
 
