@@ -191,6 +191,25 @@ fn mcolb(a: u32) -> mat4x4f {
 fn hmax(x: vec4f) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
 fn hsum(x: vec4f) -> f32 { return (x.x + x.y) + (x.z + x.w); }
 fn scale_cols(a: mat4x4f, s: vec4f) -> mat4x4f { return mat4x4f(a[0] * s.x, a[1] * s.y, a[2] * s.z, a[3] * s.w); }
+// Kernels take keys (or pairs) 8 at a time, as two 4-blocks, when the tile holds 8.
+const TWO: bool = KT >= 8u;
+
+// Scores (column r = pair r, over keys jb..jb+3) scaled, NEG outside each pair's range.
+struct Masked { s: mat4x4f, v0: vec4<bool>, v1: vec4<bool>, v2: vec4<bool>, v3: vec4<bool> }
+fn masked(s: mat4x4f, jb: u32, lo: vec4u, hi: vec4u) -> Masked {
+  var o: Masked;
+  o.v0 = vis(jb, lo.x, hi.x); o.v1 = vis(jb, lo.y, hi.y); o.v2 = vis(jb, lo.z, hi.z); o.v3 = vis(jb, lo.w, hi.w);
+  o.s = mat4x4f(select(vec4f(NEG), s[0] * p.scale, o.v0), select(vec4f(NEG), s[1] * p.scale, o.v1),
+                select(vec4f(NEG), s[2] * p.scale, o.v2), select(vec4f(NEG), s[3] * p.scale, o.v3));
+  return o;
+}
+fn colmax(a: Masked) -> vec4f { return vec4f(hmax(a.s[0]), hmax(a.s[1]), hmax(a.s[2]), hmax(a.s[3])); }
+fn colsum(a: mat4x4f) -> vec4f { return vec4f(hsum(a[0]), hsum(a[1]), hsum(a[2]), hsum(a[3])); }
+// exp(s − m) per column, 0 outside the ranges
+fn probs(a: Masked, m: vec4f) -> mat4x4f {
+  return mat4x4f(select(vec4f(0.0), exp(a.s[0] - m.x), a.v0), select(vec4f(0.0), exp(a.s[1] - m.y), a.v1),
+                 select(vec4f(0.0), exp(a.s[2] - m.z), a.v2), select(vec4f(0.0), exp(a.s[3] - m.w), a.v3));
+}
 
 // ---- forward -----------------------------------------------------------------------------
 
@@ -209,25 +228,30 @@ fn fwd_block(g: u32, u0: u32, li: u32, lo: vec4u, hi: vec4u) {
     workgroupBarrier();
     stage_kv(j0, all.y, g, li, true);
     workgroupBarrier();
-    for (var b = 0u; b < KT; b += 4u) {
+    for (var b = 0u; b < KT; b += 8u) {
       let jb = j0 + b;
-      if (jb >= own.y || jb + 4u <= own.x) { continue; }
-      // S column r = scores of pair r against keys jb..jb+3
-      var s = mat4x4f();
+      if (jb >= own.y || jb + 8u <= own.x) { continue; }
+      // S column r = scores of pair r against keys jb..jb+3 (s0) and jb+4..jb+7 (s1)
+      var s0 = mat4x4f();
+      var s1 = mat4x4f();
       for (var c = 0u; c < DC; c++) {
         let qm = mat4x4f(ldq(rows.x, c), ldq(rows.y, c), ldq(rows.z, c), ldq(rows.w, c));
-        s += transpose(mcol(b * DC + c)) * qm;
+        s0 += transpose(mcol(b * DC + c)) * qm;
+        if (TWO) { s1 += transpose(mcol((b + 4u) * DC + c)) * qm; }
       }
-      let v0 = vis(jb, lo.x, hi.x); let v1 = vis(jb, lo.y, hi.y); let v2 = vis(jb, lo.z, hi.z); let v3 = vis(jb, lo.w, hi.w);
-      let s0 = select(vec4f(NEG), s[0] * p.scale, v0); let s1 = select(vec4f(NEG), s[1] * p.scale, v1);
-      let s2 = select(vec4f(NEG), s[2] * p.scale, v2); let s3 = select(vec4f(NEG), s[3] * p.scale, v3);
-      let mn = max(m, vec4f(hmax(s0), hmax(s1), hmax(s2), hmax(s3)));
+      let a0 = masked(s0, jb, lo, hi);
+      let a1 = masked(s1, jb + 4u, lo, select(lo, hi, TWO)); // no second block when KT == 4
+      let mn = max(m, max(colmax(a0), colmax(a1)));
       let cf = exp(m - mn);
-      let pm = mat4x4f(select(vec4f(0.0), exp(s0 - mn.x), v0), select(vec4f(0.0), exp(s1 - mn.y), v1),
-                       select(vec4f(0.0), exp(s2 - mn.z), v2), select(vec4f(0.0), exp(s3 - mn.w), v3));
-      l = l * cf + vec4f(hsum(pm[0]), hsum(pm[1]), hsum(pm[2]), hsum(pm[3]));
+      let p0 = probs(a0, mn);
+      let p1 = probs(a1, mn);
+      l = l * cf + colsum(p0) + colsum(p1);
       m = mn;
-      for (var c = 0u; c < DC; c++) { acc[c] = scale_cols(acc[c], cf) + mcolb(b * DC + c) * pm; }
+      for (var c = 0u; c < DC; c++) {
+        var x = scale_cols(acc[c], cf) + mcolb(b * DC + c) * p0;
+        if (TWO) { x += mcolb((b + 4u) * DC + c) * p1; }
+        acc[c] = x;
+      }
     }
   }
   let inv = select(vec4f(0.0), 1.0 / l, l > vec4f(0.0));
@@ -357,6 +381,15 @@ fn flash_bwd_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
 fn ds_at(row: u32, jb: u32, lo: u32) -> u32 { return row * p.w4 + (jb - (lo & ~3u)) / 4u; }
 fn touches(jb: u32, lo: u32, hi: u32) -> bool { return jb < hi && jb + 4u > lo; }
 
+// Column r = pair r's dS over keys jb..jb+3 from the scratch (0 where the pair does not touch them).
+fn ds_block(pr: Pairs, jb: u32) -> mat4x4f {
+  return mat4x4f(
+    select(vec4f(0.0), ds[ds_at(pr.rows.x, jb, pr.lo.x)], touches(jb, pr.lo.x, pr.hi.x)),
+    select(vec4f(0.0), ds[ds_at(pr.rows.y, jb, pr.lo.y)], touches(jb, pr.lo.y, pr.hi.y)),
+    select(vec4f(0.0), ds[ds_at(pr.rows.z, jb, pr.lo.z)], touches(jb, pr.lo.z, pr.hi.z)),
+    select(vec4f(0.0), ds[ds_at(pr.rows.w, jb, pr.lo.w)], touches(jb, pr.lo.w, pr.hi.w)));
+}
+
 // dq = scale · dS·K from the scratch the dk/dv pass wrote (blocks a pair does not touch read 0).
 @compute @workgroup_size(WG)
 fn flash_bwd_dq_ds(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
@@ -374,15 +407,17 @@ fn flash_bwd_dq_ds(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
     workgroupBarrier();
     stage_kv(j0, all.y, g, li, false);
     workgroupBarrier();
-    for (var b = 0u; b < KT; b += 4u) {
+    for (var b = 0u; b < KT; b += 8u) {
       let jb = j0 + b;
-      if (jb >= own.y || jb + 4u <= own.x) { continue; }
-      let dsm = mat4x4f(
-        select(vec4f(0.0), ds[ds_at(pr.rows.x, jb, pr.lo.x)], touches(jb, pr.lo.x, pr.hi.x)),
-        select(vec4f(0.0), ds[ds_at(pr.rows.y, jb, pr.lo.y)], touches(jb, pr.lo.y, pr.hi.y)),
-        select(vec4f(0.0), ds[ds_at(pr.rows.z, jb, pr.lo.z)], touches(jb, pr.lo.z, pr.hi.z)),
-        select(vec4f(0.0), ds[ds_at(pr.rows.w, jb, pr.lo.w)], touches(jb, pr.lo.w, pr.hi.w)));
-      for (var c = 0u; c < DC; c++) { acc[c] += mcol(b * DC + c) * dsm; }
+      if (jb >= own.y || jb + 8u <= own.x) { continue; }
+      let d0 = ds_block(pr, jb);
+      var d1 = mat4x4f();
+      if (TWO) { d1 = ds_block(pr, jb + 4u); }
+      for (var c = 0u; c < DC; c++) {
+        var x = acc[c] + mcol(b * DC + c) * d0;
+        if (TWO) { x += mcol((b + 4u) * DC + c) * d1; }
+        acc[c] = x;
+      }
     }
   }
   for (var r = 0u; r < 4u; r++) {
@@ -420,6 +455,33 @@ fn key_rows(j: u32) -> vec2u {
   return s;
 }
 
+// P and dS (column t = key jb + t, component r = staged pair b + r) from the scores and dP;
+// with a scratch, pair r's dS over the 4 keys goes to it.
+struct Grads { p: mat4x4f, ds: mat4x4f }
+fn key_grads(b: u32, jb: u32, s: mat4x4f, dp: mat4x4f) -> Grads {
+  let lse4 = vec4f(tl[b].x, tl[b + 1u].x, tl[b + 2u].x, tl[b + 3u].x);
+  let del4 = vec4f(tl[b].y, tl[b + 1u].y, tl[b + 2u].y, tl[b + 3u].y);
+  let lo4 = vec4u(tp[b].x, tp[b + 1u].x, tp[b + 2u].x, tp[b + 3u].x);
+  let hi4 = vec4u(tp[b].y, tp[b + 1u].y, tp[b + 2u].y, tp[b + 3u].y);
+  // key jb + t visible to pair r
+  let w0 = (vec4u(jb) >= lo4) & (vec4u(jb) < hi4);
+  let w1 = (vec4u(jb + 1u) >= lo4) & (vec4u(jb + 1u) < hi4);
+  let w2 = (vec4u(jb + 2u) >= lo4) & (vec4u(jb + 2u) < hi4);
+  let w3 = (vec4u(jb + 3u) >= lo4) & (vec4u(jb + 3u) < hi4);
+  var o: Grads;
+  o.p = mat4x4f(select(vec4f(0.0), exp(s[0] * p.scale - lse4), w0), select(vec4f(0.0), exp(s[1] * p.scale - lse4), w1),
+                select(vec4f(0.0), exp(s[2] * p.scale - lse4), w2), select(vec4f(0.0), exp(s[3] * p.scale - lse4), w3));
+  o.ds = mat4x4f(o.p[0] * (dp[0] - del4), o.p[1] * (dp[1] - del4), o.p[2] * (dp[2] - del4), o.p[3] * (dp[3] - del4));
+  if (p.w4 != 0u) {
+    let dt = transpose(o.ds); // row r = pair r's dS over the 4 keys
+    for (var r = 0u; r < 4u; r++) {
+      let e = tp[b + r];
+      if (touches(jb, e.x, e.y)) { ds[ds_at(e.z, jb, e.x)] = dt[r]; }
+    }
+  }
+  return o;
+}
+
 // Keys jb..jb+3 (jb = first key of the workgroup + 4·li) of kv head g:
 // dv_j = Σ P_ij dy_i, dk_j = scale · Σ P_ij (dy_i·v_j − delta_i) q_i over the pairs that see j
 // (the group's rep heads of every such row, in pair order), and dS into the scratch if p.w4 > 0.
@@ -442,41 +504,38 @@ fn flash_bwd_dkdv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw
     workgroupBarrier();
     stage_pairs(u0, all.y, g, li);
     workgroupBarrier();
-    for (var b = 0u; b < KT; b += 4u) {
+    for (var b = 0u; b < KT; b += 8u) {
       let ubk = u0 + b;
-      if (ubk >= own.y || ubk + 4u <= own.x) { continue; }
-      // column t = scores / dP of key jb + t against the 4 pairs
-      var s = mat4x4f();
-      var dp = mat4x4f();
+      if (ubk >= own.y || ubk + 8u <= own.x) { continue; }
+      // column t = scores / dP of key jb + t against pairs ubk.. (s0, dp0) and ubk+4.. (s1, dp1)
+      var s0 = mat4x4f();
+      var dp0 = mat4x4f();
+      var s1 = mat4x4f();
+      var dp1 = mat4x4f();
       for (var c = 0u; c < DC; c++) {
         let a = b * DC + c;
-        s += transpose(mcol(a)) * mat4x4f(ldk(krows.x, c), ldk(krows.y, c), ldk(krows.z, c), ldk(krows.w, c));
-        dp += transpose(mcolb(a)) * mat4x4f(ldv(krows.x, c), ldv(krows.y, c), ldv(krows.z, c), ldv(krows.w, c));
-      }
-      let lse4 = vec4f(tl[b].x, tl[b + 1u].x, tl[b + 2u].x, tl[b + 3u].x);
-      let del4 = vec4f(tl[b].y, tl[b + 1u].y, tl[b + 2u].y, tl[b + 3u].y);
-      let lo4 = vec4u(tp[b].x, tp[b + 1u].x, tp[b + 2u].x, tp[b + 3u].x);
-      let hi4 = vec4u(tp[b].y, tp[b + 1u].y, tp[b + 2u].y, tp[b + 3u].y);
-      // key jb + t visible to pair r
-      let w0 = (vec4u(jb) >= lo4) & (vec4u(jb) < hi4);
-      let w1 = (vec4u(jb + 1u) >= lo4) & (vec4u(jb + 1u) < hi4);
-      let w2 = (vec4u(jb + 2u) >= lo4) & (vec4u(jb + 2u) < hi4);
-      let w3 = (vec4u(jb + 3u) >= lo4) & (vec4u(jb + 3u) < hi4);
-      let pm = mat4x4f(select(vec4f(0.0), exp(s[0] * p.scale - lse4), w0), select(vec4f(0.0), exp(s[1] * p.scale - lse4), w1),
-                       select(vec4f(0.0), exp(s[2] * p.scale - lse4), w2), select(vec4f(0.0), exp(s[3] * p.scale - lse4), w3));
-      let dsm = mat4x4f(pm[0] * (dp[0] - del4), pm[1] * (dp[1] - del4), pm[2] * (dp[2] - del4), pm[3] * (dp[3] - del4));
-      for (var c = 0u; c < DC; c++) {
-        let a = b * DC + c;
-        dva[c] += mcolb(a) * pm;
-        dka[c] += mcol(a) * dsm;
-      }
-      if (p.w4 != 0u) {
-        // row r of dS = pair r's dS over the 4 keys
-        let dt = transpose(dsm);
-        for (var r = 0u; r < 4u; r++) {
-          let e = tp[b + r];
-          if (touches(jb, e.x, e.y)) { ds[ds_at(e.z, jb, e.x)] = dt[r]; }
+        let km = mat4x4f(ldk(krows.x, c), ldk(krows.y, c), ldk(krows.z, c), ldk(krows.w, c));
+        let vm = mat4x4f(ldv(krows.x, c), ldv(krows.y, c), ldv(krows.z, c), ldv(krows.w, c));
+        s0 += transpose(mcol(a)) * km;
+        dp0 += transpose(mcolb(a)) * vm;
+        if (TWO) {
+          s1 += transpose(mcol(a + 4u * DC)) * km;
+          dp1 += transpose(mcolb(a + 4u * DC)) * vm;
         }
+      }
+      let g0 = key_grads(b, jb, s0, dp0);
+      var g1: Grads;
+      if (TWO) { g1 = key_grads(b + 4u, jb, s1, dp1); }
+      for (var c = 0u; c < DC; c++) {
+        let a = b * DC + c;
+        var x = dva[c] + mcolb(a) * g0.p;
+        var y = dka[c] + mcol(a) * g0.ds;
+        if (TWO) {
+          x += mcolb(a + 4u * DC) * g1.p;
+          y += mcol(a + 4u * DC) * g1.ds;
+        }
+        dva[c] = x;
+        dka[c] = y;
       }
     }
   }
