@@ -95,7 +95,7 @@ async function ortAttention(s: AttnBenchShape, q: Float32Array, k: Float32Array,
  * Time forward and backward of both variants (interleaved, best of `reps`, one warm-up call each)
  * and ORT's forward at each shape. The machine is shared: only ratios within one run mean much.
  */
-export async function benchAttention(o: { log?: Log; shapes?: AttnBenchShape[]; reps?: number; ort?: boolean } = {}): Promise<AttentionRow[]> {
+export async function benchAttention(o: { log?: Log; shapes?: AttnBenchShape[]; reps?: number; ort?: boolean; variants?: AttentionVariant[] } = {}): Promise<AttentionRow[]> {
   const log = o.log ?? (() => {});
   const reps = o.reps ?? 2;
   const rows: AttentionRow[] = [];
@@ -115,7 +115,7 @@ export async function benchAttention(o: { log?: Log; shapes?: AttnBenchShape[]; 
     const bwd = (f: AttnForward, variant: AttentionVariant): AttnGrads => (cu
       ? attentionVarlenBackward(q, k, v, f.out, f.lse, dy, cu, { variant, maxSeqlen: s.t })
       : attentionCausalBackward(q, k, v, f.out, f.lse, dy, { variant }));
-    const variants: AttentionVariant[] = ['naive', 'flash'];
+    const variants: AttentionVariant[] = o.variants ?? ['naive', 'flash'];
     const ms = { naive: { fwd: Infinity, bwd: Infinity }, flash: { fwd: Infinity, bwd: Infinity } };
     const saved = new Map<AttentionVariant, AttnForward>();
     for (let r = 0; r <= reps; r++) { // round 0 compiles and warms up
@@ -135,8 +135,9 @@ export async function benchAttention(o: { log?: Log; shapes?: AttnBenchShape[]; 
         saved.set(vv, f);
       }
     }
-    const [on, of] = await readMany([saved.get('naive')!.out, saved.get('flash')!.out]);
-    log(`  ${s.name} (${shape}): flash vs naive output max |diff| ${maxDiff(on, of).toExponential(1)}`);
+    const outs = await readMany(variants.map((vv) => saved.get(vv)!.out));
+    const on = outs[0];
+    log(`  ${s.name} (${shape})${outs.length > 1 ? `: flash vs naive output max |diff| ${maxDiff(outs[0], outs[1]).toExponential(1)}` : ''}`);
     let ort: number | undefined;
     if (o.ort !== false) {
       try {

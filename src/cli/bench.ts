@@ -8,6 +8,8 @@ import { matmulVariant, setMatmulVariant, tuneMatmul } from '../ops/matmul.ts';
 import { benchMatmul, benchOps, type MatmulShape } from '../bench/matmul.ts';
 import { fmtBytes, memory } from '../gpu/tensor.ts';
 import { benchTraining } from '../bench/train.ts';
+import { benchAttention } from '../bench/attention.ts';
+import { attentionVariant, tuneAttention } from '../ops/attention.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
@@ -43,6 +45,12 @@ const rounds = Number(opt('rounds') ?? (quick ? 3 : 2));
 
 await benchMatmul(shapes, { peers, rounds, log: console.log });
 if (!quick) await benchOps({ log: console.log });
+if (!quick) {
+  const t = await tuneAttention();
+  const f = (x: { fwd: number; bwd: number }) => `${x.fwd.toFixed(0)}/${x.bwd.toFixed(0)} ms`;
+  console.log(`attention variant: forward ${attentionVariant().fwd}, backward ${attentionVariant().bwd} (tuned fwd/bwd: naive ${f(t.ms.naive)}, flash ${f(t.ms.flash)})`);
+  await benchAttention({ log: console.log, ort: peers.includes('ort') }); // rows in the --json schema
+}
 if (!args.includes('--no-train')) await benchTraining({ steps: quick ? 1 : 3, log: console.log });
 console.log(`memory (ours, pool): live ${fmtBytes(memory.live)}, pooled ${fmtBytes(memory.pooled)}, peak ${fmtBytes(memory.peak)}`);
 await closeGpu();

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeGpu, nodeGpu } from '../gpu/node.ts';
 import { fromData, readMany, type Tensor } from '../gpu/tensor.ts';
-import { attentionCausal, attentionCausalBackward, attentionVarlen, attentionVarlenBackward, attentionVariant, setAttentionVariant, type AttentionVariant } from './attention.ts';
+import { attentionCausal, attentionCausalBackward, attentionVarlen, attentionVarlenBackward, attentionVariant, setAttentionVariant, tuneAttention, type AttentionVariant } from './attention.ts';
 import { attentionBackwardCpu, attentionCpu, causalRange, varlenRange, type AttnShape, type KeyRange } from './cpu/attention.ts';
 import { TOL } from '../parity/golden.ts';
 
@@ -211,4 +211,68 @@ describe('attention varlen (GPU vs CPU)', () => {
     await checkVarlen(15, 2, 1, 6, [0, 4, 15], false); // scalar variant, GQA grouping
   });
 });
+});
+
+describe('attention variants together', () => {
+  it('flash backward, head dim above 128 (tiles of 4 rows)', async () => {
+    setAttentionVariant('flash');
+    try {
+      await checkCausal({ lq: 9, lk: 9, hq: 2, hkv: 1, d: 200 });
+      await checkVarlenOnce(10, 2, 2, 164, [0, 3, 10], false, 7);
+    } finally {
+      setAttentionVariant('auto');
+    }
+  });
+
+  it('a forward of one variant and a backward of the other agree (same logsumexp contract)', async () => {
+    const lq = 11, lk = 14, hq = 4, hkv = 2, d = 12;
+    const s: AttnShape = { lq, lk, hq, hkv, d, scale: 1 / Math.sqrt(d) };
+    const q = rnd(lq * hq * d), k = rnd(lk * hkv * d), v = rnd(lk * hkv * d), dy = rnd(lq * hq * d);
+    const [tq, tk, tv, tdy] = up([q, [lq, hq, d]], [k, [lk, hkv, d]], [v, [lk, hkv, d]], [dy, [lq, hq, d]]);
+    const rb = attentionBackwardCpu(q, k, v, dy, s, causalRange(lq, lk));
+    for (const [fv, bv] of [['naive', 'flash'], ['flash', 'naive']] as const) {
+      const f = attentionCausal(tq, tk, tv, { variant: fv });
+      const g = attentionCausalBackward(tq, tk, tv, f.out, f.lse, tdy, { variant: bv });
+      const [dq, dk, dv] = await readMany([g.dq, g.dk, g.dv]);
+      close(`dq ${fv}->${bv}`, dq, rb.dq);
+      close(`dk ${fv}->${bv}`, dk, rb.dk);
+      close(`dv ${fv}->${bv}`, dv, rb.dv);
+      for (const t of [f.out, f.lse, g.dq, g.dk, g.dv]) t.release();
+    }
+    for (const t of [tq, tk, tv, tdy]) t.release();
+  });
+
+  it('flash backward matches finite differences of the forward (odd head dim, KV offset, GQA 3)', async () => {
+    const lq = 3, lk = 6, hq = 3, hkv = 1, d = 5;
+    const s: AttnShape = { lq, lk, hq, hkv, d, scale: 0.6 };
+    const range = causalRange(lq, lk);
+    const q = rnd(lq * hq * d), k = rnd(lk * hkv * d), v = rnd(lk * hkv * d), dy = rnd(lq * hq * d);
+    const [tq, tk, tv, tdy] = up([q, [lq, hq, d]], [k, [lk, hkv, d]], [v, [lk, hkv, d]], [dy, [lq, hq, d]]);
+    const f = attentionCausal(tq, tk, tv, { scale: s.scale, variant: 'flash' });
+    const g = attentionCausalBackward(tq, tk, tv, f.out, f.lse, tdy, { scale: s.scale, variant: 'flash' });
+    const [dq, dk, dv] = await readMany([g.dq, g.dk, g.dv]);
+    // L = Σ out·dy in f64 on the CPU reference forward
+    const loss = () => attentionCpu(q, k, v, s, range).out.reduce((a, o, i) => a + o * dy[i], 0);
+    const eps = 1e-2;
+    for (const [name, x, dx] of [['q', q, dq], ['k', k, dk], ['v', v, dv]] as const) {
+      for (let i = 0; i < x.length; i++) {
+        const x0 = x[i];
+        x[i] = x0 + eps; const fp = loss();
+        x[i] = x0 - eps; const fm = loss();
+        x[i] = x0;
+        expect(Math.abs((fp - fm) / (2 * eps) - dx[i]), `d${name}[${i}]`).toBeLessThan(2e-3);
+      }
+    }
+    for (const t of [tq, tk, tv, tdy, f.out, f.lse, g.dq, g.dk, g.dv]) t.release();
+  });
+
+  it('tuneAttention picks a variant per direction and attentionVariant() follows it; a forced one wins', async () => {
+    const t = await tuneAttention({ t: 12, hq: 2, hkv: 1, d: 8, reps: 1, force: true });
+    for (const v of ['naive', 'flash'] as const) expect(t.ms[v].fwd).toBeGreaterThan(0);
+    expect(attentionVariant()).toEqual(t.choice);
+    setAttentionVariant('naive');
+    expect(attentionVariant()).toEqual({ fwd: 'naive', bwd: 'naive' });
+    setAttentionVariant('auto');
+    expect(attentionVariant()).toEqual(t.choice);
+  });
 });
