@@ -378,8 +378,11 @@ fn flash_bwd_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
 
 // dS scratch position of the 4-key block at jb for a pair whose range starts at lo: rows of
 // w4 blocks, counted from lo rounded down to a multiple of 4 (0 for causal).
-fn ds_at(row: u32, jb: u32, lo: u32) -> u32 { return row * p.w4 + (jb - (lo & ~3u)) / 4u; }
-fn touches(jb: u32, lo: u32, hi: u32) -> bool { return jb < hi && jb + 4u > lo; }
+fn ds_col(jb: u32, lo: u32) -> u32 { return (jb - (lo & ~3u)) / 4u; }
+fn ds_at(row: u32, jb: u32, lo: u32) -> u32 { return row * p.w4 + ds_col(jb, lo); }
+// Block jb holds keys of the range [lo, hi), and its column fits the scratch row (it always does
+// when maxSeqlen is right; a too-small one must not spill into the next row).
+fn touches(jb: u32, lo: u32, hi: u32) -> bool { return jb < hi && jb + 4u > lo && ds_col(jb, lo) < p.w4; }
 
 // Column r = pair r's dS over keys jb..jb+3 from the scratch (0 where the pair does not touch them).
 fn ds_block(pr: Pairs, jb: u32) -> mat4x4f {
