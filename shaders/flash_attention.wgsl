@@ -14,9 +14,11 @@
 // (column r = pair r) under an online softmax (one rescale per 4 keys).
 // Backward (no float atomics, so deterministic):
 //   1. flash_bwd_prep_*: ld = (lse, delta = Σ_d dy·out, key range lo, hi) per (row, head), first;
-//   2. flash_bwd_dkdv: its own pass per key block: a thread owns 4 keys of kv head g and streams
-//      the tiles of pairs that see them (q, dy, lse, delta staged), P = exp(s − lse) recomputed,
-//      summing the rep heads of the group in order, so dk/dv come out [Lk,Hkv,D] directly. When
+//   2. flash_bwd_dkdv: its own pass per (key block, query head h): a thread owns 4 keys of kv
+//      head g = h / rep and streams the tiles of rows that see them (q, dy, lse, delta staged),
+//      P = exp(s − lse) recomputed; for GQA it writes head h's share [Lk,Hq,D] and
+//      flash_bwd_group_sum adds the rep shares of each kv head in order (for rep = 1 the share is
+//      dk itself). One workgroup per query head, not per kv head: rep times the parallelism. When
 //      the wrapper gives it a dS scratch (rows × key window, if that fits a budget) it also
 //      writes dS = P∘(dP − delta) there, and
 //   3a. flash_bwd_dq_ds: dq = scale · dS·K per query block, from that scratch (no recompute), or
@@ -62,6 +64,8 @@ struct Params {
 @group(0) @binding(13) var<storage, read> lse_in: array<f32>;
 @group(0) @binding(14) var<storage, read> ld_in: array<vec4f>;
 @group(0) @binding(15) var<storage, read_write> ds: array<vec4f>;  // dS scratch [lq·hq, w4] of 4-key blocks
+@group(0) @binding(16) var<storage, read> dkh: array<VT>;          // per-query-head shares [lk, hq, d]
+@group(0) @binding(17) var<storage, read> dvh: array<VT>;
 
 // ---- row access: chunk c (4 elements) of row `row` ------------------------------------------
 // D % 4 == 0: rows are vec4 arrays. Otherwise the wrapper swaps in the scalar section below.
@@ -76,6 +80,7 @@ fn stout(row: u32, c: u32, x: vec4f) { out[row * DC + c] = x; }
 fn stdq(row: u32, c: u32, x: vec4f) { dq[row * DC + c] = x; }
 fn stdk(row: u32, c: u32, x: vec4f) { dk[row * DC + c] = x; }
 fn stdv(row: u32, c: u32, x: vec4f) { dv[row * DC + c] = x; }
+fn row_vts() -> u32 { return DC; }
 //</vec4>
 /*<scalar>
 alias VT = f32;
@@ -90,6 +95,7 @@ fn stout(row: u32, c: u32, x: vec4f) { let o = row * p.d + 4u * c; out[o] = x.x;
 fn stdq(row: u32, c: u32, x: vec4f) { let o = row * p.d + 4u * c; dq[o] = x.x; if (el(c, 1u)) { dq[o + 1u] = x.y; } if (el(c, 2u)) { dq[o + 2u] = x.z; } if (el(c, 3u)) { dq[o + 3u] = x.w; } }
 fn stdk(row: u32, c: u32, x: vec4f) { let o = row * p.d + 4u * c; dk[o] = x.x; if (el(c, 1u)) { dk[o + 1u] = x.y; } if (el(c, 2u)) { dk[o + 2u] = x.z; } if (el(c, 3u)) { dk[o + 3u] = x.w; } }
 fn stdv(row: u32, c: u32, x: vec4f) { let o = row * p.d + 4u * c; dv[o] = x.x; if (el(c, 1u)) { dv[o + 1u] = x.y; } if (el(c, 2u)) { dv[o + 2u] = x.z; } if (el(c, 3u)) { dv[o + 3u] = x.w; } }
+fn row_vts() -> u32 { return p.d; }
 </scalar>*/
 
 // ---- shared helpers -------------------------------------------------------------------------
@@ -429,20 +435,20 @@ fn flash_bwd_dq_ds(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   }
 }
 
-// Stage pairs [u0, u0 + KT) of kv head g: q (ta), dy (tb), (lse, delta) (tl), (lo, hi, row) (tp).
-fn stage_pairs(u0: u32, end: u32, g: u32, li: u32) {
+// Stage query rows [u0, u0 + KT) of head h: q (ta), dy (tb), (lse, delta) (tl), (lo, hi, flat row) (tp).
+fn stage_pairs(u0: u32, end: u32, h: u32, li: u32) {
   for (var e = li; e < KT * DC; e += WG) {
     let u = u0 + e / DC;
     let c = e % DC;
-    let row = pair_row(g, min(u, end - 1u));
+    let row = min(u, end - 1u) * p.hq + h;
     ta[e] = select(vec4f(0.0), ldq(row, c), u < end);
     tb[e] = select(vec4f(0.0), lddy(row, c), u < end);
   }
   for (var t = li; t < KT; t += WG) {
     let u = u0 + t;
-    let row = pair_row(g, min(u, end - 1u));
+    let row = min(u, end - 1u) * p.hq + h;
     let e = ld_in[row];
-    let kr = select(vec2u(0u, 0u), cut(u / rep(), vec2u(u32(e.z), u32(e.w))), u < end);
+    let kr = select(vec2u(0u, 0u), cut(u, vec2u(u32(e.z), u32(e.w))), u < end);
     tl[t] = e.xy;
     tp[t] = vec4u(kr, row, 0u);
   }
@@ -485,27 +491,27 @@ fn key_grads(b: u32, jb: u32, s: mat4x4f, dp: mat4x4f) -> Grads {
   return o;
 }
 
-// Keys jb..jb+3 (jb = first key of the workgroup + 4·li) of kv head g:
-// dv_j = Σ P_ij dy_i, dk_j = scale · Σ P_ij (dy_i·v_j − delta_i) q_i over the pairs that see j
-// (the group's rep heads of every such row, in pair order), and dS into the scratch if p.w4 > 0.
+// Keys jb..jb+3 (jb = first key of the workgroup + 4·li) of kv head g, query head h: head h's
+// share dv_j = Σ_i P_ij dy_i, dk_j = scale · Σ_i P_ij (dy_i·v_j − delta_i) q_i over the rows i that
+// see j, and dS into the scratch if p.w4 > 0.
 @compute @workgroup_size(WG)
 fn flash_bwd_dkdv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
   let bk = block(wid, nwg, p.lk, 4u * WG);
-  if (bk.x >= p.hkv) { return; }
-  let g = bk.x;
-  let rp = rep();
+  if (bk.x >= p.hq) { return; }
+  let h = bk.x;
+  let g = h / rep();
   let jb = bk.y + 4u * li;
   let kl = p.lk - 1u;
   let krows = vec4u(min(jb, kl), min(jb + 1u, kl), min(jb + 2u, kl), min(jb + 3u, kl)) * p.hkv + vec4u(g);
   let r0 = key_rows(jb); let r1 = key_rows(jb + 1u); let r2 = key_rows(jb + 2u); let r3 = key_rows(jb + 3u);
-  let own = union4(vec4u(r0.x, r1.x, r2.x, r3.x) * rp, vec4u(r0.y, r1.y, r2.y, r3.y) * rp); // in pairs
+  let own = union4(vec4u(r0.x, r1.x, r2.x, r3.x), vec4u(r0.y, r1.y, r2.y, r3.y)); // query rows
   let all = union_range(own, li);
   var dka: array<mat4x4f, MAXC>; // column t = key jb + t
   var dva: array<mat4x4f, MAXC>;
   for (var c = 0u; c < DC; c++) { dka[c] = mat4x4f(); dva[c] = mat4x4f(); }
   for (var u0 = all.x; u0 < all.y; u0 += KT) {
     workgroupBarrier();
-    stage_pairs(u0, all.y, g, li);
+    stage_pairs(u0, all.y, h, li);
     workgroupBarrier();
     for (var b = 0u; b < KT; b += 8u) {
       let ubk = u0 + b;
@@ -544,6 +550,23 @@ fn flash_bwd_dkdv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw
   }
   for (var t = 0u; t < 4u; t++) {
     if (jb + t >= p.lk) { break; }
-    for (var c = 0u; c < DC; c++) { stdk(krows[t], c, dka[c][t] * p.scale); stdv(krows[t], c, dva[c][t]); }
+    let o = (jb + t) * p.hq + h; // head h's share (= dk's row when rep == 1)
+    for (var c = 0u; c < DC; c++) { stdk(o, c, dka[c][t] * p.scale); stdv(o, c, dva[c][t]); }
   }
+}
+
+// dk[j, g] = Σ over the query heads of group g of their shares, in head order (one thread per
+// VT of dk: a vec4, or one element for the scalar rows).
+@compute @workgroup_size(64)
+fn flash_bwd_group_sum(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let t = (wid.x + wid.y * nwg.x) * 64u + li;
+  let w = row_vts();
+  if (t >= p.lk * p.hkv * w) { return; }
+  let rp = rep();
+  let base = (t / w) * rp * w + t % w; // share (j·hq + g·rep) of dk row j·hkv + g
+  var a = VT(0.0);
+  var b = VT(0.0);
+  for (var x = 0u; x < rp; x++) { a += dkh[base + x * w]; b += dvh[base + x * w]; }
+  dk[t] = a;
+  dv[t] = b;
 }

@@ -307,7 +307,17 @@ function flashBackward(kind: 'causal' | 'varlen', q: Tensor, kt: Tensor, v: Tens
   const ld = empty([nq, 4], 'f32', 'attn.lse_delta_range');
   dispatch(fk(`flash_bwd_prep_${kind}`, s.d), [u, u, u, u, u, cu, dy, ld, u, u, u, out, lse], grid(Math.ceil(nq / 64)), pv, fmt);
   const ds = empty([useDs ? nq * w4 * 4 : 4], 'f32', 'attn.ds_scratch');
-  dispatch(fk('flash_bwd_dkdv', s.d), [q, kt, v, u, u, u, dy, u, u, dk, dv, u, u, ld, ds], flashGrid(s.lk, s), pv, fmt);
+  // one dk/dv share per query head, summed per kv head after (for rep = 1 the share is dk)
+  const grouped = s.hq !== s.hkv;
+  const dkh = grouped ? empty([s.lk, s.hq, s.d], 'f32', 'attn.dk_per_head') : dk;
+  const dvh = grouped ? empty([s.lk, s.hq, s.d], 'f32', 'attn.dv_per_head') : dv;
+  dispatch(fk('flash_bwd_dkdv', s.d), [q, kt, v, u, u, u, dy, u, u, dkh, dvh, u, u, ld, ds], grid(Math.ceil(s.lk / (4 * FLASH_WG)) * s.hq), pv, fmt);
+  if (grouped) {
+    const n = s.lk * s.hkv * (s.d % 4 === 0 ? s.d / 4 : s.d);
+    dispatch(fk('flash_bwd_group_sum', s.d), [u, u, u, u, u, u, u, u, u, dk, dv, u, u, u, u, dkh, dvh], grid(Math.ceil(n / 64)), pv, fmt);
+    dkh.release();
+    dvh.release();
+  }
   const pairs = s.lq * (s.hq / s.hkv);
   if (useDs) dispatch(fk('flash_bwd_dq_ds', s.d), [u, kt, v, u, u, u, u, u, dq, u, u, u, u, ld, ds], flashGrid(pairs, s), pv, fmt);
   else dispatch(fk('flash_bwd_dq', s.d), [q, kt, v, u, u, u, dy, u, dq, u, u, u, u, ld], flashGrid(pairs, s), pv, fmt);
