@@ -8,10 +8,11 @@
 // Work split. For kv head g the (query row, head of g) pairs are numbered u = i·rep + (h − g·rep).
 // A thread owns 4 consecutive pairs (for GQA: 4 heads of one row, all reading the same keys) and a
 // workgroup owns WG·4 pairs; it streams the union of their key ranges through workgroup memory in
-// tiles of KT keys. Inside a tile a thread takes keys 4 at a time: the 4×4 score block is
+// tiles of KT keys. Inside a tile a thread takes keys 8 at a time as two 4×4 score blocks, each
 // mat4x4 arithmetic over vec4 chunks of D (transpose(K)·Q), as in the register-blocked matmul, so
 // every loaded vec4 feeds 4 pairs or 4 keys. The output accumulator is one mat4x4 per chunk
-// (column r = pair r) under an online softmax (one rescale per 4 keys).
+// (column r = pair r) under an online softmax (one rescale per 8 keys). The dk/dv and dq passes
+// are built the same way (8 rows or keys per accumulator update).
 // Backward (no float atomics, so deterministic):
 //   1. flash_bwd_prep_*: ld = (lse, delta = Σ_d dy·out, key range lo, hi) per (row, head), first;
 //   2. flash_bwd_dkdv: its own pass per (key block, query head h): a thread owns 4 keys of kv
