@@ -9,6 +9,8 @@ import { benchMatmul, benchOps, type MatmulShape } from '../bench/matmul.ts';
 import { fmtBytes, memory } from '../gpu/tensor.ts';
 import { benchTraining } from '../bench/train.ts';
 import { benchDecodeRows, benchLmHeadRows, benchStepRows } from '../bench/lmHead.ts';
+import { benchAttention } from '../bench/attention.ts';
+import { attentionVariant, tuneAttention } from '../ops/attention.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
@@ -50,6 +52,12 @@ if (!args.includes('--no-lm-head')) {
   await benchLmHeadRows([{ T: 20, H: 128, V: 151936, what: 'demo model' }, ...(quick ? [] : [{ T: 64, H: 2048, V: 151936, what: '3B' }])], { reps: quick ? 1 : 2, log: console.log });
   await benchDecodeRows({ batch: 8, reps: quick ? 1 : 2, log: console.log });
   if (args.includes('--steps-lm-head')) await benchStepRows({ log: console.log });
+}
+if (!quick) {
+  const t = await tuneAttention();
+  const f = (x: { fwd: number; bwd: number }) => `${x.fwd.toFixed(0)}/${x.bwd.toFixed(0)} ms`;
+  console.log(`attention variant: forward ${attentionVariant().fwd}, backward ${attentionVariant().bwd} (tuned fwd/bwd: naive ${f(t.ms.naive)}, flash ${f(t.ms.flash)})`);
+  await benchAttention({ log: console.log, ort: peers.includes('ort') }); // rows in the --json schema
 }
 if (!args.includes('--no-train')) await benchTraining({ steps: quick ? 1 : 3, log: console.log });
 console.log(`memory (ours, pool): live ${fmtBytes(memory.live)}, pooled ${fmtBytes(memory.pooled)}, peak ${fmtBytes(memory.peak)}`);
