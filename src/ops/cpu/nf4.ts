@@ -151,7 +151,7 @@ export function quantizeNf4(x: ArrayLike<number>, shape: number[], opts: { block
   // an odd numel pads one 0.0, which bucketizes to code 7 (the zero of the map)
   if (n & 1) packed[packed.length - 1] = 7;
   const absmax = quantBlocks(x, blocksize, NF4_BOUNDS, (i, q) => { packed[i >> 1] |= i & 1 ? q : q << 4; });
-  const base = { shape: [...shape], packed, blocksize, code: NF4_CODE, dtype: opts.dtype ?? 'bfloat16' } as const;
+  const base: Omit<Nf4Data, 'absmax'> = { shape: [...shape], packed, blocksize, code: NF4_CODE, dtype: opts.dtype ?? 'bfloat16' };
   if (!opts.doubleQuant) return { ...base, absmax };
   const offset = meanF32(absmax);
   const centred = new Float32Array(absmax.length);
