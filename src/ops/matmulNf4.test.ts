@@ -12,6 +12,8 @@ import { dequantizeNf4, matmulNf4BackwardInputCpu, matmulNf4Cpu, quantizeNf4 } f
 import { setMatmulVariant, type MatmulVariant } from './matmul.ts';
 import { dequantizeNf4Gpu, matmulNf4, matmulNf4BackwardInput, matmulW, matmulWBackwardInput } from './matmulNf4.ts';
 import { expectClose, rand } from './testUtil.ts';
+import { loraLinear, loraLinearBackward } from './lora.ts';
+import { loraLinearBackwardCpu, loraLinearCpu } from './cpu/lora.ts';
 
 beforeAll(async () => { await nodeGpu(); });
 afterAll(async () => { setMatmulVariant(undefined); await closeGpu(); });
@@ -111,6 +113,28 @@ describe.each(VARIANTS)('NF4 matmul (%s)', (variant) => {
       const fd = ((await L(xp)) - (await L(xm))) / (2 * eps);
       expect(Math.abs(fd - dx[i]), `dx[${i}] ${dx[i]} vs fd ${fd}`).toBeLessThan(2e-3 * (1 + Math.abs(fd)));
     }
+    w.release();
+  });
+});
+
+describe.each(VARIANTS)('LoRA linear on an NF4 base (QLoRA) (%s)', (variant) => {
+  beforeAll(() => setMatmulVariant(variant));
+  it.each([[7, 45, 70, 4], [13, 64, 33, 8]] as const)('T=%i out=%i in=%i r=%i: forward and backward vs CPU, with dropout', async (T, outF, inF, r) => {
+    const d = quantizeNf4(bf16Values(rand(outF * inF, 31, 0.2)), [outF, inF], { doubleQuant: true });
+    const w = uploadNf4(d, 'base');
+    const x = rand(T * inF, 32), a = rand(r * inF, 33, 0.3), b = rand(outF * r, 34, 0.3), bias = rand(outF, 35), dy = rand(T * outF, 36);
+    const l = { weight: w, bias: fromData(bias, [outF]), loraA: fromData(a, [r, inF]), loraB: fromData(b, [outF, r]), scaling: 2 };
+    const drop = { p: 0.25, seed: 9, stream: 3 };
+    const cpu = { w: dequantizeNf4(d), bias, a, b, scaling: 2, inF, outF, r };
+    const tx = fromData(x, [T, inF]);
+    const f = loraLinear(tx, l, { dropout: drop });
+    const ref = loraLinearCpu(x, T, cpu, drop);
+    expectClose(await read(f.y), ref.y, 'y');
+    const g = loraLinearBackward(fromData(dy, [T, outF]), tx, f.xa!, l, { dropout: drop });
+    const rg = loraLinearBackwardCpu(dy, x, T, cpu, drop);
+    expectClose(await read(g.dx!), rg.dx, 'dx');
+    expectClose(await read(g.dA), rg.dA, 'dA');
+    expectClose(await read(g.dB), rg.dB, 'dB');
     w.release();
   });
 });
