@@ -26,7 +26,7 @@ Writes:
   (b) OUT/tiny-qwen2_5_vl-bnb-4bit/: the golden tiny model in the layout transformers saves for a
       4-bit model (config.json quantization_config; per Linear: weight U8 + quant state tensors),
       and OUT/logps.safetensors: transformers' per-token log-probs (float64 math) of the golden
-      one-image input with the dequantised weights.
+      one-image and text-only inputs with the dequantised weights.
 """
 import json
 import os
@@ -269,15 +269,20 @@ def tiny_model():
         ids = f.get_tensor("input.input_ids").long()[None]
         pv = f.get_tensor("input.pixel_values").double()
         thw = f.get_tensor("input.image_grid_thw").long()
+        # the golden M-RoPE positions (get_rope_index as Qwen2.5-VL defines it): transformers 5.x's
+        # forward, called without mm_token_type_ids, numbers the image rows like text
+        pos = f.get_tensor("expect.position_ids").long()[:, None, :]
     with torch.no_grad():
-        logits = model(input_ids=ids, pixel_values=pv, image_grid_thw=thw).logits[0]
-        text = model(input_ids=ids[:, :12]).logits[0]
+        logits = model(input_ids=ids, pixel_values=pv, image_grid_thw=thw, position_ids=pos).logits[0]
+        with safe_open(os.path.join(GOLDEN, "cases", "model_forward__text_only.safetensors"), "pt") as f:
+            tids = f.get_tensor("input.input_ids").long()[None]
+        text = model(input_ids=tids).logits[0]
     lp = torch.log_softmax(logits, -1)
     logps = lp[:-1].gather(-1, ids[0, 1:, None])[:, 0]
-    lpt = torch.log_softmax(text, -1)[:-1].gather(-1, ids[0, 1:12, None])[:, 0]
+    lpt = torch.log_softmax(text, -1)[:-1].gather(-1, tids[0, 1:, None])[:, 0]
     save_file({"expect.logps": logps.float(), "expect.logits_last": logits[-1].float(), "expect.text_logps": lpt.float()},
               os.path.join(OUT, "logps.safetensors"),
-              metadata={"input": "golden cases/model_forward__one_image.safetensors (input_ids, pixel_values, image_grid_thw); text_logps: its first 12 ids, no image",
+              metadata={"input": "golden cases/model_forward__one_image.safetensors (input_ids, pixel_values, image_grid_thw); text_logps: the ids of cases/model_forward__text_only.safetensors",
                         "quantised": ",".join(quantised)})
     print(f"quantised {len(quantised)} Linear layers; skipped by llm_int8_skip_modules: {SKIP}")
 

@@ -32,6 +32,7 @@ import { mropeTables, type RopeTables } from '../ops/rope.ts';
 import { getRopeIndex } from '../data/ropeIndex.ts';
 import { parseConfig, type QwenVLConfig } from './config.ts';
 import { uploadWeights, type GpuWeights, type UploadProgress } from './gpuWeights.ts';
+import { quantPlan } from './quant.ts';
 import {
   adapterConfigJson, defaultLoraConfig, initLora, parseAdapter, saveAdapter, peftKey,
   type LoraAdapter, type LoraConfig,
@@ -78,6 +79,11 @@ export interface LoadOptions {
   /** vocabulary rows per lm_head shard (default 16384, capped by the binding limit) */
   vocabChunk?: number;
   signal?: AbortSignal;
+  /** 4-bit NF4 base (QLoRA): quantise the Linear layers on load (model/quant.ts); a bitsandbytes
+   *  4-bit checkpoint (config.json quantization_config) loads as NF4 without it */
+  quantize?: 'nf4';
+  /** with NF4, quantise the vision tower's Linear layers too (default true, as bitsandbytes) */
+  quantizeVision?: boolean;
 }
 
 export interface LogpsResult {
@@ -214,8 +220,10 @@ export class Qwen2_5_VL {
       throw e;
     }
     const config = parseConfig(new TextDecoder().decode(bytes), `${source.id}: config.json`);
-    Qwen2_5_VL.checkMemory(config, g.limits, opts);
-    const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal });
+    const quant = quantPlan(config, opts, `${source.id}: config.json`);
+    const nf4 = quant.quantize || quant.prequantized ? ('nf4' as const) : undefined;
+    Qwen2_5_VL.checkMemory(config, g.limits, { ...opts, quantize: nf4 });
+    const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal, quant: nf4 ? quant : undefined });
     const m = new Qwen2_5_VL(config, w, opts);
     try {
       if (opts.lora) m.setAdapter(initLora(config, opts.lora, opts.loraSeed ?? 0));
@@ -231,7 +239,7 @@ export class Qwen2_5_VL {
   /** Refuse, with the numbers, a model whose LoRA step would not fit the adapter. */
   static checkMemory(config: QwenVLConfig, limits: Record<string, number>, opts: LoadOptions = {}): void {
     const plan = opts.plan ?? { images: [{ height: 448, width: 448 }], textTokens: 256 };
-    const est = estimateMemory({ config, lora: opts.lora ?? defaultLoraConfig(), images: plan.images, textTokens: plan.textTokens, recompute: opts.recompute ?? false });
+    const est = estimateMemory({ config, lora: opts.lora ?? defaultLoraConfig(), images: plan.images, textTokens: plan.textTokens, recompute: opts.recompute ?? false, quantize: opts.quantize, quantizeVision: opts.quantizeVision });
     const lim = { maxBufferSize: limits.maxBufferSize, maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize };
     const chk = checkMemory(est, lim, { budgetBytes: opts.budgetBytes, canSplit: true });
     // the vocabulary tables and the logits chunk are split / row-blocked here; nothing else is
