@@ -280,3 +280,13 @@ export function nf4ToBf16Bits(d: Nf4Data): Uint16Array {
 export function quantizedModules(cfg: QwenVLConfig, plan: QuantPlan): string[] {
   return [...expectedWeights(cfg).keys()].filter((n) => quantizesOnLoad(n, { ...plan, quantize: 'nf4' })).map((n) => n.slice(0, -'.weight'.length));
 }
+
+/**
+ * peft's base_model_name_or_path for an adapter trained on an NF4 base: the full-precision model.
+ * Quantise-on-load bases are their own id; a pre-quantised hub repo names its full-precision
+ * original by the usual suffixes ("unsloth/Qwen2.5-VL-3B-Instruct-unsloth-bnb-4bit" and
+ * "…-bnb-4bit" → "unsloth/Qwen2.5-VL-3B-Instruct", unsloth's full-precision mirror of Qwen's).
+ */
+export function fullPrecisionBaseId(id: string): string {
+  return id.replace(/(-unsloth)?-bnb-4bit$|-bnb-nf4$|-nf4$|-4bit$/i, '');
+}
