@@ -4,7 +4,8 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { estimateReport, parseEstimateArgs, readModelConfig } from './estimate.ts';
+import { estimateReport, estimateRequest, parseEstimateArgs, readModelConfig } from './estimate.ts';
+import { estimateBasePrecisions } from '../model/memory.ts';
 
 const CFG3B = new URL('../model/fixtures/qwen2_5_vl_3b/config.json', import.meta.url).pathname;
 const total = (report: string) => {
@@ -30,6 +31,9 @@ describe('npm run estimate', () => {
       expect(total(noVision)).toBeGreaterThan(total(nf4));
       expect(total(noVision)).toBeLessThan(total(bf16));
       expect(nf4).toMatch(/NF4/);
+      const both = estimateBasePrecisions(estimateRequest(cfg, parseEstimateArgs(argv)));
+      expect(both.nf4.totalBytes / 2 ** 30).toBeCloseTo(total(nf4), 2);
+      expect(both.bf16.totalBytes / 2 ** 30).toBeCloseTo(total(bf16), 2);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

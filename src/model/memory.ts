@@ -277,3 +277,11 @@ export function formatEstimate(est: MemoryEstimate): string {
   ];
   return lines.join('\n');
 }
+
+/**
+ * The model card's base-precision choice: the same request estimated with a BF16 base and with
+ * a 4-bit NF4 base (vision tower per `quantizeVision`, default true), side by side.
+ */
+export function estimateBasePrecisions(req: Omit<MemoryRequest, 'quantize'>): { bf16: MemoryEstimate; nf4: MemoryEstimate } {
+  return { bf16: estimateMemory({ ...req, quantize: undefined }), nf4: estimateMemory({ ...req, quantize: 'nf4' }) };
+}
