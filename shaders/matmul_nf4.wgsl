@@ -61,12 +61,14 @@ fn roundTo(v: f32) -> f32 {
   return v;
 }
 
-// W element i of the flattened weight
-fn w(i: u32) -> f32 {
+// W element i of the flattened weight, given its block's absmax
+fn wa(i: u32, am: f32) -> f32 {
   let word = codes[i >> 3u];
   let sh = ((i >> 1u) & 3u) * 8u + select(4u, 0u, (i & 1u) == 1u);
-  return roundTo(qmap[(word >> sh) & 15u] * absmax(i >> p.bshift));
+  return roundTo(qmap[(word >> sh) & 15u] * am);
 }
+
+fn w(i: u32) -> f32 { return wa(i, absmax(i >> p.bshift)); }
 
 fn store(m: u32, n: u32, v: f32) {
   if (m >= p.M || n >= p.N) { return; }
@@ -86,10 +88,18 @@ fn reg(wid: vec3u, li: u32, sbl: u32, sbj: u32) {
   let ra = vec4u(min(m0, p.M - 1u), min(m0 + 1u, p.M - 1u), min(m0 + 2u, p.M - 1u), min(m0 + 3u, p.M - 1u)) * p.L;
   let rb = vec4u(min(j0, p.N - 1u), min(j0 + 1u, p.N - 1u), min(j0 + 2u, p.N - 1u), min(j0 + 3u, p.N - 1u)) * sbj + p.woff;
   var c0 = vec4f(0.0); var c1 = vec4f(0.0); var c2 = vec4f(0.0); var c3 = vec4f(0.0);
+  // each column's absmax is recomputed only when its block changes (every 64 steps of the
+  // forward's contiguous K; uniform across threads when K is a multiple of the block size)
+  var cb = vec4u(0xffffffffu); var ca = vec4f(0.0);
   for (var l = 0u; l < p.L; l++) {
     let x = vec4f(a[ra.x + l], a[ra.y + l], a[ra.z + l], a[ra.w + l]);
-    let o = l * sbl;
-    let wv = vec4f(w(rb.x + o), w(rb.y + o), w(rb.z + o), w(rb.w + o));
+    let i = rb + vec4u(l * sbl);
+    let b = i >> vec4u(p.bshift);
+    if (b.x != cb.x) { cb.x = b.x; ca.x = absmax(b.x); }
+    if (b.y != cb.y) { cb.y = b.y; ca.y = absmax(b.y); }
+    if (b.z != cb.z) { cb.z = b.z; ca.z = absmax(b.z); }
+    if (b.w != cb.w) { cb.w = b.w; ca.w = absmax(b.w); }
+    let wv = vec4f(wa(i.x, ca.x), wa(i.y, ca.y), wa(i.z, ca.z), wa(i.w, ca.w));
     c0 += x.x * wv; c1 += x.y * wv; c2 += x.z * wv; c3 += x.w * wv;
   }
   let cs = array<vec4f, 4>(c0, c1, c2, c3);
