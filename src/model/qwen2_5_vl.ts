@@ -221,9 +221,8 @@ export class Qwen2_5_VL {
     }
     const config = parseConfig(new TextDecoder().decode(bytes), `${source.id}: config.json`);
     const quant = quantPlan(config, opts, `${source.id}: config.json`);
-    const nf4 = quant.quantize || quant.prequantized ? ('nf4' as const) : undefined;
-    Qwen2_5_VL.checkMemory(config, g.limits, { ...opts, quantize: nf4 });
-    const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal, quant: nf4 ? quant : undefined });
+    Qwen2_5_VL.checkMemory(config, g.limits, opts);
+    const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal, quant: quant.quantize || quant.prequantized ? quant : undefined });
     const m = new Qwen2_5_VL(config, w, opts);
     try {
       if (opts.lora) m.setAdapter(initLora(config, opts.lora, opts.loraSeed ?? 0));
@@ -239,7 +238,9 @@ export class Qwen2_5_VL {
   /** Refuse, with the numbers, a model whose LoRA step would not fit the adapter. */
   static checkMemory(config: QwenVLConfig, limits: Record<string, number>, opts: LoadOptions = {}): void {
     const plan = opts.plan ?? { images: [{ height: 448, width: 448 }], textTokens: 256 };
-    const est = estimateMemory({ config, lora: opts.lora ?? defaultLoraConfig(), images: plan.images, textTokens: plan.textTokens, recompute: opts.recompute ?? false, quantize: opts.quantize, quantizeVision: opts.quantizeVision });
+    // NF4 when asked to quantise or when the checkpoint is bitsandbytes 4-bit (model/quant.ts)
+    const q = quantPlan(config, opts);
+    const est = estimateMemory({ config, lora: opts.lora ?? defaultLoraConfig(), images: plan.images, textTokens: plan.textTokens, recompute: opts.recompute ?? false, quantize: q.quantize || q.prequantized ? 'nf4' : undefined, quantizeVision: q.quantizeVision, doubleQuant: q.doubleQuant });
     const lim = { maxBufferSize: limits.maxBufferSize, maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize };
     const chk = checkMemory(est, lim, { budgetBytes: opts.budgetBytes, canSplit: true });
     // the vocabulary tables and the logits chunk are split / row-blocked here; nothing else is
