@@ -10,13 +10,14 @@ import { fromData, read } from '../gpu/tensor.ts';
 import { readSafetensors, bytesToF32 } from '../model/safetensors.ts';
 import { dequantizeNf4, matmulNf4BackwardInputCpu, matmulNf4Cpu, quantizeNf4 } from './cpu/nf4.ts';
 import { setMatmulVariant, type MatmulVariant } from './matmul.ts';
+import { nf4Variant, setNf4Variant, tuneMatmulNf4 } from './matmulNf4.ts';
 import { dequantizeNf4Gpu, matmulNf4, matmulNf4BackwardInput, matmulW, matmulWBackwardInput } from './matmulNf4.ts';
 import { expectClose, rand } from './testUtil.ts';
 import { loraLinear, loraLinearBackward } from './lora.ts';
 import { loraLinearBackwardCpu, loraLinearCpu } from './cpu/lora.ts';
 
 beforeAll(async () => { await nodeGpu(); });
-afterAll(async () => { setMatmulVariant(undefined); await closeGpu(); });
+afterAll(async () => { setMatmulVariant(undefined); setNf4Variant(undefined); await closeGpu(); });
 
 const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 const bf16Values = (x: Float32Array) => Float32Array.from(x, (v) => new Float32Array(new Uint32Array([(new Uint32Array(new Float32Array([v]).buffer)[0] & 0xffff0000) >>> 0]).buffer)[0]);
@@ -58,7 +59,7 @@ const SHAPES: [number, number, number][] = [[5, 7, 3], [1, 1, 1], [37, 53, 29], 
 const VARIANTS: MatmulVariant[] = ['reg', 'tiled'];
 
 describe.each(VARIANTS)('NF4 matmul (%s)', (variant) => {
-  beforeAll(() => setMatmulVariant(variant));
+  beforeAll(() => { setMatmulVariant(variant); setNf4Variant(variant); });
 
   it.each(SHAPES)('forward y = x·Wᵀ + b and backward dx = dy·W, M=%i N=%i K=%i', async (M, N, K) => {
     for (const dq of [false, true]) {
@@ -118,7 +119,7 @@ describe.each(VARIANTS)('NF4 matmul (%s)', (variant) => {
 });
 
 describe.each(VARIANTS)('LoRA linear on an NF4 base (QLoRA) (%s)', (variant) => {
-  beforeAll(() => setMatmulVariant(variant));
+  beforeAll(() => { setMatmulVariant(variant); setNf4Variant(variant); });
   it.each([[7, 45, 70, 4], [13, 64, 33, 8]] as const)('T=%i out=%i in=%i r=%i: forward and backward vs CPU, with dropout', async (T, outF, inF, r) => {
     const d = quantizeNf4(bf16Values(rand(outF * inF, 31, 0.2)), [outF, inF], { doubleQuant: true });
     const w = uploadNf4(d, 'base');
@@ -136,5 +137,17 @@ describe.each(VARIANTS)('LoRA linear on an NF4 base (QLoRA) (%s)', (variant) => 
     expectClose(await read(g.dA), rg.dA, 'dA');
     expectClose(await read(g.dB), rg.dB, 'dB');
     w.release();
+  });
+});
+
+describe('NF4 variant choice', () => {
+  it('tuning times both variants and remembers one; the override wins', async () => {
+    setNf4Variant(undefined);
+    const t = await tuneMatmulNf4({ m: 16, n: 32, k: 64, reps: 1, force: true });
+    expect(Number.isFinite(t.ms.reg) && Number.isFinite(t.ms.tiled)).toBe(true);
+    expect(nf4Variant()).toBe(t.variant);
+    setNf4Variant('reg');
+    expect(nf4Variant()).toBe('reg');
+    setNf4Variant(undefined);
   });
 });

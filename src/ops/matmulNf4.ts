@@ -1,15 +1,21 @@
 // Matmul with an NF4 weight (shaders/matmul_nf4.wgsl): y = x·Wᵀ (+ b) and dx = dy·W, W dequantised
-// in the kernel. The variant (register-blocked 'reg' / workgroup-tiled 'tiled') follows the
-// per-adapter choice of src/ops/matmul.ts (matmulVariant: tuned, cached, overridable).
+// in the kernel. Two variants as for f32/bf16 (register-blocked 'reg', workgroup-tiled 'tiled'),
+// chosen per adapter apart from the plain matmul's choice: dequantising costs more than the
+// multiply-add it feeds, and the tiled kernel dequantises each W element once per 64 rows where
+// the register kernel does it once per 4 — on SwiftShader tiled ran 64×512×512 5× faster than reg
+// (same run), although reg wins there for bf16. Default 'tiled'; tuneMatmulNf4() times both once
+// per adapter and remembers the winner (module map + localStorage); setNf4Variant() or
+// PATCHWORK_MATMUL_NF4=reg|tiled override it.
 //
 // matmulW / matmulWBackwardInput take any frozen weight — f32, bf16 or NF4 — and route to the
 // right kernel: the model's linear call sites use them, so a quantised base needs no other change.
 import code from '../../shaders/matmul_nf4.wgsl?raw';
-import { GpuError } from '../gpu/device.ts';
-import { dispatch, grid, kernel, type Kernel } from '../gpu/kernel.ts';
-import { isNf4, type Nf4Tensor } from '../gpu/nf4.ts';
-import { empty, type Tensor } from '../gpu/tensor.ts';
-import { matmul, matmulBackwardInput, matmulVariant, type LinearOptions, type MatmulVariant } from './matmul.ts';
+import { gpu, GpuError } from '../gpu/device.ts';
+import { dispatch, flush, grid, kernel, type Kernel } from '../gpu/kernel.ts';
+import { isNf4, uploadNf4, type Nf4Tensor } from '../gpu/nf4.ts';
+import { empty, fromData, read, type Tensor } from '../gpu/tensor.ts';
+import { quantizeNf4 } from './cpu/nf4.ts';
+import { matmul, matmulBackwardInput, type LinearOptions, type MatmulVariant } from './matmul.ts';
 
 export { isNf4 } from '../gpu/nf4.ts';
 
@@ -25,6 +31,67 @@ function k(entry: string, shape?: { WG: number; TX: number }): Kernel {
 
 const ROUND = { float32: 0, bfloat16: 1, float16: 2 } as const;
 
+// ---- variant choice ---------------------------------------------------------------------------
+
+const tuned = new Map<string, MatmulVariant>();
+let forced: MatmulVariant | undefined;
+const LS_KEY = 'patchwork.matmulNf4Variant:';
+
+function storage(): Storage | undefined {
+  try {
+    return (globalThis as { localStorage?: Storage }).localStorage;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Force a variant for every later NF4 matmul (undefined = back to the tuned/default choice). */
+export function setNf4Variant(v: MatmulVariant | undefined): void {
+  forced = v;
+}
+
+/** The variant NF4 matmuls use now: override, else the tuned choice for this adapter, else 'tiled'. */
+export function nf4Variant(): MatmulVariant {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PATCHWORK_MATMUL_NF4;
+  const f = forced ?? (env === 'reg' || env === 'tiled' ? env : undefined);
+  if (f) return f;
+  const name = gpu().adapterName;
+  let v = tuned.get(name);
+  if (!v) {
+    const s = storage()?.getItem(LS_KEY + name);
+    if (s === 'reg' || s === 'tiled') tuned.set(name, (v = s));
+  }
+  return v ?? 'tiled';
+}
+
+/** Time both variants on y = x·Wᵀ (default 256×512×512, double-quantised W) and remember the faster. */
+export async function tuneMatmulNf4(opts: { m?: number; n?: number; k?: number; reps?: number; force?: boolean } = {}): Promise<{ variant: MatmulVariant; ms: Record<MatmulVariant, number> }> {
+  const { m = 256, n = 512, k: kd = 512, reps = 3 } = opts;
+  const name = gpu().adapterName;
+  const ms = { reg: Infinity, tiled: Infinity } as Record<MatmulVariant, number>;
+  if (!opts.force && tuned.has(name)) return { variant: tuned.get(name)!, ms };
+  const rnd = (len: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(i * 12.9898) * 0.5);
+  const x = fromData(rnd(m * kd), [m, kd], 'f32', 'tune.x');
+  const w = uploadNf4(quantizeNf4(rnd(n * kd), [n, kd], { doubleQuant: true }), 'tune.w');
+  const y = empty([m, n], 'f32', 'tune.y');
+  const variants: MatmulVariant[] = ['reg', 'tiled'];
+  for (const v of variants) { matmulNf4(x, w, { out: y, variant: v }); await read(y); }
+  for (let r = 0; r < reps; r++) {
+    for (const v of variants) {
+      const t0 = performance.now();
+      matmulNf4(x, w, { out: y, variant: v });
+      flush();
+      await gpu().device.queue.onSubmittedWorkDone();
+      ms[v] = Math.min(ms[v], performance.now() - t0);
+    }
+  }
+  for (const t of [x, w, y]) t.release();
+  const variant: MatmulVariant = ms.reg < 0.85 * ms.tiled ? 'reg' : 'tiled';
+  tuned.set(name, variant);
+  try { storage()?.setItem(LS_KEY + name, variant); } catch { /* storage full or denied */ }
+  return { variant, ms };
+}
+
 /** The uniform block and the storage bindings shared by every entry point. */
 function setup(w: Nf4Tensor, M: number, N: number, L: number, flags: number, alpha: number, beta: number, sbl: number, sbj: number) {
   const s = w.storage;
@@ -39,7 +106,7 @@ function run(dir: 'fwd' | 'bwd', a: Tensor, w: Nf4Tensor, out: Tensor, M: number
   const flags = (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0);
   const { params, fmt, bufs } = setup(w, M, N, L, flags, opts.alpha ?? 1, opts.accumulate ? 1 : 0, sbl, sbj);
   const bias = opts.bias ?? w.storage.qmap; // unused unless flags say so
-  const variant = opts.variant ?? matmulVariant();
+  const variant = opts.variant ?? nf4Variant();
   if (variant === 'tiled') {
     dispatch(k(`${dir}_tiled`), [a, ...bufs, bias, out], [Math.ceil(N / 64), Math.ceil(M / 64)], params, fmt);
     return;
