@@ -16,7 +16,7 @@ import { hubSource } from './sources/hub.ts';
 import { memorySource } from './sources/source.ts';
 import { parseConfig } from './config.ts';
 import { uploadWeights } from './gpuWeights.ts';
-import { parseQuantizationConfig, quantPlan, shouldConvertModule } from './quant.ts';
+import { bitsandbytesConfig, parseQuantizationConfig, quantizedModules, quantPlan, shouldConvertModule } from './quant.ts';
 import { Qwen2_5_VL } from './qwen2_5_vl.ts';
 import { defaultLoraConfig } from './lora.ts';
 import { addInPlace } from '../ops/elementwise.ts';
@@ -178,6 +178,15 @@ describe('refusals and bad inputs', () => {
   it('refuses a GPTQ checkpoint through load, naming the file', async () => {
     const src = await edited((ts) => ts, (c) => { c.quantization_config = { quant_method: 'gptq', bits: 4 }; });
     await expect(Qwen2_5_VL.load(src)).rejects.toThrow(/bad-bnb: config\.json: quantization_config\.quant_method "gptq" is not supported/);
+  });
+  it('the cluster bundle\'s BitsAndBytesConfig round-trips through our own parser and skip rule', () => {
+    const cfg = cfgWith({ quant_method: 'bitsandbytes', ...bitsandbytesConfig({ quantizeVision: false }) });
+    const b = parseQuantizationConfig(cfg)!;
+    expect(b.doubleQuant).toBe(true);
+    const mods = quantizedModules(cfg, quantPlan(cfg, {}));
+    expect(mods.some((m) => m.startsWith('visual.'))).toBe(false);
+    expect(mods).toContain('model.layers.0.mlp.down_proj');
+    expect(quantizedModules(cfg, quantPlan(parseConfig({ ...cfg.raw, quantization_config: { quant_method: 'bitsandbytes', ...bitsandbytesConfig() } }), {}))).toContain('visual.merger.mlp.0');
   });
   it('skip-module matching follows transformers', () => {
     expect(shouldConvertModule('lm_head', ['lm_head'])).toBe(false);

@@ -290,3 +290,21 @@ export function quantizedModules(cfg: QwenVLConfig, plan: QuantPlan): string[] {
 export function fullPrecisionBaseId(id: string): string {
   return id.replace(/(-unsloth)?-bnb-4bit$|-bnb-nf4$|-nf4$|-4bit$/i, '');
 }
+
+/**
+ * transformers' BitsAndBytesConfig keyword arguments for the same NF4 base on a cluster (the
+ * cluster bundle's train.py: `BitsAndBytesConfig(**bnb)`, then `prepare_model_for_kbit_training`).
+ * quantizeVision false skips the vision tower by the module names of both transformers layouts
+ * (`model.visual.*` in ≥ 4.52, `visual.*` before); lm_head is listed because an explicit skip list
+ * replaces transformers' default one.
+ */
+export function bitsandbytesConfig(opts: { quantizeVision?: boolean; doubleQuant?: boolean } = {}): Record<string, unknown> {
+  return {
+    load_in_4bit: true,
+    bnb_4bit_quant_type: 'nf4',
+    bnb_4bit_use_double_quant: opts.doubleQuant ?? true,
+    bnb_4bit_compute_dtype: 'bfloat16',
+    bnb_4bit_quant_storage: 'uint8',
+    llm_int8_skip_modules: opts.quantizeVision === false ? ['lm_head', 'model.visual', 'visual'] : ['lm_head'],
+  };
+}
