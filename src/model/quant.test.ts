@@ -73,6 +73,11 @@ describe('bitsandbytes 4-bit checkpoint', () => {
     const e = maxErr(r.logps, fx.logps);
     console.log(`NF4 checkpoint log-probs vs transformers (f64) on the dequantised weights: max err ${e.err.toExponential(2)}, tol ${e.tol.toExponential(2)}`);
     expect(e.err).toBeLessThanOrEqual(e.tol);
+    // greedy KV-cache generation runs on the NF4 base and agrees with the full forward's argmax
+    const [gen] = await m.generate([{ inputIds: fx.ids, images: fx.images }], { maxNewTokens: 3, stopIds: [] });
+    expect(gen.length).toBe(3);
+    const full = await m.logps({ inputIds: Int32Array.from([...fx.ids, gen[0]]), images: fx.images, scoreStart: fx.ids.length }, { lora: false, train: false });
+    expect(full.hits[0]).toBe(1);
     const t = await m.logps({ inputIds: fx.textIds, scoreStart: 1 }, { lora: false, train: false });
     expect(maxErr(t.logps, fx.textLogps).err).toBeLessThanOrEqual(maxErr(t.logps, fx.textLogps).tol);
     m.dispose();
@@ -174,6 +179,9 @@ describe('refusals and bad inputs', () => {
     [{ quant_method: 'bitsandbytes', load_in_8bit: true }, /8-bit/],
   ])('refuses %j', (q, re) => {
     expect(() => parseQuantizationConfig(cfgWith(q))).toThrow(re);
+  });
+  it('refuses an unknown quantize option', async () => {
+    await expect(Qwen2_5_VL.load(await dirSource(join(GOLDEN, 'tiny-qwen2_5_vl')), { quantize: 'fp4' as never })).rejects.toThrow(/quantize "fp4" is not supported: use "nf4"/);
   });
   it('refuses a GPTQ checkpoint through load, naming the file', async () => {
     const src = await edited((ts) => ts, (c) => { c.quantization_config = { quant_method: 'gptq', bits: 4 }; });
