@@ -5,9 +5,10 @@
 // image + 64 text tokens, LoRA r 16 on the 7 text projections, recomputation on. Prints the GPU
 // buffer pool's peak during the step next to src/model/memory.ts's estimate for the same request.
 //
-//   npx tsx --import ./scripts/raw-loader.mjs scripts/nf4_memory.ts [--layers N] [--vision-depth N] [--no-recompute] [--bf16]
-// Full 3B (36 layers, vision depth 32) takes ~7+ min on SwiftShader; `--layers 4 --vision-depth 4`
-// measures the same widths in a fraction of it.
+//   npx tsx --import ./scripts/raw-loader.mjs scripts/nf4_memory.ts [--layers N] [--vision-depth N]
+//     [--image S] (square side in pixels, default 448) [--text N] (default 64) [--no-recompute] [--bf16]
+// Full 3B (36 layers, vision depth 32, 448×448) takes hours on a loaded SwiftShader; `--layers 1
+// --vision-depth 1 --image 112 --text 32` measures the same widths in minutes.
 import { nodeGpu } from '../src/gpu/node.ts';
 import { flush } from '../src/gpu/kernel.ts';
 import { memory, trimPool } from '../src/gpu/tensor.ts';
@@ -21,7 +22,7 @@ import { AdamW, ADAMW_DEFAULTS } from '../src/train/optimizer.ts';
 
 const args = process.argv.slice(2);
 const opt = (f: string, d: number) => (args.includes(f) ? Number(args[args.indexOf(f) + 1]) : d);
-const layers = opt('--layers', 36), depth = opt('--vision-depth', 32);
+const layers = opt('--layers', 36), depth = opt('--vision-depth', 32), side = opt('--image', 448), text = opt('--text', 64);
 const recompute = !args.includes('--no-recompute');
 const quantize = args.includes('--bf16') ? undefined : ('nf4' as const);
 
@@ -106,8 +107,10 @@ const t0 = performance.now();
 const model = await Qwen2_5_VL.load(randomSource(), { quantize, lora, recompute, budgetBytes: 64 * 2 ** 30 });
 console.log(`loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s; weights on the GPU ${gib(memory.live)}`);
 
-// one 448×448 image (32×32 patches → 256 image tokens) + 64 text tokens
-const grid = [1, 32, 32], M = (grid[1] * grid[2]) / 4, text = 64, L = text + M;
+// one side×side image (448: 32×32 patches → 256 image tokens) + `text` text tokens
+const gp = side / 14;
+if (!Number.isInteger(gp / 2)) throw new Error(`--image ${side} must be a multiple of 28`);
+const grid = [1, gp, gp], M = (grid[1] * grid[2]) / 4, L = text + M;
 const ids = new Int32Array(L);
 for (let i = 0; i < L; i++) ids[i] = 100 + ((i * 7919) % 5000);
 ids[4] = cfg.visionStartTokenId;
@@ -115,7 +118,7 @@ ids.fill(cfg.imageTokenId, 5, 5 + M);
 ids[5 + M] = cfg.visionEndTokenId;
 const K = 3 * cfg.vision.temporalPatchSize * cfg.vision.patchSize ** 2;
 const pixelValues = Float32Array.from({ length: grid[1] * grid[2] * K }, (_, i) => Math.sin(i) * 0.5);
-const scored = 20;
+const scored = Math.min(20, text - 8);
 
 const opt2 = new AdamW(model.loraParams(), ADAMW_DEFAULTS);
 flush();
@@ -131,8 +134,9 @@ flush();
 await g.device.queue.onSubmittedWorkDone();
 const secs = (performance.now() - t1) / 1000;
 
-const est = estimateMemory({ config: cfg, lora, images: [{ height: 448, width: 448 }], textTokens: text, recompute, quantize });
+const est = estimateMemory({ config: cfg, lora, images: [{ height: side, width: side }], resized: true, textTokens: text, recompute, quantize });
 console.log(formatEstimate(est));
+console.log(`request: ${layers} decoder layers, vision depth ${depth}, one ${side}×${side} image (${M} tokens) + ${text} text tokens, recompute ${recompute}, ${quantize ?? 'bf16'}`);
 console.log(`SFT step ${secs.toFixed(0)} s; loss ${(-r.logps.reduce((a, b) => a + b, 0) / scored).toFixed(3)}`);
 console.log(`pool before the step ${gib(before)}; pool peak during the step ${gib(memory.peak)}; estimate ${gib(est.totalBytes)}; peak / estimate = ${(memory.peak / est.totalBytes).toFixed(3)}`);
 model.dispose();
