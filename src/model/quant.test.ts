@@ -167,6 +167,12 @@ describe('quantise on load', () => {
     for (let i = 0; i < ref.length; i++) d = Math.max(d, Math.abs(ref[i] - got[i]));
     expect(got.every(Number.isFinite)).toBe(true);
     expect(d).toBeGreaterThan(0); // it really is quantised (the exact values: the test above and the checkpoint test)
+    const nv = await Qwen2_5_VL.load(src, { quantize: 'nf4', quantizeVision: false });
+    const wv = (nv as unknown as { w: { get(n: string): { dtype: string } } }).w;
+    expect(wv.get('visual.blocks.0.attn.q.weight').dtype).toBe('bf16');
+    expect(wv.get('visual.merger.mlp.0.weight').dtype).toBe('bf16');
+    expect(isNf4(wv.get('model.layers.0.self_attn.o_proj.weight') as never)).toBe(true);
+    nv.dispose();
   });
 });
 
