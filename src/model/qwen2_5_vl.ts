@@ -32,6 +32,7 @@ import { mropeTables, type RopeTables } from '../ops/rope.ts';
 import { getRopeIndex } from '../data/ropeIndex.ts';
 import { parseConfig, type QwenVLConfig } from './config.ts';
 import { uploadWeights, type GpuWeights, type UploadProgress } from './gpuWeights.ts';
+import { quantPlan } from './quant.ts';
 import { defaultLoraConfig, initLora, peftKey, type LoraAdapter, type LoraConfig } from './lora.ts';
 import { checkMemory, estimateMemory, gib, mib, neededSplits } from './memory.ts';
 import { MissingFileError, type ModelSource } from './sources/source.ts';
@@ -68,9 +69,10 @@ export interface LoadOptions {
   /** vocabulary rows per lm_head shard (default 16384, capped by the binding limit) */
   vocabChunk?: number;
   signal?: AbortSignal;
-  /** 'nf4': store the frozen base Linear weights as bitsandbytes NF4 (QLoRA); default full precision */
+  /** 4-bit NF4 base (QLoRA): quantise the Linear layers on load (model/quant.ts); a bitsandbytes
+   *  4-bit checkpoint (config.json quantization_config) loads as NF4 without it */
   quantize?: 'nf4';
-  /** with quantize: the vision tower's Linear layers too (default true, as bitsandbytes does); false keeps them BF16 */
+  /** with NF4, quantise the vision tower's Linear layers too (default true, as bitsandbytes) */
   quantizeVision?: boolean;
 }
 
@@ -189,8 +191,9 @@ export class Qwen2_5_VL {
   static async load(source: ModelSource, opts: LoadOptions = {}): Promise<Qwen2_5_VL> {
     const g = gpu();
     const config = await readModelConfig(source);
+    const quant = quantPlan(config, opts, `${source.id}: config.json`);
     Qwen2_5_VL.checkMemory(config, g.limits, opts);
-    const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal });
+    const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal, quant: quant.quantize || quant.prequantized ? quant : undefined });
     const m = new Qwen2_5_VL(config, w, opts);
     try {
       if (opts.lora) m.setAdapter(initLora(config, opts.lora, opts.loraSeed ?? 0));
@@ -206,7 +209,9 @@ export class Qwen2_5_VL {
   /** Refuse, with the numbers, a model whose LoRA step would not fit the adapter. */
   static checkMemory(config: QwenVLConfig, limits: Record<string, number>, opts: LoadOptions = {}): void {
     const plan = opts.plan ?? { images: [{ height: 448, width: 448 }], textTokens: 256 };
-    const est = estimateMemory({ config, lora: opts.lora ?? defaultLoraConfig(), images: plan.images, textTokens: plan.textTokens, recompute: opts.recompute ?? false });
+    // NF4 when asked to quantise or when the checkpoint is bitsandbytes 4-bit (model/quant.ts)
+    const q = quantPlan(config, opts);
+    const est = estimateMemory({ config, lora: opts.lora ?? defaultLoraConfig(), images: plan.images, textTokens: plan.textTokens, recompute: opts.recompute ?? false, quantize: q.quantize || q.prequantized ? 'nf4' : undefined, quantizeVision: q.quantizeVision, doubleQuant: q.doubleQuant });
     const lim = { maxBufferSize: limits.maxBufferSize, maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize };
     const chk = checkMemory(est, lim, { budgetBytes: opts.budgetBytes, canSplit: true });
     // the vocabulary tables and the logits chunk are split / row-blocked here; nothing else is

@@ -21,6 +21,7 @@ import { lsgBackwardChunk, lsgBegin, lsgChunk, lsgFinish } from '../ops/softmaxG
 import { lmHeadLogSoftmax, lmHeadLogSoftmaxBackward } from '../ops/lmHead.ts';
 import { loraLinear, loraLinearBackward, type DropoutSpec } from '../ops/lora.ts';
 import { matmul, matmulBackwardInput } from '../ops/matmul.ts';
+import { matmulW, matmulWBackwardInput } from '../ops/matmulNf4.ts';
 import { rmsnorm, rmsnormBackward } from '../ops/rmsnorm.ts';
 import { ropeApply, ropeBackward, type RopeTables } from '../ops/rope.ts';
 import { swiglu, swigluBackward } from '../ops/swiglu.ts';
@@ -98,7 +99,7 @@ export function linear(ctx: TextCtx, module: string, x: Tensor, keep: boolean): 
   const w = ctx.w.get(`${module}.weight`);
   const bias = ctx.w.has(`${module}.bias`) ? ctx.w.get(`${module}.bias`) : undefined;
   const l = loraOf(ctx, module);
-  if (!l) return { y: matmul(x, w, { bias, name: `${module}.y` }) };
+  if (!l) return { y: matmulW(x, w, { bias, name: `${module}.y` }) };
   const r = loraLinear(x, { weight: w, bias, loraA: l.A, loraB: l.B, scaling: l.spec.scaling }, { name: module, dropout: dropoutOf(ctx, l) });
   if (!keep) {
     r.xa?.release();
@@ -111,7 +112,7 @@ export function linear(ctx: TextCtx, module: string, x: Tensor, keep: boolean): 
 export function linearBackward(ctx: TextCtx, module: string, dy: Tensor, x: Tensor, xa: Tensor | undefined): Tensor {
   const w = ctx.w.get(`${module}.weight`);
   const l = loraOf(ctx, module);
-  if (!l) return matmulBackwardInput(dy, w, { name: `${module}.dx` });
+  if (!l) return matmulWBackwardInput(dy, w, { name: `${module}.dx` });
   if (!xa) throw new Error(`backward of ${module}: the forward kept no x·Aᵀ`);
   const g = loraLinearBackward(dy, x, xa, { weight: w, loraA: l.A, loraB: l.B, scaling: l.spec.scaling }, { dA: l.gA, dB: l.gB, accumulate: true, name: module, dropout: dropoutOf(ctx, l) });
   return g.dx!;

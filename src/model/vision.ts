@@ -18,7 +18,7 @@ import { add, addInPlace, gatherRows, scatterRows } from '../ops/elementwise.ts'
 import { attentionVarlen, attentionVarlenBackward } from '../ops/attention.ts';
 import { gelu, geluBackward } from '../ops/gelu.ts';
 import { loraLinearParts, loraLinearPartsBackward, type LoraPartsWeights } from '../ops/lora.ts';
-import { matmul, matmulBackwardInput } from '../ops/matmul.ts';
+import { matmulW, matmulWBackwardInput } from '../ops/matmulNf4.ts';
 import { patchEmbed } from '../ops/patchEmbed.ts';
 import { rmsnorm, rmsnormBackward } from '../ops/rmsnorm.ts';
 import { ropeApply, ropeBackward, visionRopeTables, type RopeTables } from '../ops/rope.ts';
@@ -135,7 +135,7 @@ export function visionBlockForward(ctx: TextCtx, b: number, x: Tensor, rope: Rop
     if (keep) xaQkv = r.xa;
     else r.xa.release();
   } else {
-    [q0, k0, v0] = qkvParts(w, p).map((pt, j) => matmul(n1.y, pt.weight, { bias: pt.bias, name: `${p}attn.${'qkv'[j]}` }));
+    [q0, k0, v0] = qkvParts(w, p).map((pt, j) => matmulW(n1.y, pt.weight, { bias: pt.bias, name: `${p}attn.${'qkv'[j]}` }));
   }
   const q = ropeApply(q0.view([N, heads, hd]), rope), k = ropeApply(k0.view([N, heads, hd]), rope);
   q0.release();
@@ -194,9 +194,9 @@ export function visionBlockBackward(ctx: TextCtx, b: number, x: Tensor, a: Visio
     if (!xa) throw new Error(`backward of ${p}attn.qkv: the forward kept no x·Aᵀ`);
     dh1 = loraLinearPartsBackward(dys, a.h1, xa, qkvLora(lq, parts), { dA: lq.gA, dB: lq.gB, accumulate: true, name: p + 'attn.qkv', dropout: dropoutOf(ctx, lq) }).dx;
   } else {
-    dh1 = matmulBackwardInput(dys[0], parts[0].weight, { name: `${p}attn.qkv.dx` });
-    matmulBackwardInput(dys[1], parts[1].weight, { out: dh1, accumulate: true });
-    matmulBackwardInput(dys[2], parts[2].weight, { out: dh1, accumulate: true });
+    dh1 = matmulWBackwardInput(dys[0], parts[0].weight, { name: `${p}attn.qkv.dx` });
+    matmulWBackwardInput(dys[1], parts[1].weight, { out: dh1, accumulate: true });
+    matmulWBackwardInput(dys[2], parts[2].weight, { out: dh1, accumulate: true });
   }
   for (const t of [dq, dk, g.dv]) t.release();
   const dx = rmsnormBackward(dh1, x, w.get(p + 'norm1.weight'), a.rstd1).dx;
