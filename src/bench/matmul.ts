@@ -4,9 +4,12 @@ import { gpu } from '../gpu/device.ts';
 import { empty, fromData, read, type Tensor } from '../gpu/tensor.ts';
 import { matmul } from '../ops/matmul.ts';
 import { jaxPeer, ortPeer, tfjsPeer, type Peer, type Prepared } from './peers.ts';
+import type { BenchRow } from './report.ts';
 
 export interface MatmulShape { m: number; n: number; k: number; what: string }
 type Log = (line: string) => void;
+type Add = (row: BenchRow) => void;
+const ms = (v: number) => (Number.isFinite(v) ? v : null);
 
 async function idle(): Promise<void> {
   flush();
@@ -45,7 +48,7 @@ function oursPrepared(x: Tensor, w: Tensor, y: Tensor): Prepared {
 }
 
 /** Time y = x·Wᵀ ([M,K]·[N,K]ᵀ) for ours (f32 W, bf16 W) and each peer; print GFLOP/s and ratios. */
-export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; rounds: number; log: Log }): Promise<void> {
+export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; rounds: number; log: Log; add?: Add }): Promise<void> {
   const { log } = o;
   const makers: Record<string, () => Promise<Peer>> = { tfjs: tfjsPeer, ort: ortPeer, jax: jaxPeer };
   const peers: Peer[] = [];
@@ -125,6 +128,10 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
       ...ps.map((p) => pad(ratio(o16.ms, p.ms), 12)),
     ];
     log(line.join(' '));
+    const peerMs = Object.fromEntries(ps.map((p) => [p.name, ms(p.ms)]));
+    for (const [oi, dt] of [[o32, 'f32'], [o16, 'bf16']] as const) {
+      o.add?.({ group: 'matmul', name: `${s.what} ${dt} W`, shape: `${m}×${n}×${k}`, ours_ms: ms(oi.ms), peers: peerMs, extra: { gflops: Number.isFinite(oi.ms) ? flops / oi.ms / 1e6 : null } });
+    }
     for (const im of impls) if (im.err) log(`  ${im.name}: ${im.err}`);
     const slow = impls.filter((im) => im.slow).map((im) => im.name);
     if (slow.length) log(`  (${slow.join(', ')}: over 20 s per call, timed on one call)`);
@@ -132,7 +139,7 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
 }
 
 /** Time per call of attention, RMSNorm and log-softmax gather at Qwen2.5-VL-3B text shapes. */
-export async function benchOps(o: { log: Log; tokens?: number }): Promise<void> {
+export async function benchOps(o: { log: Log; add?: Add; tokens?: number }): Promise<void> {
   const { log } = o;
   const T = o.tokens ?? 400, H = 2048, Hq = 16, Hkv = 2, D = 128, V = 151936;
   log('');
@@ -169,9 +176,14 @@ export async function benchOps(o: { log: Log; tokens?: number }): Promise<void> 
     const m = await import('../ops/attention.ts');
     const q = fromData(rnd(T * Hq * D, 6), [T, Hq, D]), k = fromData(rnd(T * Hkv * D, 7), [T, Hkv, D]), v = fromData(rnd(T * Hkv * D, 8), [T, Hkv, D]);
     const dy = fromData(rnd(T * Hq * D, 9), [T, Hq, D]);
-    row(`attention causal GQA forward q [${T},${Hq},${D}] kv [${T},${Hkv},${D}]`, await time(() => { const r = m.attentionCausal(q, k, v); return [r.out, r.lse]; }, 2));
+    const fwd = await time(() => { const r = m.attentionCausal(q, k, v); return [r.out, r.lse]; }, 2);
+    row(`attention causal GQA forward q [${T},${Hq},${D}] kv [${T},${Hkv},${D}]`, fwd);
     const f = m.attentionCausal(q, k, v);
-    row('attention causal GQA backward (dq, dk, dv)', await time(() => { const r = m.attentionCausalBackward(q, k, v, f.out, f.lse, dy); return [r.dq, r.dk, r.dv]; }, 2));
+    const bwd = await time(() => { const r = m.attentionCausalBackward(q, k, v, f.out, f.lse, dy); return [r.dq, r.dk, r.dv]; }, 2);
+    row('attention causal GQA backward (dq, dk, dv)', bwd);
+    const shape = `q [${T},${Hq},${D}] kv [${T},${Hkv},${D}]`;
+    o.add?.({ group: 'attention_fwd', name: 'text causal GQA (attention.wgsl)', shape, ours_ms: fwd, peers: {} });
+    o.add?.({ group: 'attention_bwd', name: 'text causal GQA (attention.wgsl)', shape, ours_ms: bwd, peers: {}, extra: { bwd_over_fwd: bwd / fwd } });
     for (const t of [q, k, v, dy, f.out, f.lse]) t.release();
   } catch (e) {
     row('attention', `skipped: ${(e as Error).message.split('\n')[0]}`);
@@ -188,19 +200,24 @@ export async function benchOps(o: { log: Log; tokens?: number }): Promise<void> 
     const nChunks = Math.ceil(V / chunk);
     const note = nChunks > 1 ? ` in ${nChunks} chunks of ${chunk}` : '';
     let lse: Tensor | undefined;
-    row(`log-softmax gather forward [${T}, ${V}]${note}`, await time(() => {
+    const fwd = await time(() => {
       const st = m.lsgBegin(targets);
       for (let c = 0; c < nChunks; c++) m.lsgChunk(st, { t: logits, col0: 0, vc: Math.min(chunk, V - c * chunk) }, c * chunk);
       const r = m.lsgFinish(st);
       lse?.release();
       lse = r.lse;
       return [r.logp, r.argmax, st.state];
-    }, 2));
-    row(`log-softmax gather backward (dlogits)${note}`, await time(() => {
+    }, 2);
+    row(`log-softmax gather forward [${T}, ${V}]${note}`, fwd);
+    const bwd = await time(() => {
       const outs: Tensor[] = [];
       for (let c = 0; c < nChunks; c++) outs.push(m.lsgBackwardChunk({ t: logits, col0: 0, vc: Math.min(chunk, V - c * chunk) }, targets, lse!, dlogp, c * chunk));
       return outs;
-    }, 2));
+    }, 2);
+    row(`log-softmax gather backward (dlogits)${note}`, bwd);
+    // the gather alone, logits given (not the lm_head matmul): today's chunked path after x·Wᵀ
+    o.add?.({ group: 'lm_head', name: 'log-softmax gather fwd, logits given (softmax_gather.wgsl)', shape: `[${T}, ${V}]`, ours_ms: fwd, peers: {} });
+    o.add?.({ group: 'lm_head', name: 'log-softmax gather bwd, logits given (softmax_gather.wgsl)', shape: `[${T}, ${V}]`, ours_ms: bwd, peers: {} });
     for (const t of [targets, logits, dlogp, lse!]) t.release();
   } catch (e) {
     row('log-softmax gather', `skipped: ${(e as Error).message.split('\n')[0]}`);

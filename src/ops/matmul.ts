@@ -105,6 +105,25 @@ export async function tuneMatmul(opts: { m?: number; n?: number; k?: number; rep
   return { adapterName: name, variant, ms };
 }
 
+// ---- call log (the bench replays a step's products to measure its matmul rate) ----------------
+
+export interface GemmCall { M: number; N: number; K: number; batch: number; transA: boolean; transB: boolean; bf16: boolean; accumulate: boolean; bias: boolean; count: number }
+let gemmLog: Map<string, GemmCall> | undefined;
+
+/** Start counting every gemm by shape (until takeGemms). */
+export function recordGemms(): void {
+  gemmLog = new Map();
+}
+
+/** The distinct gemms since recordGemms, with how often each ran; stops recording. */
+export function takeGemms(): GemmCall[] {
+  const out = [...(gemmLog?.values() ?? [])];
+  gemmLog = undefined;
+  return out;
+}
+
+export const gemmFlops = (c: GemmCall) => 2 * c.batch * c.M * c.N * c.K * c.count;
+
 // ---- general strided GEMM ---------------------------------------------------------------------
 
 export interface GemmOptions {
@@ -160,6 +179,13 @@ export function gemm(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
   }
   if (batch * M * N === 0) return out;
   const bf16 = b.dtype === 'bf16';
+  if (gemmLog) {
+    const call = { M, N, K, batch, transA, transB, bf16, accumulate, bias: !!bias };
+    const key = JSON.stringify(call);
+    const c = gemmLog.get(key);
+    if (c) c.count++;
+    else gemmLog.set(key, { ...call, count: 1 });
+  }
   const sab = M * K, sbb = bb === 1 ? 0 : K * N, scb = M * N;
   const [sam, sak] = transA ? [1, M] : [K, 1];
   const [sbk, sbn] = transB ? [1, K] : [N, 1];
