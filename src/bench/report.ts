@@ -30,6 +30,8 @@ export interface BenchReport {
   started: string;
   args: string[];
   notes: string[];
+  /** feature variants (src/gpu/selftest.ts) that passed the self-test and ran */
+  variants?: string[];
   rows: BenchRow[];
 }
 
