@@ -11,6 +11,14 @@ type Log = (line: string) => void;
 type Add = (row: BenchRow) => void;
 const ms = (v: number) => (Number.isFinite(v) ? v : null);
 
+/** A peer that hangs (a wasm runtime stuck on the shared device) must not hang the bench. */
+const PEER_TIMEOUT_MS = Number((globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PATCHWORK_PEER_TIMEOUT_MS ?? 300_000);
+function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no answer in ${PEER_TIMEOUT_MS / 1000} s (skipped)`)), PEER_TIMEOUT_MS); });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
 async function idle(): Promise<void> {
   flush();
   await gpu().device.queue.onSubmittedWorkDone();
@@ -52,14 +60,17 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
   const { log } = o;
   const makers: Record<string, () => Promise<Peer>> = { tfjs: tfjsPeer, ort: ortPeer, jax: jaxPeer };
   const peers: Peer[] = [];
+  const keys: string[] = [];
+  const hung = new Set<string>(); // peers that timed out once are not asked again // the report's peer keys: tfjs, ort, jax (versions go to the log)
   const label: Record<string, string> = { tfjs: 'tf.js', ort: 'ORT', jax: 'jax-js' };
   const cols: string[] = [];
   for (const p of o.peers) {
     const mk = makers[p];
     if (!mk) { log(`peer "${p}" unknown (tfjs, ort, jax)`); continue; }
     try {
-      const peer = await mk();
+      const peer = await withTimeout(mk(), `peer ${p}`);
       peers.push(peer);
+      keys.push(p);
       cols.push(label[p]);
       log(`peer: ${peer.name} (same device)`);
     } catch (e) {
@@ -83,8 +94,9 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
       { name: 'ours bf16', p: oursPrepared(x, w16, y), ms: Infinity },
     ];
     for (const peer of peers) {
+      if (hung.has(peer.name)) { impls.push({ name: peer.name, err: 'skipped: it hung on an earlier shape', ms: Infinity }); continue; }
       try {
-        impls.push({ name: peer.name, p: await peer.prepare(m, n, k, xv, wv), ms: Infinity });
+        impls.push({ name: peer.name, p: await withTimeout(peer.prepare(m, n, k, xv, wv), `${peer.name} prepare`), ms: Infinity });
       } catch (e) {
         impls.push({ name: peer.name, err: (e as Error).message.split('\n')[0], ms: Infinity });
       }
@@ -95,7 +107,7 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
       for (const im of impls) {
         if (!im.p) continue;
         try {
-          const r = await im.p.result();
+          const r = await withTimeout(im.p.result(), `${im.name} result`);
           if (!ref) { ref = r; continue; }
           let err = 0, scale = 0;
           for (let i = 0; i < ref.length; i++) { err = Math.max(err, Math.abs(r[i] - ref[i])); scale = Math.max(scale, Math.abs(ref[i])); }
@@ -109,15 +121,16 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
     const reps = Math.max(1, Math.min(20, Math.round(2e8 / flops)));
     for (const im of impls) { // warm-up: compile pipelines, upload, allocate
       if (!im.p) continue;
-      try { im.once = await im.p.time(1); } catch (e) { im.err = (e as Error).message.split('\n')[0]; im.p = undefined; }
+      try { im.once = await withTimeout(im.p.time(1), `${im.name} warm-up`); } catch (e) { im.err = (e as Error).message.split('\n')[0]; im.p = undefined; }
     }
     for (const im of impls) if ((im.once ?? 0) > 20_000) { im.ms = im.once!; im.slow = true; } // compile is noise next to 20+ s
     for (let r = 0; r < o.rounds; r++) {
       for (const im of impls) {
         if (!im.p || im.slow) continue;
-        try { im.ms = Math.min(im.ms, await im.p.time(reps)); } catch (e) { im.err = (e as Error).message.split('\n')[0]; im.p = undefined; }
+        try { im.ms = Math.min(im.ms, await withTimeout(im.p.time(reps), `${im.name} timing`)); } catch (e) { im.err = (e as Error).message.split('\n')[0]; im.p = undefined; }
       }
     }
+    for (const im of impls) if (im.err?.includes('no answer in')) hung.add(im.name);
     for (const im of impls) im.p?.dispose();
     for (const t of [x, w32, w16, y]) t.release();
     const [o32, o16, ...ps] = impls;
@@ -128,7 +141,7 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
       ...ps.map((p) => pad(ratio(o16.ms, p.ms), 12)),
     ];
     log(line.join(' '));
-    const peerMs = Object.fromEntries(ps.map((p) => [p.name, ms(p.ms)]));
+    const peerMs = Object.fromEntries(ps.map((p, i) => [keys[i], ms(p.ms)]));
     for (const [oi, dt] of [[o32, 'f32'], [o16, 'bf16']] as const) {
       o.add?.({ group: 'matmul', name: `${s.what} ${dt} W`, shape: `${m}×${n}×${k}`, ours_ms: ms(oi.ms), peers: peerMs, extra: { gflops: Number.isFinite(oi.ms) ? flops / oi.ms / 1e6 : null } });
     }

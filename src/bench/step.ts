@@ -157,8 +157,10 @@ export interface StepResult {
   tokens: number;
   imageTokens: number;
   scored: number;
-  /** median wall ms of the unprofiled steps */
+  /** median wall ms of the unprofiled steps (the profiled step's when steps = 0) */
   stepMs: number;
+  /** loss of the first step (before any update): the same folder and input give the same value in PyTorch */
+  firstLoss: number;
   steps: number;
   /** one extra, profiled step */
   profile: Profile;
@@ -237,15 +239,16 @@ export async function benchSftStep(o: { source: ModelSource; spec?: StepInputSpe
     };
     let t0 = performance.now();
     await step();
-    log(`  warm-up step (pipeline compiles): ${(performance.now() - t0).toFixed(0)} ms`);
+    const firstLoss = loss;
+    log(`  warm-up step (pipeline compiles): ${(performance.now() - t0).toFixed(0)} ms; loss ${firstLoss.toFixed(4)}`);
     const times: number[] = [];
-    const nSteps = o.steps ?? 1;
+    const nSteps = o.steps ?? 1; // 0: only the profiled step (SwiftShader: a 3B-width step takes minutes)
     for (let i = 0; i < nSteps; i++) {
       t0 = performance.now();
       await step();
       times.push(performance.now() - t0);
     }
-    const stepMs = times.slice().sort((a, b) => a - b)[Math.floor(times.length / 2)];
+    let stepMs = times.slice().sort((a, b) => a - b)[Math.floor(times.length / 2)];
     // one profiled step (passes split by kind, so it may be a little slower), with the gemm log
     recordGemms();
     startProfile(o.profileMode);
@@ -254,6 +257,7 @@ export async function benchSftStep(o: { source: ModelSource; spec?: StepInputSpe
     const profile = await stopProfile();
     const profiledStepMs = performance.now() - t0;
     const calls = takeGemms();
+    if (!times.length) stepMs = profiledStepMs; // steps = 0: the one profiled step is the step time
     const matmulFlops = calls.reduce((a, c) => a + gemmFlops(c), 0);
     const attnFlops = attentionFlops(cfg, seq);
     const matmulReplayMs = await replayGemms(calls);
@@ -263,7 +267,7 @@ export async function benchSftStep(o: { source: ModelSource; spec?: StepInputSpe
     const g = seq.images!.imageGridThw;
     return {
       model: o.source.id, tokens: L, imageTokens: (g[1] * g[2]) / cfg.vision.spatialMergeSize ** 2, scored: S,
-      stepMs, steps: nSteps, profile, profiledStepMs, matmulFlops, attentionFlops: attnFlops, matmulGflops, matmulReplayMs,
+      stepMs, firstLoss, steps: nSteps, profile, profiledStepMs, matmulFlops, attentionFlops: attnFlops, matmulGflops, matmulReplayMs,
       overheadRatio: stepMs / ideal, dispatches, gpuBytesPeak: memory.peak, loss,
     };
   } finally {
@@ -276,14 +280,14 @@ export function stepReport(name: string, r: StepResult, log: Log): BenchRow {
   const p = r.profile;
   const gpuMs = OP_KINDS.reduce((a, k) => a + p.ms[k], 0);
   log(`  ${name}: ${r.tokens} tokens (${r.imageTokens} image), ${r.scored} scored; loss ${r.loss.toFixed(3)}`);
-  log(`  step ${r.stepMs.toFixed(0)} ms (median of ${r.steps}); profiled step ${r.profiledStepMs.toFixed(0)} ms, split by ${p.mode} over ${p.segments} segments, ${r.dispatches} dispatches, ${p.submits} submits:`);
+  log(`  step ${r.stepMs.toFixed(0)} ms (${r.steps ? `median of ${r.steps}` : 'the profiled step'}); profiled step ${r.profiledStepMs.toFixed(0)} ms, split by ${p.mode} over ${p.segments} segments, ${r.dispatches} dispatches, ${p.submits} submits:`);
   for (const k of OP_KINDS) log(`    ${k.padEnd(10)} ${p.ms[k].toFixed(1).padStart(10)} ms  ${((100 * p.ms[k]) / r.profiledStepMs).toFixed(1).padStart(5)}%  ${String(p.dispatches[k]).padStart(5)} dispatches`);
   const gaps = r.profiledStepMs - gpuMs;
   log(`    ${'gaps'.padEnd(10)} ${gaps.toFixed(1).padStart(10)} ms  ${((100 * gaps) / r.profiledStepMs).toFixed(1).padStart(5)}%  (wall time outside every timed GPU segment: CPU work, submits, readbacks)`);
   log(`  FLOPs: matmul ${(r.matmulFlops / 1e9).toFixed(2)} G + attention ${(r.attentionFlops / 1e9).toFixed(2)} G; our matmul rate on the step's own products (replayed alone) ${r.matmulGflops.toFixed(2)} GFLOP/s (${r.matmulReplayMs.toFixed(0)} ms)`);
   log(`  overhead ratio = step ÷ (FLOPs at that rate) = ${r.overheadRatio.toFixed(3)}`);
   const extra: Record<string, number | string | null> = {
-    tokens: r.tokens, image_tokens: r.imageTokens, scored: r.scored, loss: r.loss, profile_mode: p.mode, profiled_step_ms: r.profiledStepMs,
+    tokens: r.tokens, image_tokens: r.imageTokens, scored: r.scored, loss: r.loss, first_loss: r.firstLoss, timed_steps: r.steps, profile_mode: p.mode, profiled_step_ms: r.profiledStepMs,
     gaps_ms: gaps, dispatches: r.dispatches, submits: p.submits, matmul_gflop: r.matmulFlops / 1e9, attention_gflop: r.attentionFlops / 1e9,
     matmul_gflops_rate: r.matmulGflops, matmul_replay_ms: r.matmulReplayMs, overhead_ratio: r.overheadRatio, gpu_bytes_peak: r.gpuBytesPeak,
   };

@@ -1,5 +1,5 @@
 // npm run bench [-- --quick] [-- --json FILE] [-- --peers=tfjs,ort,jax] [-- --rounds=N] [-- --no-train]
-//               [-- --no-slice] [-- --model DIR] [-- --variant=reg|tiled] [-- --only=matmul,ops,plugins,slice,model,train]
+//               [-- --no-slice] [-- --slice-steps N] [-- --model DIR] [-- --model-steps N] [-- --variant=reg|tiled] [-- --only=matmul,ops,plugins,slice,model,train]
 // Matmul GFLOP/s of ours (f32 and packed-bf16 weights) and of peers on the same WebGPU device in
 // the same run (tf.js WebGPU, ONNX Runtime Web WebGPU EP, jax-js); attention, RMSNorm and
 // log-softmax gather at Qwen2.5-VL-3B shapes; the plug-in bench modules (src/bench/attention.ts,
@@ -95,14 +95,15 @@ if (want('slice') && !args.includes('--no-slice')) {
   console.log('');
   const spec = quick ? { ...SLICE_INPUT, text: 24, scored: 8 } : SLICE_INPUT;
   console.log(`one LoRA SFT step of the 3B-width slice (Qwen2.5-VL-3B widths, 2 decoder layers, 4 vision blocks incl. 1 full-attention; random BF16 weights; LoRA r 16 on the 7 text projections; one ${spec.gridH * 14}×${spec.gridW * 14} image + ${spec.text} text tokens):`);
-  const r = await benchSftStep({ source: syntheticSource(sliceConfigJson(2, 4)), spec, steps: quick ? 1 : 2, log: console.log });
+  const steps = Number(opt('slice-steps') ?? (quick ? 0 : 2));
+  const r = await benchSftStep({ source: syntheticSource(sliceConfigJson(2, 4)), spec, steps, log: console.log });
   add(stepReport('3B-width slice sft step', r, console.log));
 }
 
 if (modelDir && want('model')) {
   console.log('');
   console.log(`one LoRA SFT step of ${modelDir} (LoRA r 16 on the 7 text projections; one 112×112 image + 64 text tokens):`);
-  const r = await benchSftStep({ source: await dirSource(modelDir), steps: 2, log: console.log });
+  const r = await benchSftStep({ source: await dirSource(modelDir), steps: Number(opt('model-steps') ?? 3), log: console.log });
   add(stepReport('model folder sft step', r, console.log));
 }
 
