@@ -121,4 +121,17 @@ export async function runSelfTest(opts: { features?: readonly string[]; only?: r
   return last;
 }
 
+/** What the page is told about each variant (structured-clone friendly). */
+export interface VariantInfo {
+  name: string;
+  feature: string;
+  status: Verdict['status'];
+  /** the verdict in words: what it does and its error, or why the f32 path is used */
+  detail: string;
+}
+
+export function variantInfo(r: SelfTestResult): VariantInfo[] {
+  return r.verdicts.map((v, i) => ({ name: v.name, feature: candidates.get(v.name)?.feature ?? '', status: v.status, detail: r.lines[i].replace(`${v.name}: `, '') }));
+}
+
 const fmt = (x: number | undefined) => (x === undefined ? '?' : Number.isFinite(x) ? x.toExponential(2) : String(x));

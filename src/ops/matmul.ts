@@ -386,7 +386,7 @@ export async function checkMatmulFeature(feature: Exclude<MatmulFeature, 'none'>
 
 /** ms per call of `feature` and of the f32 kernels at a shape the feature is for (best of 3 × 4 calls). */
 export async function timeMatmulFeature(feature: Exclude<MatmulFeature, 'none'>): Promise<{ variantMs: number; f32Ms: number; shape: string }> {
-  const [M, N, K] = feature === 'subgroup' ? [1, 2048, 2048] : [256, 1024, 1024];
+  const [M, N, K] = feature === 'subgroup' ? [1, 1024, 2048] : [256, 1024, 1024]; // small: this runs at every app start
   const x = empty([M, K], 'f32', 'seltime.x'), w = empty([N, K], 'bf16', 'seltime.w'), y = empty([M, N], 'f32', 'seltime.y');
   const variant: MatmulVariant = feature === 'f16' ? 'tiled' : matmulVariant();
   const time = async (f: MatmulFeature) => {

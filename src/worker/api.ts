@@ -8,6 +8,7 @@
 // enabled only when its method exists.
 import type { TrainConfig } from '../store/runConfig.ts';
 import type { TaskRecord } from '../data/formats/records.ts';
+import type { VariantInfo } from '../gpu/selftest.ts';
 
 /** The limits the studio shows; the full set is in `GpuReport.limits`. */
 export const KEY_LIMITS = [
@@ -31,6 +32,8 @@ export interface GpuReport {
   hasF16: boolean;
   /** true when the adapter says it is a software/fallback adapter (e.g. SwiftShader) */
   isFallback: boolean;
+  /** feature kernel variants (subgroups, shader-f16) and the startup self-test's verdict on each */
+  variants?: VariantInfo[];
 }
 
 /**
