@@ -157,6 +157,22 @@ def step(a):
     print(json.dumps(out))
 
 
+def input_fixture(a):
+    """The step input for Qwen2.5-VL-3B's ids/patch sizes, for src/bench/step.test.ts (TypeScript must build the same)."""
+    from types import SimpleNamespace as NS
+    c = QWEN2_5_VL_3B
+    v = NS(**c["vision_config"])
+    cfg = NS(vision_config=v, vision_start_token_id=c["vision_start_token_id"], image_token_id=c["image_token_id"], vision_end_token_id=c["vision_end_token_id"])
+    ids, px, grid, labels = step_input(cfg)
+    flat = px.reshape(-1)
+    out = {"generated_by": "python3 scripts/device/torch_step.py input-fixture", "ids": ids.tolist(), "grid": grid.tolist()[0],
+           "scored_from": int((labels != -100).argmax()), "pixels_len": int(flat.size),
+           "pixels_head": [float(x) for x in flat[:8]], "pixels_at_70001": float(flat[70001]), "pixels_sum": float(flat.astype("float64").sum())}
+    with open(a.out, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -174,8 +190,12 @@ def main():
     s.add_argument("--scored", type=int, default=20)
     s.add_argument("--device", default="cuda")
     s.add_argument("--attn", default="sdpa", help="transformers attn_implementation (sdpa = torch's fused attention; eager)")
+    fx = sub.add_parser("input-fixture")
+    fx.add_argument("out")
     a = p.parse_args()
-    if a.cmd == "make-model":
+    if a.cmd == "input-fixture":
+        input_fixture(a)
+    elif a.cmd == "make-model":
         make_model(a)
     else:
         step(a)
