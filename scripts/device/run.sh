@@ -79,6 +79,7 @@ if [ "$QUICK" = 1 ]; then
   phase torch_step 300 python3 "$HERE/torch_step.py" step "$MODEL" --out "$WORK/torch_3b.json" --steps 2 --device cpu
 else
   TDEV=cuda
+  export PATCHWORK_PEER_TIMEOUT_MS=60000 # a hung peer must not eat the bench phase
   phase make_model 120 python3 "$HERE/torch_step.py" make-model "$MODEL" --device cuda
   phase ours_bench 240 "${BENCH[@]}" --peers=tfjs,ort,jax --model "$MODEL" --model-steps 3 --json "$WORK/bench.json"
   phase torch_step 75 python3 "$HERE/torch_step.py" step "$MODEL" --out "$WORK/torch_3b.json" --steps 5 --device cuda
