@@ -121,6 +121,15 @@ if step and isinstance(t, dict) and t.get("step_ms"):
         "first_loss_ours": step.get("extra", {}).get("first_loss"), "first_loss_torch": t.get("first_loss"),
         "overhead_ratio_3b": step.get("extra", {}).get("overhead_ratio"),
     }
+mm = [r for r in rows if r.get("group") == "matmul" and (r.get("extra") or {}).get("gflops")]
+if mm:
+    best = max(mm, key=lambda r: r["extra"]["gflops"])
+    res.setdefault("summary", {})["best_matmul"] = {"name": best["name"], "shape": best["shape"], "gflops": best["extra"]["gflops"],
+                                                     "note": "compare with the GPU's f32 peak (target >= 30%)"}
+sl = next((r for r in rows if r.get("name") == "3B-width slice sft step"), None)
+ts = res.get("torch_slice")
+if sl and isinstance(ts, dict) and ts.get("step_ms"):
+    res.setdefault("summary", {})["slice"] = {"ours_ms": sl["ours_ms"], "torch_peft_ms": ts["step_ms"], "overhead_ratio": (sl.get("extra") or {}).get("overhead_ratio")}
 tmp = out + ".tmp"
 with open(tmp, "w") as f:
     json.dump(res, f, indent=1)

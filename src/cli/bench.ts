@@ -71,12 +71,42 @@ const rounds = Number(opt('rounds') ?? (quick ? 3 : 2));
 const add = (r: Parameters<Report['add']>[0]) => report.add(r);
 const ctx: BenchContext = report.context({ quick, peers, rounds, log: console.log });
 
-if (want('matmul')) await benchMatmul(shapes, { peers, rounds, log: console.log, add });
-if (want('ops') && !quick) await benchOps({ log: console.log, add });
+// The report is rewritten after every part, so a run cut short by a time limit keeps what it measured.
+// A part that throws is reported and the next one still runs (the exit status says so).
+const checkpoint = () => { if (jsonFile) report.write(jsonFile); };
+let failures = 0;
+async function part(name: string, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    const msg = (e as Error).stack?.split('\n').slice(0, 4).join(' | ') ?? String(e);
+    console.log(`${name} FAILED: ${msg}`);
+    report.note(`${name} failed: ${msg}`);
+    failures++;
+  }
+  checkpoint();
+}
+if (want('matmul')) await part('matmul', () => benchMatmul(shapes, { peers, rounds, log: console.log, add }));
+if (modelDir && want('model')) await part('model step', async () => {
+  console.log('');
+  console.log(`one LoRA SFT step of ${modelDir} (LoRA r 16 on the 7 text projections; one 112×112 image + 64 text tokens):`);
+  const r = await benchSftStep({ source: await dirSource(modelDir), steps: Number(opt('model-steps') ?? 3), log: console.log });
+  add(stepReport('model folder sft step', r, console.log));
+});
+
+if (want('slice') && !args.includes('--no-slice')) await part('slice step', async () => {
+  console.log('');
+  const spec = quick ? { ...SLICE_INPUT, text: 24, scored: 8 } : SLICE_INPUT;
+  console.log(`one LoRA SFT step of the 3B-width slice (Qwen2.5-VL-3B widths, 2 decoder layers, 4 vision blocks incl. 1 full-attention; random BF16 weights; LoRA r 16 on the 7 text projections; one ${spec.gridH * 14}×${spec.gridW * 14} image + ${spec.text} text tokens):`);
+  const steps = Number(opt('slice-steps') ?? (quick ? 0 : 2));
+  const r = await benchSftStep({ source: syntheticSource(sliceConfigJson(2, 4)), spec, steps, log: console.log });
+  add(stepReport('3B-width slice sft step', r, console.log));
+});
+if (want('ops') && !quick) await part('ops', () => benchOps({ log: console.log, add }));
 
 // Plug-in bench bodies of other parts of the engine; a module that is not there is noted, not fatal.
 if (want('plugins')) {
-  for (const name of ['attention', 'lmHead']) {
+  for (const name of ['attention', 'lmHead']) await part(`src/bench/${name}.ts`, async () => {
     let mod: { benchRows?: (c: BenchContext) => Promise<void> } | undefined;
     try {
       mod = await import(`../bench/${name}.ts`);
@@ -84,34 +114,18 @@ if (want('plugins')) {
       const msg = (e as Error).message.split('\n')[0];
       if (!/Cannot find module|ERR_MODULE_NOT_FOUND|No such module|not found/i.test(msg)) throw e;
       report.note(`src/bench/${name}.ts is not present: its rows are missing`);
-      continue;
+      return;
     }
     if (typeof mod?.benchRows !== 'function') throw new Error(`src/bench/${name}.ts must export benchRows(ctx: BenchContext): Promise<void>`);
     await mod.benchRows(ctx);
-  }
+  });
 }
 
-if (want('slice') && !args.includes('--no-slice')) {
-  console.log('');
-  const spec = quick ? { ...SLICE_INPUT, text: 24, scored: 8 } : SLICE_INPUT;
-  console.log(`one LoRA SFT step of the 3B-width slice (Qwen2.5-VL-3B widths, 2 decoder layers, 4 vision blocks incl. 1 full-attention; random BF16 weights; LoRA r 16 on the 7 text projections; one ${spec.gridH * 14}×${spec.gridW * 14} image + ${spec.text} text tokens):`);
-  const steps = Number(opt('slice-steps') ?? (quick ? 0 : 2));
-  const r = await benchSftStep({ source: syntheticSource(sliceConfigJson(2, 4)), spec, steps, log: console.log });
-  add(stepReport('3B-width slice sft step', r, console.log));
-}
-
-if (modelDir && want('model')) {
-  console.log('');
-  console.log(`one LoRA SFT step of ${modelDir} (LoRA r 16 on the 7 text projections; one 112×112 image + 64 text tokens):`);
-  const r = await benchSftStep({ source: await dirSource(modelDir), steps: Number(opt('model-steps') ?? 3), log: console.log });
-  add(stepReport('model folder sft step', r, console.log));
-}
-
-if (want('train') && !args.includes('--no-train')) await benchTraining({ steps: quick ? 1 : 3, log: console.log, add });
+if (want('train') && !args.includes('--no-train')) await part('training', () => benchTraining({ steps: quick ? 1 : 3, log: console.log, add }));
 console.log(`memory (ours, pool): live ${fmtBytes(memory.live)}, pooled ${fmtBytes(memory.pooled)}, peak ${fmtBytes(memory.peak)}`);
 if (jsonFile) {
   report.write(jsonFile);
   console.log(`wrote ${report.data.rows.length} rows to ${jsonFile}`);
 }
 await closeGpu();
-process.exit(0);
+process.exit(failures ? 1 : 0);
