@@ -18,15 +18,10 @@ import { Trainer, type Method, type TrainExample } from '../train/trainer.ts';
 import { trainOptionsOf } from '../session/run.ts';
 import { DEFAULT_CONFIG } from '../config/config.ts';
 
+import type { BenchRow } from './report.ts';
+
 const TRAIN_DEFAULTS = trainOptionsOf(DEFAULT_CONFIG);
 
-export interface BenchRow {
-  group: 'lm_head' | 'decode';
-  name: string;
-  shape: string;
-  ours_ms: number;
-  peers: Record<string, number>;
-}
 type Log = (line: string) => void;
 
 async function idle(): Promise<void> {
