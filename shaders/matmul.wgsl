@@ -215,3 +215,90 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li:
     for (var j = 0u; j < 4u; j++) { store(wid.z, rows[i], bn + tx + 16u * j, cs[i][j]); }
   }
 }
+
+// ==== variant: subgroups ====
+// Everything below a "==== variant" line is compiled only into the module of that variant, with
+// its `enable` directive prepended (src/ops/matmul.ts), and runs only after the startup self-test
+// (src/gpu/selftest.ts) has matched it against the f32 path on this adapter.
+//
+// nt_sg: split-K skinny y = x·Wᵀ for few rows (decode, small batches): a workgroup of 64 threads
+// owns row m and columns n0..n0+3; thread t sums k4 ≡ t (mod 64) in vec4 steps, subgroupAdd folds
+// each subgroup, one elected lane per subgroup parks the partial at its own local index (so the
+// result does not depend on how the adapter lays subgroups out), and thread 0 adds the 64 slots.
+// K % 4 == 0, A [M,K] and B [N,K] K-contiguous.
+var<workgroup> sgPartial: array<vec4f, 64>;
+
+@compute @workgroup_size(64)
+fn nt_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let m = wid.y; let n0 = wid.x * 4u; let z = wid.z;
+  let K4 = p.K / 4u;
+  let ra = z * p.sab / 4u + min(m, p.M - 1u) * K4;
+  let bz = z * p.sbb / 4u;
+  let rb0 = bz + min(n0, p.N - 1u) * K4; let rb1 = bz + min(n0 + 1u, p.N - 1u) * K4;
+  let rb2 = bz + min(n0 + 2u, p.N - 1u) * K4; let rb3 = bz + min(n0 + 3u, p.N - 1u) * K4;
+  var acc = vec4f(0.0);
+  for (var k0 = 0u; k0 < K4; k0 += 64u) { // uniform loop: the subgroup op and barriers below stay in uniform control flow
+    let k = k0 + li;
+    if (k < K4) {
+      let x = a4[ra + k];
+      acc += vec4f(dot(x, ldb4(rb0 + k)), dot(x, ldb4(rb1 + k)), dot(x, ldb4(rb2 + k)), dot(x, ldb4(rb3 + k)));
+    }
+  }
+  sgPartial[li] = vec4f(0.0);
+  workgroupBarrier();
+  let s = subgroupAdd(acc);
+  if (subgroupElect()) { sgPartial[li] = s; }
+  workgroupBarrier();
+  if (li == 0u) {
+    var t = vec4f(0.0);
+    for (var i = 0u; i < 64u; i++) { t += sgPartial[i]; }
+    store4(z, m, n0, t);
+  }
+}
+
+// ==== variant: f16 ====
+// tiled_h: the tiled kernel with its workgroup tiles stored as f16 (half the workgroup memory and
+// bandwidth) and 4-term f16 dot products accumulated in f32. Used only where it is safe: the
+// frozen base's forward y = x·Wᵀ with BF16 weights (|W| ≪ 65504; activations after RMSNorm), never
+// for gradients (dy underflows f16). Its self-test tolerance is relative (src/ops/matmul.ts).
+var<workgroup> Ah: array<f16, 1024>;
+var<workgroup> Bh: array<f16, 1024>;
+
+@compute @workgroup_size(256)
+fn tiled_h(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let tx = li % 16u; let ty = li / 16u;
+  let bm = wid.y * 64u; let bn = wid.x * 64u;
+  let az = wid.z * p.sab; let bz = wid.z * p.sbb;
+  let aK = p.sak == 1u; let bN = p.sbn == 1u;
+  var c0 = vec4f(0.0); var c1 = vec4f(0.0); var c2 = vec4f(0.0); var c3 = vec4f(0.0);
+  for (var k0 = 0u; k0 < p.K; k0 += BK) {
+    for (var l = 0u; l < 4u; l++) {
+      let e = li + 256u * l;
+      let am = select(e % 64u, e / 16u, aK); let ak = select(e / 64u, e % 16u, aK);
+      let gm = bm + am; let gk = k0 + ak;
+      Ah[ak * 64u + am] = f16(select(0.0, a[az + min(gm, p.M - 1u) * p.sam + min(gk, p.K - 1u) * p.sak], gm < p.M && gk < p.K));
+      let bn_ = select(e / 16u, e % 64u, bN); let bk = select(e % 16u, e / 64u, bN);
+      let gn = bn + bn_; let gk2 = k0 + bk;
+      Bh[bk * 64u + bn_] = f16(select(0.0, ldb(bz + min(gk2, p.K - 1u) * p.sbk + min(gn, p.N - 1u) * p.sbn), gn < p.N && gk2 < p.K));
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk += 4u) {
+      // 4 k-steps in f16: x[r] and w[c] hold k = kk..kk+3 of row r / column c
+      var x: array<vec4h, 4>; var w: array<vec4h, 4>;
+      for (var r = 0u; r < 4u; r++) {
+        x[r] = vec4h(Ah[kk * 64u + ty + 16u * r], Ah[(kk + 1u) * 64u + ty + 16u * r], Ah[(kk + 2u) * 64u + ty + 16u * r], Ah[(kk + 3u) * 64u + ty + 16u * r]);
+        w[r] = vec4h(Bh[kk * 64u + tx + 16u * r], Bh[(kk + 1u) * 64u + tx + 16u * r], Bh[(kk + 2u) * 64u + tx + 16u * r], Bh[(kk + 3u) * 64u + tx + 16u * r]);
+      }
+      c0 += vec4f(f32(dot(x[0], w[0])), f32(dot(x[0], w[1])), f32(dot(x[0], w[2])), f32(dot(x[0], w[3])));
+      c1 += vec4f(f32(dot(x[1], w[0])), f32(dot(x[1], w[1])), f32(dot(x[1], w[2])), f32(dot(x[1], w[3])));
+      c2 += vec4f(f32(dot(x[2], w[0])), f32(dot(x[2], w[1])), f32(dot(x[2], w[2])), f32(dot(x[2], w[3])));
+      c3 += vec4f(f32(dot(x[3], w[0])), f32(dot(x[3], w[1])), f32(dot(x[3], w[2])), f32(dot(x[3], w[3])));
+    }
+    workgroupBarrier();
+  }
+  let rows = vec4u(bm + ty, bm + ty + 16u, bm + ty + 32u, bm + ty + 48u);
+  let cs = array<vec4f, 4>(c0, c1, c2, c3);
+  for (var i = 0u; i < 4u; i++) {
+    for (var j = 0u; j < 4u; j++) { store(wid.z, rows[i], bn + tx + 16u * j, cs[i][j]); }
+  }
+}

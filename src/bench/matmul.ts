@@ -4,9 +4,20 @@ import { gpu } from '../gpu/device.ts';
 import { empty, fromData, read, type Tensor } from '../gpu/tensor.ts';
 import { matmul } from '../ops/matmul.ts';
 import { jaxPeer, ortPeer, tfjsPeer, type Peer, type Prepared } from './peers.ts';
+import type { BenchRow } from './report.ts';
 
 export interface MatmulShape { m: number; n: number; k: number; what: string }
 type Log = (line: string) => void;
+type Add = (row: BenchRow) => void;
+const ms = (v: number) => (Number.isFinite(v) ? v : null);
+
+/** A peer that hangs (a wasm runtime stuck on the shared device) must not hang the bench. */
+const PEER_TIMEOUT_MS = Number((globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PATCHWORK_PEER_TIMEOUT_MS ?? 300_000);
+function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no answer in ${PEER_TIMEOUT_MS / 1000} s (skipped)`)), PEER_TIMEOUT_MS); });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
 
 async function idle(): Promise<void> {
   flush();
@@ -45,18 +56,21 @@ function oursPrepared(x: Tensor, w: Tensor, y: Tensor): Prepared {
 }
 
 /** Time y = x·Wᵀ ([M,K]·[N,K]ᵀ) for ours (f32 W, bf16 W) and each peer; print GFLOP/s and ratios. */
-export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; rounds: number; log: Log }): Promise<void> {
+export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; rounds: number; log: Log; add?: Add }): Promise<void> {
   const { log } = o;
   const makers: Record<string, () => Promise<Peer>> = { tfjs: tfjsPeer, ort: ortPeer, jax: jaxPeer };
   const peers: Peer[] = [];
+  const keys: string[] = [];
+  const hung = new Set<string>(); // peers that timed out once are not asked again // the report's peer keys: tfjs, ort, jax (versions go to the log)
   const label: Record<string, string> = { tfjs: 'tf.js', ort: 'ORT', jax: 'jax-js' };
   const cols: string[] = [];
   for (const p of o.peers) {
     const mk = makers[p];
     if (!mk) { log(`peer "${p}" unknown (tfjs, ort, jax)`); continue; }
     try {
-      const peer = await mk();
+      const peer = await withTimeout(mk(), `peer ${p}`);
       peers.push(peer);
+      keys.push(p);
       cols.push(label[p]);
       log(`peer: ${peer.name} (same device)`);
     } catch (e) {
@@ -80,8 +94,9 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
       { name: 'ours bf16', p: oursPrepared(x, w16, y), ms: Infinity },
     ];
     for (const peer of peers) {
+      if (hung.has(peer.name)) { impls.push({ name: peer.name, err: 'skipped: it hung on an earlier shape', ms: Infinity }); continue; }
       try {
-        impls.push({ name: peer.name, p: await peer.prepare(m, n, k, xv, wv), ms: Infinity });
+        impls.push({ name: peer.name, p: await withTimeout(peer.prepare(m, n, k, xv, wv), `${peer.name} prepare`), ms: Infinity });
       } catch (e) {
         impls.push({ name: peer.name, err: (e as Error).message.split('\n')[0], ms: Infinity });
       }
@@ -92,7 +107,7 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
       for (const im of impls) {
         if (!im.p) continue;
         try {
-          const r = await im.p.result();
+          const r = await withTimeout(im.p.result(), `${im.name} result`);
           if (!ref) { ref = r; continue; }
           let err = 0, scale = 0;
           for (let i = 0; i < ref.length; i++) { err = Math.max(err, Math.abs(r[i] - ref[i])); scale = Math.max(scale, Math.abs(ref[i])); }
@@ -106,15 +121,16 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
     const reps = Math.max(1, Math.min(20, Math.round(2e8 / flops)));
     for (const im of impls) { // warm-up: compile pipelines, upload, allocate
       if (!im.p) continue;
-      try { im.once = await im.p.time(1); } catch (e) { im.err = (e as Error).message.split('\n')[0]; im.p = undefined; }
+      try { im.once = await withTimeout(im.p.time(1), `${im.name} warm-up`); } catch (e) { im.err = (e as Error).message.split('\n')[0]; im.p = undefined; }
     }
     for (const im of impls) if ((im.once ?? 0) > 20_000) { im.ms = im.once!; im.slow = true; } // compile is noise next to 20+ s
     for (let r = 0; r < o.rounds; r++) {
       for (const im of impls) {
         if (!im.p || im.slow) continue;
-        try { im.ms = Math.min(im.ms, await im.p.time(reps)); } catch (e) { im.err = (e as Error).message.split('\n')[0]; im.p = undefined; }
+        try { im.ms = Math.min(im.ms, await withTimeout(im.p.time(reps), `${im.name} timing`)); } catch (e) { im.err = (e as Error).message.split('\n')[0]; im.p = undefined; }
       }
     }
+    for (const im of impls) if (im.err?.includes('no answer in')) hung.add(im.name);
     for (const im of impls) im.p?.dispose();
     for (const t of [x, w32, w16, y]) t.release();
     const [o32, o16, ...ps] = impls;
@@ -125,6 +141,10 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
       ...ps.map((p) => pad(ratio(o16.ms, p.ms), 12)),
     ];
     log(line.join(' '));
+    const peerMs = Object.fromEntries(ps.map((p, i) => [keys[i], ms(p.ms)]));
+    for (const [oi, dt] of [[o32, 'f32'], [o16, 'bf16']] as const) {
+      o.add?.({ group: 'matmul', name: `${s.what} ${dt} W`, shape: `${m}×${n}×${k}`, ours_ms: ms(oi.ms), peers: peerMs, extra: { gflops: Number.isFinite(oi.ms) ? flops / oi.ms / 1e6 : null } });
+    }
     for (const im of impls) if (im.err) log(`  ${im.name}: ${im.err}`);
     const slow = impls.filter((im) => im.slow).map((im) => im.name);
     if (slow.length) log(`  (${slow.join(', ')}: over 20 s per call, timed on one call)`);
@@ -132,7 +152,7 @@ export async function benchMatmul(shapes: MatmulShape[], o: { peers: string[]; r
 }
 
 /** Time per call of attention, RMSNorm and log-softmax gather at Qwen2.5-VL-3B text shapes. */
-export async function benchOps(o: { log: Log; tokens?: number }): Promise<void> {
+export async function benchOps(o: { log: Log; add?: Add; tokens?: number }): Promise<void> {
   const { log } = o;
   const T = o.tokens ?? 400, H = 2048, Hq = 16, Hkv = 2, D = 128, V = 151936;
   log('');
@@ -169,9 +189,14 @@ export async function benchOps(o: { log: Log; tokens?: number }): Promise<void> 
     const m = await import('../ops/attention.ts');
     const q = fromData(rnd(T * Hq * D, 6), [T, Hq, D]), k = fromData(rnd(T * Hkv * D, 7), [T, Hkv, D]), v = fromData(rnd(T * Hkv * D, 8), [T, Hkv, D]);
     const dy = fromData(rnd(T * Hq * D, 9), [T, Hq, D]);
-    row(`attention causal GQA forward q [${T},${Hq},${D}] kv [${T},${Hkv},${D}]`, await time(() => { const r = m.attentionCausal(q, k, v); return [r.out, r.lse]; }, 2));
+    const fwd = await time(() => { const r = m.attentionCausal(q, k, v); return [r.out, r.lse]; }, 2);
+    row(`attention causal GQA forward q [${T},${Hq},${D}] kv [${T},${Hkv},${D}]`, fwd);
     const f = m.attentionCausal(q, k, v);
-    row('attention causal GQA backward (dq, dk, dv)', await time(() => { const r = m.attentionCausalBackward(q, k, v, f.out, f.lse, dy); return [r.dq, r.dk, r.dv]; }, 2));
+    const bwd = await time(() => { const r = m.attentionCausalBackward(q, k, v, f.out, f.lse, dy); return [r.dq, r.dk, r.dv]; }, 2);
+    row('attention causal GQA backward (dq, dk, dv)', bwd);
+    const shape = `q [${T},${Hq},${D}] kv [${T},${Hkv},${D}]`;
+    o.add?.({ group: 'attention_fwd', name: 'text causal GQA (attention.wgsl)', shape, ours_ms: fwd, peers: {} });
+    o.add?.({ group: 'attention_bwd', name: 'text causal GQA (attention.wgsl)', shape, ours_ms: bwd, peers: {}, extra: { bwd_over_fwd: bwd / fwd } });
     for (const t of [q, k, v, dy, f.out, f.lse]) t.release();
   } catch (e) {
     row('attention', `skipped: ${(e as Error).message.split('\n')[0]}`);
@@ -188,19 +213,24 @@ export async function benchOps(o: { log: Log; tokens?: number }): Promise<void> 
     const nChunks = Math.ceil(V / chunk);
     const note = nChunks > 1 ? ` in ${nChunks} chunks of ${chunk}` : '';
     let lse: Tensor | undefined;
-    row(`log-softmax gather forward [${T}, ${V}]${note}`, await time(() => {
+    const fwd = await time(() => {
       const st = m.lsgBegin(targets);
       for (let c = 0; c < nChunks; c++) m.lsgChunk(st, { t: logits, col0: 0, vc: Math.min(chunk, V - c * chunk) }, c * chunk);
       const r = m.lsgFinish(st);
       lse?.release();
       lse = r.lse;
       return [r.logp, r.argmax, st.state];
-    }, 2));
-    row(`log-softmax gather backward (dlogits)${note}`, await time(() => {
+    }, 2);
+    row(`log-softmax gather forward [${T}, ${V}]${note}`, fwd);
+    const bwd = await time(() => {
       const outs: Tensor[] = [];
       for (let c = 0; c < nChunks; c++) outs.push(m.lsgBackwardChunk({ t: logits, col0: 0, vc: Math.min(chunk, V - c * chunk) }, targets, lse!, dlogp, c * chunk));
       return outs;
-    }, 2));
+    }, 2);
+    row(`log-softmax gather backward (dlogits)${note}`, bwd);
+    // the gather alone, logits given (not the lm_head matmul): today's chunked path after x·Wᵀ
+    o.add?.({ group: 'lm_head', name: 'log-softmax gather fwd, logits given (softmax_gather.wgsl)', shape: `[${T}, ${V}]`, ours_ms: fwd, peers: {} });
+    o.add?.({ group: 'lm_head', name: 'log-softmax gather bwd, logits given (softmax_gather.wgsl)', shape: `[${T}, ${V}]`, ours_ms: bwd, peers: {} });
     for (const t of [targets, logits, dlogp, lse!]) t.release();
   } catch (e) {
     row('log-softmax gather', `skipped: ${(e as Error).message.split('\n')[0]}`);

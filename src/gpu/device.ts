@@ -15,6 +15,8 @@ export interface Gpu {
   limits: Record<string, number>;
   features: string[];
   hasF16: boolean;
+  /** the device has `subgroups` (requested when the adapter offers it; variants still need the self-test) */
+  hasSubgroups: boolean;
   /** set once the device is lost; every later call throws naming the reason */
   lostReason?: string;
   /** validation / compile errors noticed asynchronously, thrown at the next sync point */
@@ -57,6 +59,8 @@ export interface InitOptions {
   powerPreference?: GPUPowerPreference;
   /** ask for shader-f16 when the adapter has it (default true) */
   f16?: boolean;
+  /** ask for subgroups when the adapter has it (default true) */
+  subgroups?: boolean;
 }
 
 /** Create the device. `api` is `navigator.gpu` in a browser, or Dawn's GPU object in Node. */
@@ -72,11 +76,14 @@ export async function initGpu(api: GPU | undefined, opts: InitOptions = {}): Pro
   const requiredFeatures: GPUFeatureName[] = [];
   const hasF16 = opts.f16 !== false && adapter.features.has('shader-f16');
   if (hasF16) requiredFeatures.push('shader-f16');
+  const hasSubgroups = opts.subgroups !== false && adapter.features.has('subgroups' as GPUFeatureName);
+  if (hasSubgroups) requiredFeatures.push('subgroups' as GPUFeatureName);
+  // timestamps let the bench split a step's GPU time by op kind
   if (adapter.features.has('timestamp-query')) requiredFeatures.push('timestamp-query');
   const device = await adapter.requestDevice({ requiredLimits: limits, requiredFeatures });
   const info = adapter.info ?? ({} as GPUAdapterInfo);
   const adapterName = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'unknown adapter';
-  const g: Gpu = { device, adapterName, limits: limitsOf(device.limits), features: [...device.features], hasF16, pendingErrors: [] };
+  const g: Gpu = { device, adapterName, limits: limitsOf(device.limits), features: [...device.features], hasF16: device.features.has('shader-f16'), hasSubgroups: device.features.has('subgroups'), pendingErrors: [] };
   device.lost.then((e) => {
     g.lostReason = `${e.reason}: ${e.message || 'no message'}`;
     for (const fn of lostListeners) fn(g.lostReason);

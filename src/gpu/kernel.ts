@@ -59,6 +59,14 @@ export function getPipeline(k: Kernel): GPUComputePipeline {
   return p;
 }
 
+/** Compile a kernel now and throw a clear error if it does not compile (the variant self-test). */
+export async function compileChecked(k: Kernel): Promise<void> {
+  getPipeline(k);
+  await gpu().device.queue.onSubmittedWorkDone();
+  await new Promise((r) => setTimeout(r, 0));
+  throwPendingErrors();
+}
+
 // ---- pending work ---------------------------------------------------------------------------
 
 const UNIFORM_STRIDE = 256;
@@ -70,6 +78,12 @@ interface Pending {
   pass?: GPUComputePassEncoder;
   uniforms: ArrayBuffer;
   slot: number;
+  /** profiling: the op kind of the open pass, and one kind per timestamped pass of this encoder */
+  passKind?: OpKind;
+  /** flush-mode profiling: the one kind of work recorded in this encoder */
+  workKind?: OpKind;
+  segments?: OpKind[];
+  querySet?: GPUQuerySet;
 }
 let pending: Pending | undefined;
 const uniformBuffers = new WeakMap<GPUDevice, GPUBuffer>();
@@ -89,6 +103,7 @@ export function encoder(): GPUCommandEncoder {
   if (p.pass) {
     p.pass.end();
     p.pass = undefined;
+    p.passKind = undefined;
   }
   return p.encoder;
 }
@@ -107,8 +122,139 @@ export function flush(): void {
   pending = undefined;
   if (p.pass) p.pass.end();
   if (p.slot) p.g.device.queue.writeBuffer(uniformBuffer(p.g), 0, p.uniforms, 0, p.slot * UNIFORM_STRIDE);
+  if (profiler) profiler.submits++;
+  const read = profiler && p.querySet && p.segments?.length ? resolveTimestamps(p) : undefined;
   p.g.device.queue.submit([p.encoder.finish()]);
+  if (read) profiler!.reads.push(read()); // map only after the submit that fills it
+  if (profiler?.mode === 'flush' && p.workKind) {
+    const prof = profiler, kind = p.workKind, submitted = performance.now();
+    prof.waits.push(p.g.device.queue.onSubmittedWorkDone().then(() => ({ kind, submitted, done: performance.now() })));
+  }
+  p.querySet?.destroy();
   throwPendingErrors();
+}
+
+// ---- profiling by op kind ---------------------------------------------------------------------
+//
+// A step's GPU time split by op kind. With `timestamp-query`, every run of consecutive dispatches
+// of one kind becomes its own compute pass with begin/end timestamps (read back at stopProfile);
+// without it, the pending work is flushed at every change of kind and each submission is timed
+// from its submit (or the previous one's completion) to its onSubmittedWorkDone. Either way the
+// time outside every pass (submits, copies, readbacks, CPU work between dispatches) is what is
+// left of the wall time: stopProfile reports it as `gaps`.
+
+export type OpKind = 'matmul' | 'attention' | 'norm' | 'lm_head' | 'optimizer' | 'other';
+export const OP_KINDS: OpKind[] = ['matmul', 'attention', 'norm', 'lm_head', 'optimizer', 'other'];
+
+/** The op kind of a dispatch: by shader file, and a matmul that reads vocabulary rows counts as lm_head. */
+export function opKind(file: string, bindings: (Tensor | GPUBuffer | undefined)[]): OpKind {
+  if (/softmax_gather|lm_head|sample/.test(file)) return 'lm_head';
+  if (/matmul/.test(file)) {
+    for (const b of bindings) if (b && 'name' in b && /embed_tokens|lm_head/.test(b.name)) return 'lm_head';
+    return 'matmul';
+  }
+  if (/attention/.test(file)) return 'attention';
+  if (/rmsnorm|layernorm/.test(file)) return 'norm';
+  if (/adamw/.test(file)) return 'optimizer';
+  return 'other';
+}
+
+export interface Profile {
+  mode: 'timestamp-query' | 'flushed groups';
+  /** GPU ms per kind */
+  ms: Record<OpKind, number>;
+  dispatches: Record<OpKind, number>;
+  /** passes (timestamp mode) or submissions (flush mode) that were timed */
+  segments: number;
+  /** submits during the profile (each is a CPU↔GPU round trip when followed by a wait) */
+  submits: number;
+}
+
+interface Profiler {
+  mode: 'timestamp' | 'flush';
+  dispatches: Record<OpKind, number>;
+  reads: Promise<{ kinds: OpKind[]; ns: BigUint64Array }>[];
+  waits: Promise<{ kind: OpKind; submitted: number; done: number }>[];
+  submits: number;
+}
+let profiler: Profiler | undefined;
+const MAX_SEGMENTS = 1024; // query sets hold at most 4096 queries; 2 per pass
+
+const zeroKinds = (): Record<OpKind, number> => ({ matmul: 0, attention: 0, norm: 0, lm_head: 0, optimizer: 0, other: 0 });
+
+/** Start splitting GPU time by op kind (timestamp queries when the device has them, unless `mode` says otherwise). */
+export function startProfile(mode?: 'timestamp' | 'flush'): void {
+  flush();
+  const has = gpu().device.features.has('timestamp-query');
+  const m = mode ?? (has ? 'timestamp' : 'flush');
+  if (m === 'timestamp' && !has) throw new GpuError('startProfile: this device has no timestamp-query feature; profile with mode "flush"');
+  profiler = { mode: m, dispatches: zeroKinds(), reads: [], waits: [], submits: 0 };
+}
+
+/** Stop profiling: flush, wait for the GPU, and return the time per op kind. */
+export async function stopProfile(): Promise<Profile> {
+  flush();
+  const prof = profiler;
+  if (!prof) throw new GpuError('stopProfile without startProfile');
+  profiler = undefined;
+  await gpu().device.queue.onSubmittedWorkDone();
+  const ms = zeroKinds();
+  let segments = 0;
+  if (prof.mode === 'timestamp') {
+    for (const r of await Promise.all(prof.reads)) {
+      r.kinds.forEach((kind, i) => {
+        const dt = Number(r.ns[2 * i + 1] - r.ns[2 * i]) / 1e6;
+        if (dt > 0 && dt < 1e7) ms[kind] += dt; // a reset or wrapped counter reads as garbage: skip it
+        segments++;
+      });
+    }
+  } else {
+    let prevDone = 0;
+    for (const w of await Promise.all(prof.waits)) {
+      ms[w.kind] += w.done - Math.max(w.submitted, prevDone);
+      prevDone = w.done;
+      segments++;
+    }
+  }
+  return { mode: prof.mode === 'timestamp' ? 'timestamp-query' : 'flushed groups', ms, dispatches: prof.dispatches, segments, submits: prof.submits };
+}
+
+function resolveTimestamps(p: Pending): () => Promise<{ kinds: OpKind[]; ns: BigUint64Array }> {
+  const n = p.segments!.length * 2, bytes = n * 8;
+  const dev = p.g.device;
+  const resolve = dev.createBuffer({ size: bytes, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, label: 'profile.resolve' });
+  const readBuf = dev.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'profile.read' });
+  p.encoder.resolveQuerySet(p.querySet!, 0, n, resolve, 0);
+  p.encoder.copyBufferToBuffer(resolve, 0, readBuf, 0, bytes);
+  const kinds = p.segments!.slice();
+  return () => readBuf.mapAsync(GPUMapMode.READ).then(() => {
+    const ns = new BigUint64Array(readBuf.getMappedRange().slice(0));
+    readBuf.unmap();
+    readBuf.destroy();
+    resolve.destroy();
+    return { kinds, ns };
+  });
+}
+
+/** The compute pass for a dispatch of `kind`: under a timestamp profile, one pass per run of one kind. */
+function computePass(p: Pending, kind: OpKind | undefined): GPUComputePassEncoder {
+  if (!profiler || !kind) {
+    if (!p.pass) p.pass = p.encoder.beginComputePass();
+    return p.pass;
+  }
+  if (p.pass && p.passKind === kind) return p.pass;
+  if (p.pass) p.pass.end();
+  p.passKind = kind;
+  if (profiler.mode === 'flush') {
+    p.pass = p.encoder.beginComputePass();
+    return p.pass;
+  }
+  p.segments ??= [];
+  p.querySet ??= p.g.device.createQuerySet({ type: 'timestamp', count: 2 * MAX_SEGMENTS, label: 'profile.timestamps' });
+  const i = p.segments.length;
+  p.segments.push(kind);
+  p.pass = p.encoder.beginComputePass({ timestampWrites: { querySet: p.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+  return p.pass;
 }
 
 export type ParamFormat = string; // one char per value: u = u32, i = i32, f = f32
@@ -126,9 +272,18 @@ export function dispatch(
 ): void {
   const pipeline = getPipeline(k);
   let p = getPending();
-  if (params && p.slot >= UNIFORM_SLOTS) {
+  const kind = profiler ? opKind(k.file, bindings) : undefined;
+  if (kind && profiler!.mode === 'flush' && p.workKind && p.workKind !== kind) {
+    flush(); // a new kind starts a new timed submission
+    p = getPending();
+  }
+  if ((params && p.slot >= UNIFORM_SLOTS) || (kind && (p.segments?.length ?? 0) >= MAX_SEGMENTS && p.passKind !== kind)) {
     flush();
     p = getPending();
+  }
+  if (kind) {
+    profiler!.dispatches[kind]++;
+    p.workKind = kind;
   }
   const entries: GPUBindGroupEntry[] = [];
   if (params) {
@@ -150,13 +305,13 @@ export function dispatch(
     entries.push({ binding: i + 1, resource: size === undefined ? { buffer } : { buffer, size } });
   });
   const bindGroup = p.g.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label: `${k.file}:${k.entry}` });
-  if (!p.pass) p.pass = p.encoder.beginComputePass();
-  p.pass.setPipeline(pipeline);
-  p.pass.setBindGroup(0, bindGroup);
+  const pass = computePass(p, kind);
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, bindGroup);
   const [x, y = 1, z = 1] = typeof workgroups === 'number' ? [workgroups] : workgroups;
   const max = p.g.limits.maxComputeWorkgroupsPerDimension ?? 65535;
   if (x > max || y > max || z > max) throw new GpuError(`${k.file}:${k.entry}: dispatch ${x}x${y}x${z} exceeds ${max} workgroups per dimension; use grid()`);
-  if (x > 0 && y > 0 && z > 0) p.pass.dispatchWorkgroups(x, y, z);
+  if (x > 0 && y > 0 && z > 0) pass.dispatchWorkgroups(x, y, z);
 }
 
 /**

@@ -5,10 +5,17 @@
 //   decode: one row per unfinished sequence through the same layer code (matmuls batched over the
 //     rows); attention per sequence over its cache (q_offset = cache length); M-RoPE position of
 //     the new token = cache position + rope delta on all three streams
-//   next token: greedy on the GPU (argmax of the chunked lm_head), or temperature → top-k → top-p
-//     sampling on the CPU with a seeded RNG; a stop id ends its sequence (and is returned)
+//   next token: greedy on the GPU (text.ts argmaxIds), or temperature → top-k → top-p drawn with
+//     one uniform per row from the seeded CPU RNG (the CPU sampler's stream) either on the GPU
+//     (ops/sample.ts; logits stay there, only ids and their log-probs come back) or on the CPU
+//     (ops/cpu/sample.ts); defaultSampler() picks by adapter. Rows the GPU kernel hands back
+//     (top-k > SAMPLE_KMAX, a top-p nucleus wider than that) use the CPU sampler, same uniform.
+//   a stop id ends its sequence (and is returned)
 import { encoder } from '../gpu/kernel.ts';
+import { gpu } from '../gpu/device.ts';
 import { empty, fromData, readI32, readMany, type Tensor } from '../gpu/tensor.ts';
+import { argmax, logprobAt, sampleTokenU } from '../ops/cpu/sample.ts';
+import { SAMPLE_KMAX, sampleRows } from '../ops/sample.ts';
 import { attentionCausal } from '../ops/attention.ts';
 import { embedding } from '../ops/embedding.ts';
 import { gatherRows } from '../ops/elementwise.ts';
@@ -34,6 +41,15 @@ export interface GenerateOptions {
   seed?: number;
   /** apply the LoRA adapter (default: when the model has one) */
   lora?: boolean;
+  /** where sampled tokens are drawn: 'gpu' (logits never leave the GPU) or 'cpu' (the earlier path); default defaultSampler() */
+  sampler?: 'gpu' | 'cpu';
+}
+
+/** New tokens per prompt and, for sampled generation, log p of each under log_softmax(logits / temperature). */
+export interface Generated {
+  ids: Int32Array[];
+  /** per prompt, one per new token; NaN for greedy generation */
+  logprobs: Float32Array[];
 }
 
 /** What generation needs from the model. */
@@ -53,99 +69,38 @@ interface Seq {
   k: Tensor[];
   v: Tensor[];
   out: number[];
+  /** log-prob of each new token (NaN when greedy) */
+  lp: number[];
   done: boolean;
 }
 
-export function argmax(a: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
-  return best;
+export { argmax };
+
+let samplerDefault: 'gpu' | 'cpu' | undefined;
+/** Where sampled tokens are drawn when GenerateOptions.sampler is not given (undefined: defaultSampler()). */
+export function setDefaultSampler(s: 'gpu' | 'cpu' | undefined): void {
+  samplerDefault = s;
+}
+
+/**
+ * setDefaultSampler(), else PATCHWORK_SAMPLER=gpu|cpu, else by adapter: on a CPU adapter
+ * (SwiftShader, llvmpipe, WARP) the "readback" is a memcpy and its kernels run no faster than the
+ * JS sampler (same run: about equal for plain temperature, slower for top-k), so 'cpu'; real GPUs 'gpu'.
+ */
+export function defaultSampler(): 'gpu' | 'cpu' {
+  if (samplerDefault) return samplerDefault;
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PATCHWORK_SAMPLER;
+  if (env === 'gpu' || env === 'cpu') return env;
+  return /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(gpu().adapterName) ? 'cpu' : 'gpu';
 }
 
 /**
  * One token from a row of logits: logits/temperature → top-k → top-p → draw (transformers' warper
- * order). Tokens more than e^30 times less likely than the best are dropped first (their total mass
- * is below 1e-8 even over a 150k vocabulary). Nothing sorts the whole vocabulary: plain temperature
- * draws in index order, top-k keeps its k best with a small heap, and only the survivors are sorted
- * (top-p needs them in probability order).
+ * order; ops/cpu/sample.ts). Greedy (temperature 0) uses no random number; every draw uses one.
  */
 export function sampleToken(logits: ArrayLike<number>, o: { temperature?: number; topK?: number; topP?: number }, rng: Rng): number {
-  const T = o.temperature ?? 0;
-  if (!(T > 0)) return argmax(logits);
-  const n = logits.length, topP = o.topP ?? 1;
-  let mx = -Infinity;
-  for (let i = 0; i < n; i++) if (logits[i] > mx) mx = logits[i];
-  const floor = mx - 30 * T;
-  const k = o.topK && o.topK > 0 ? o.topK : 0;
-  if (!k && topP >= 1) {
-    let total = 0;
-    for (let i = 0; i < n; i++) if (logits[i] >= floor) total += Math.exp((logits[i] - mx) / T);
-    let u = rng.next() * total, last = 0;
-    for (let i = 0; i < n; i++) {
-      if (logits[i] < floor) continue;
-      last = i;
-      u -= Math.exp((logits[i] - mx) / T);
-      if (u < 0) return i;
-    }
-    return last;
-  }
-  const cand = k ? topKIndices(logits, k, floor) : Array.from({ length: n }, (_, i) => i).filter((i) => logits[i] >= floor);
-  cand.sort((a, b) => logits[b] - logits[a] || a - b);
-  const p = cand.map((i) => Math.exp((logits[i] - mx) / T));
-  let total = p.reduce((a, b) => a + b, 0);
-  let keep = p.length;
-  if (topP < 1) {
-    // keep token j while the mass before it is below topP (at least one token)
-    let before = 0;
-    for (let j = 0; j < p.length; j++) {
-      if (j > 0 && before / total >= topP) {
-        keep = j;
-        break;
-      }
-      before += p[j];
-    }
-    total = p.slice(0, keep).reduce((a, b) => a + b, 0);
-  }
-  let u = rng.next() * total;
-  for (let j = 0; j < keep; j++) {
-    u -= p[j];
-    if (u < 0) return cand[j];
-  }
-  return cand[keep - 1];
-}
-
-/** Indices of the k largest logits at or above `floor` (ties: lower index first), unordered. */
-function topKIndices(logits: ArrayLike<number>, k: number, floor: number): number[] {
-  // min-heap on (logit, −index): the root is the weakest kept token
-  const heap: number[] = [];
-  const weaker = (a: number, b: number) => logits[a] < logits[b] || (logits[a] === logits[b] && a > b);
-  const down = (i: number) => {
-    for (;;) {
-      const l = 2 * i + 1, r = l + 1;
-      let m = i;
-      if (l < heap.length && weaker(heap[l], heap[m])) m = l;
-      if (r < heap.length && weaker(heap[r], heap[m])) m = r;
-      if (m === i) return;
-      [heap[i], heap[m]] = [heap[m], heap[i]];
-      i = m;
-    }
-  };
-  for (let i = 0; i < logits.length; i++) {
-    if (logits[i] < floor) continue;
-    if (heap.length < k) {
-      heap.push(i);
-      for (let c = heap.length - 1; c > 0; ) {
-        const p = (c - 1) >> 1;
-        if (!weaker(heap[c], heap[p])) break;
-        [heap[c], heap[p]] = [heap[p], heap[c]];
-        c = p;
-      }
-    } else if (weaker(heap[0], i)) {
-      heap[0] = i;
-      down(0);
-    }
-  }
-  return heap;
+  if (!((o.temperature ?? 0) > 0)) return argmax(logits);
+  return sampleTokenU(logits, o, rng.next());
 }
 
 function checkOptions(o: GenerateOptions): void {
@@ -154,6 +109,7 @@ function checkOptions(o: GenerateOptions): void {
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) throw new Error(`generate: topK must be a non-negative integer, got ${o.topK}`);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new Error(`generate: topP must be in (0, 1], got ${o.topP}`);
   if (!Array.isArray(o.stopIds)) throw new Error('generate: stopIds must be a list of token ids');
+  if (o.sampler !== undefined && o.sampler !== 'gpu' && o.sampler !== 'cpu') throw new Error(`generate: sampler must be 'gpu' or 'cpu', got ${o.sampler}`);
 }
 
 const copyRows = (src: Tensor, srcRow: number, dst: Tensor, dstRow: number, rowBytes: number, rows = 1) => {
@@ -161,13 +117,17 @@ const copyRows = (src: Tensor, srcRow: number, dst: Tensor, dstRow: number, rowB
 };
 
 export async function generate(host: GenHost, prompts: Prompt[], opts: GenerateOptions): Promise<Int32Array[]> {
+  return (await generateDetailed(host, prompts, opts)).ids;
+}
+
+export async function generateDetailed(host: GenHost, prompts: Prompt[], opts: GenerateOptions): Promise<Generated> {
   checkOptions(opts);
   const t = host.config.text, nL = t.numHiddenLayers, Hq = t.numAttentionHeads, Hkv = t.numKeyValueHeads, D = t.headDim;
   const kvRow = Hkv * D * 4, qRow = Hq * D * 4;
   const ctx = host.ctx(opts.lora ?? true);
   const rng = new Rng(opts.seed ?? 0);
   const stop = new Set(opts.stopIds);
-  if (!prompts.length || opts.maxNewTokens === 0) return prompts.map(() => new Int32Array(0));
+  if (!prompts.length || opts.maxNewTokens === 0) return { ids: prompts.map(() => new Int32Array(0)), logprobs: prompts.map(() => new Float32Array(0)) };
   for (const [i, p] of prompts.entries()) {
     if (p.inputIds.length >= host.contextLength) throw new Error(`prompt ${i} has ${p.inputIds.length} tokens: no room to generate within the model's context of ${host.contextLength} tokens`);
   }
@@ -186,7 +146,7 @@ export async function generate(host: GenHost, prompts: Prompt[], opts: GenerateO
     for (const [b, p] of prompts.entries()) {
       const key = keyOf(p);
       const L = p.inputIds.length, cap = Math.min(L + opts.maxNewTokens, host.contextLength);
-      const s: Seq = { prompt: b, len: L, cap, ropeDelta: 0, k: [], v: [], out: [], done: false };
+      const s: Seq = { prompt: b, len: L, cap, ropeDelta: 0, k: [], v: [], out: [], lp: [], done: false };
       seqs.push(s);
       for (let li = 0; li < nL; li++) {
         s.k.push(empty([cap, Hkv, D], 'f32', `kcache${b}.${li}`));
@@ -285,7 +245,7 @@ export async function generate(host: GenHost, prompts: Prompt[], opts: GenerateO
   } finally {
     release();
   }
-  return seqs.map((s) => Int32Array.from(s.out));
+  return { ids: seqs.map((s) => Int32Array.from(s.out)), logprobs: seqs.map((s) => Float32Array.from(s.lp)) };
 }
 
 function ctxNorm(ctx: TextCtx): Tensor {
@@ -294,28 +254,54 @@ function ctxNorm(ctx: TextCtx): Tensor {
 
 /** Next token of every row of hs [n, H] (row i = seqs[i]); marks finished sequences. */
 async function choose(ctx: TextCtx, hs: Tensor, seqs: Seq[], opts: GenerateOptions, rng: Rng, stop: Set<number>): Promise<void> {
-  let next: number[];
-  if (!(opts.temperature && opts.temperature > 0)) {
+  let next: number[], lps: number[];
+  const T = opts.temperature ?? 0;
+  if (!(T > 0)) {
     const am = argmaxIds(ctx, hs);
     next = Array.from(await readI32(am));
+    lps = next.map(() => NaN);
     am.release();
   } else {
     const V = ctx.cfg.text.vocabSize, n = hs.shape[0];
-    const chunks = ctx.w.lmHead.map((_, i) => logitsChunk(ctx, hs, i));
-    const data = await readMany(chunks);
-    next = [];
-    const row = new Float32Array(V);
-    for (let r = 0; r < n; r++) {
-      chunks.forEach((c, i) => {
-        const vc = c.shape[1];
-        row.set((data[i] as Float32Array).subarray(r * vc, (r + 1) * vc), ctx.w.lmHead[i].v0);
-      });
-      next.push(sampleToken(row, opts, rng));
+    // one uniform per row, in row order: the CPU sampler's RNG stream
+    const u = Array.from({ length: n }, () => rng.next());
+    // logits [n, V] assembled on the GPU from the vocabulary shards (row r, shard i at r·V + v0)
+    const logits = empty([n, V], 'f32', 'gen.logits');
+    for (const [i, s] of ctx.w.lmHead.entries()) {
+      const c = logitsChunk(ctx, hs, i), vc = c.shape[1];
+      for (let r = 0; r < n; r++) encoder().copyBufferToBuffer(c.buffer, r * vc * 4, logits.buffer, (r * V + s.v0) * 4, vc * 4);
+      c.release();
     }
-    for (const c of chunks) c.release();
+    const gpuOk = (opts.sampler ?? defaultSampler()) === 'gpu' && !((opts.topK ?? 0) > SAMPLE_KMAX);
+    let ids: Int32Array, lp: Float32Array;
+    if (gpuOk) {
+      const ut = fromData(Float32Array.from(u), [n], 'f32', 'gen.uniforms');
+      const r = sampleRows(logits, ut, { temperature: T, topK: opts.topK, topP: opts.topP });
+      const back = await readMany([r.ids, r.logprobs]);
+      for (const t of [ut, r.ids, r.logprobs]) t.release();
+      ids = back[0] as Int32Array;
+      lp = back[1] as Float32Array;
+    } else {
+      ids = new Int32Array(n).fill(-1);
+      lp = new Float32Array(n);
+    }
+    // rows the GPU handed back (or all, on the CPU path): the CPU sampler with the same uniform
+    const cpuRows = [...ids.keys()].filter((r) => ids[r] < 0);
+    if (cpuRows.length) {
+      const [all] = await readMany([logits]);
+      for (const r of cpuRows) {
+        const row = (all as Float32Array).subarray(r * V, (r + 1) * V);
+        ids[r] = sampleTokenU(row, opts, u[r]);
+        lp[r] = logprobAt(row, ids[r], T);
+      }
+    }
+    logits.release();
+    next = Array.from(ids);
+    lps = Array.from(lp);
   }
   seqs.forEach((s, i) => {
     s.out.push(next[i]);
+    s.lp.push(lps[i]);
     // the last token is never fed back, so a full cache only ends the sequence at the next step
     if (stop.has(next[i]) || s.out.length >= opts.maxNewTokens || s.len >= s.cap) s.done = true;
   });

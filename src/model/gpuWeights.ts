@@ -7,9 +7,16 @@
 // The token embedding (and lm_head when untied) is uploaded as row shards of `vocabChunk` rows:
 // one shard is one binding (the 3B table is 622 MB, above common binding limits) and one vocabulary
 // chunk of the chunked lm_head + log-softmax.
+//
+// NF4 (quant.ts): with a QuantPlan, Linear weights are stored as Nf4Tensor (4-bit codes + absmax),
+// either quantised here as each full-precision tensor streams in (then dropped), or read from a
+// bitsandbytes 4-bit checkpoint. The vision qkv is quantised whole (as bitsandbytes does) and its
+// q, k, v are row views of it.
 import { gpu } from '../gpu/device.ts';
+import { uploadNf4, type Nf4Data } from '../gpu/nf4.ts';
 import { fromData, trimPool, type Tensor } from '../gpu/tensor.ts';
 import type { QwenVLConfig } from './config.ts';
+import { Bnb4bitReader, linearKind, nf4ToBf16Bits, quantizesOnLoad, quantizeWeight, type QuantPlan } from './quant.ts';
 import { bf16ToF32 } from '../gpu/bf16.ts';
 import { lmHeadName, loadWeights, type LoadWarning, type Weight } from './weights.ts';
 import type { ModelSource } from './sources/source.ts';
@@ -93,9 +100,19 @@ function shards(name: string, w: Weight, rows: number): VocabShard[] {
   return out;
 }
 
-/** Upload one checkpoint tensor (canonical name) into `gw`. */
-function put(gw: GpuWeights, name: string, w: Weight): void {
+/** Upload one 4-bit weight (canonical name); the vision qkv as q, k, v row views. */
+function putNf4(gw: GpuWeights, name: string, d: Nf4Data): void {
+  const t = uploadNf4(d, name);
+  const qkv = /^(visual\.blocks\.\d+\.attn\.)qkv\.weight$/.exec(name);
+  if (!qkv) return gw.set(name, t);
+  const C = gw.config.vision.hiddenSize;
+  ['q', 'k', 'v'].forEach((part, i) => gw.set(`${qkv[1]}${part}.weight`, t.rows(i * C, C, `${qkv[1]}${part}.weight`)));
+}
+
+/** Upload one checkpoint tensor (canonical name) into `gw`, quantising it when the plan says so. */
+function put(gw: GpuWeights, name: string, w: Weight, plan?: QuantPlan): void {
   const cfg = gw.config;
+  if (plan && quantizesOnLoad(name, plan)) return putNf4(gw, name, quantizeWeight(bf16ToF32(bits(w)), w.shape, plan));
   if (name === 'model.embed_tokens.weight') {
     gw.embed = shards(name, w, gw.vocabChunk);
     if (cfg.text.tieWordEmbeddings) gw.lmHead = gw.embed;
@@ -127,23 +144,35 @@ function put(gw: GpuWeights, name: string, w: Weight): void {
  */
 export async function uploadWeights(
   source: ModelSource, cfg: QwenVLConfig,
-  opts: { onProgress?: (p: UploadProgress) => void; vocabChunk?: number; signal?: AbortSignal } = {},
+  opts: { onProgress?: (p: UploadProgress) => void; vocabChunk?: number; signal?: AbortSignal; quant?: QuantPlan } = {},
 ): Promise<GpuWeights> {
   const gw = new GpuWeights(cfg, vocabChunkRows(cfg, opts.vocabChunk));
   let current: string | undefined;
+  const plan = opts.quant;
+  // a bitsandbytes 4-bit checkpoint: its quantised weights arrive raw; a vision tower the plan
+  // keeps BF16 is dequantised (exactly the values bitsandbytes computes with)
+  const bnb = plan?.prequantized
+    ? new Bnb4bitReader(cfg, source.id, (name, d) => {
+      current = name;
+      if (linearKind(name.slice(0, -'.weight'.length)) === 'vision' && !plan.quantizeVision) put(gw, name, { dtype: 'bf16', shape: d.shape, data: nf4ToBf16Bits(d) });
+      else putNf4(gw, name, d);
+    })
+    : undefined;
   try {
     const loaded = await loadWeights(source, cfg, {
       keep: false,
       signal: opts.signal,
+      raw: bnb ? { claim: bnb.claim, onRaw: bnb.onRaw } : undefined,
       onTensor: (name, w) => {
         current = name;
-        put(gw, name, w);
+        put(gw, name, w, plan);
       },
       onProgress: (p) => {
         if (p.phase === 'tensors' || p.phase === 'done') opts.onProgress?.({ bytes: p.loadedBytes, total: p.totalBytes, tensor: current });
       },
     });
     gw.loadWarnings = loaded.loadWarnings;
+    bnb?.finish();
     if (!gw.embed.length || !gw.lmHead.length) throw new Error(`${source.id}: no ${gw.embed.length ? lmHeadName(cfg) : 'model.embed_tokens.weight'} was uploaded`);
     // surface allocation / validation errors now, while we can still clean up
     await gpu().device.queue.onSubmittedWorkDone();

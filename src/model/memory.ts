@@ -11,6 +11,8 @@
 import type { QwenVLConfig } from './config.ts';
 import { targetedModules, type LoraConfig } from './lora.ts';
 import { expectedWeights } from './weights.ts';
+import { nf4Bytes } from '../gpu/nf4.ts';
+import { quantizesOnLoad, type QuantPlan } from './quant.ts';
 import { smartResize } from '../data/image.ts';
 
 export interface GpuLimits {
@@ -37,6 +39,12 @@ export interface MemoryRequest {
   recompute: boolean;
   /** lm_head vocabulary chunk (default 16384) */
   vocabChunk?: number;
+  /** 4-bit NF4 base (QLoRA): the Linear layers bitsandbytes quantises take 0.5 byte per weight + absmax */
+  quantize?: 'nf4';
+  /** with NF4: the vision tower's Linear layers too (default true) */
+  quantizeVision?: boolean;
+  /** with NF4: double-quantised absmax (default true, as quantise-on-load does) */
+  doubleQuant?: boolean;
 }
 
 export interface MemoryItem {
@@ -53,7 +61,7 @@ export interface MemoryEstimate {
   patches: number;
   batch: number;
   recompute: boolean;
-  weights: { params: number; bytes: number; visionBytes: number; textBytes: number; embeddingBytes: number };
+  weights: { params: number; bytes: number; visionBytes: number; textBytes: number; embeddingBytes: number; quantize?: 'nf4'; nf4Params: number; nf4Bytes: number };
   lora: { modules: number; params: number; paramBytes: number; gradBytes: number; adamBytes: number; bytes: number };
   activations: {
     /** what one decoder layer keeps for its backward (without recomputation) */
@@ -101,14 +109,19 @@ export function estimateMemory(req: MemoryRequest): MemoryEstimate {
   const T = B * L; // rows through the decoder
   const H = t.hiddenSize, D = t.headDim, Hq = t.numAttentionHeads, Hkv = t.numKeyValueHeads, I = t.intermediateSize, V = t.vocabSize;
 
-  // ---- weights (BF16)
-  let params = 0, visionP = 0;
+  // ---- weights (BF16; the Linear layers in NF4 with quantize: codes + absmax + the 272-value maps)
+  let params = 0, visionP = 0, weightsBytes = 0, visionBytes = 0, nf4P = 0, nf4B = 0;
   const weightItems: MemoryItem[] = [];
+  const plan: QuantPlan = { quantize: req.quantize, quantizeVision: req.quantizeVision ?? true, doubleQuant: req.doubleQuant ?? true, skipModules: ['lm_head'] };
   for (const [name, shape] of expectedWeights(cfg)) {
     const n = prod(shape);
     params += n;
-    if (name.startsWith('visual.')) visionP += n;
-    weightItems.push(item(name, shape, BF16));
+    const q = quantizesOnLoad(name, plan);
+    const it = q ? { name, shape, bytes: nf4Bytes(n, 64, plan.doubleQuant) + 272 * F32, note: 'NF4' } : item(name, shape, BF16);
+    if (q) { nf4P += n; nf4B += it.bytes; }
+    weightsBytes += it.bytes;
+    if (name.startsWith('visual.')) { visionP += n; visionBytes += it.bytes; }
+    weightItems.push(it);
   }
   const embeddingBytes = V * H * BF16 * (t.tieWordEmbeddings ? 1 : 2);
 
@@ -183,14 +196,13 @@ export function estimateMemory(req: MemoryRequest): MemoryEstimate {
   // vision tower's peak happens earlier, while nothing else is live but its output
   const decoderPeak = keptBytes + recomputeBytes + backwardScratchBytes + otherBytes + visionKeptBytes;
   const peakBytes = Math.max(decoderPeak, visionTrained ? 0 : visionPeakBytes + other[0].bytes);
-  const weightsBytes = params * BF16;
   const totalBytes = weightsBytes + lora.bytes + peakBytes;
 
   const buffers = [...weightItems, ...perLayer, ...scratch, ...other, ...visionWorking].sort((a, b) => b.bytes - a.bytes);
 
   return {
     seqLen: L, imageTokens, patches, batch: B, recompute: req.recompute,
-    weights: { params, bytes: weightsBytes, visionBytes: visionP * BF16, textBytes: (params - visionP) * BF16, embeddingBytes },
+    weights: { params, bytes: weightsBytes, visionBytes, textBytes: weightsBytes - visionBytes, embeddingBytes, quantize: req.quantize, nf4Params: nf4P, nf4Bytes: nf4B },
     lora,
     activations: { perLayer, perLayerBytes, keptBytes, recomputeBytes, backwardScratchBytes, otherBytes, other, visionPeakBytes, visionKeptBytes, peakBytes },
     totalBytes,
@@ -255,11 +267,21 @@ export function formatEstimate(est: MemoryEstimate): string {
   const a = est.activations;
   const lines = [
     `sequence ${est.batch}×${est.seqLen} tokens (${est.imageTokens} image tokens from ${est.patches} patches), recompute ${est.recompute ? 'on' : 'off'}`,
-    `weights (BF16): ${gib(est.weights.bytes)} (${(est.weights.params / 1e9).toFixed(3)} B params; vision ${mib(est.weights.visionBytes)}, embedding ${mib(est.weights.embeddingBytes)})`,
+    est.weights.quantize
+      ? `weights (NF4 Linear layers + BF16 rest): ${gib(est.weights.bytes)} (${(est.weights.params / 1e9).toFixed(3)} B params, ${(est.weights.nf4Params / 1e9).toFixed(3)} B of them NF4 in ${mib(est.weights.nf4Bytes)}; vision ${mib(est.weights.visionBytes)}, embedding ${mib(est.weights.embeddingBytes)})`
+      : `weights (BF16): ${gib(est.weights.bytes)} (${(est.weights.params / 1e9).toFixed(3)} B params; vision ${mib(est.weights.visionBytes)}, embedding ${mib(est.weights.embeddingBytes)})`,
     `LoRA: ${est.lora.modules} modules, ${(est.lora.params / 1e6).toFixed(2)} M params: params ${mib(est.lora.paramBytes)} + grads ${mib(est.lora.gradBytes)} + AdamW ${mib(est.lora.adamBytes)} = ${mib(est.lora.bytes)}`,
     `activations per layer (f32): ${mib(a.perLayerBytes)}: ${a.perLayer.map((x) => `${x.name} ${mib(x.bytes)}`).join(', ')}`,
     `kept between forward and backward: ${mib(a.keptBytes)}; recomputed layer ${mib(a.recomputeBytes)}; backward scratch ${mib(a.backwardScratchBytes)}; other ${mib(a.otherBytes)}; vision forward peak ${mib(a.visionPeakBytes)}`,
     `activation peak ${mib(a.peakBytes)}; total ${gib(est.totalBytes)}`,
   ];
   return lines.join('\n');
+}
+
+/**
+ * The model card's base-precision choice: the same request estimated with a BF16 base and with
+ * a 4-bit NF4 base (vision tower per `quantizeVision`, default true), side by side.
+ */
+export function estimateBasePrecisions(req: Omit<MemoryRequest, 'quantize'>): { bf16: MemoryEstimate; nf4: MemoryEstimate } {
+  return { bf16: estimateMemory({ ...req, quantize: undefined }), nf4: estimateMemory({ ...req, quantize: 'nf4' }) };
 }

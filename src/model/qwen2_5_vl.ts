@@ -32,16 +32,17 @@ import { mropeTables, type RopeTables } from '../ops/rope.ts';
 import { getRopeIndex } from '../data/ropeIndex.ts';
 import { parseConfig, type QwenVLConfig } from './config.ts';
 import { uploadWeights, type GpuWeights, type UploadProgress } from './gpuWeights.ts';
+import { quantPlan } from './quant.ts';
 import { defaultLoraConfig, initLora, peftKey, type LoraAdapter, type LoraConfig } from './lora.ts';
 import { checkMemory, estimateMemory, gib, mib, neededSplits } from './memory.ts';
 import { MissingFileError, type ModelSource } from './sources/source.ts';
 import type { LoadWarning, TensorLayout } from './weights.ts';
 import {
   layerBackward, layerForward, lmHeadBackward, lmHeadScore, logitsChunk, releaseActs, releaseBlocks, rowsPerBlock,
-  type GpuLoraModule, type LayerActs, type ScoreBlock, type TextCtx,
+  type GpuLoraModule, type LayerActs, type LmHeadPath, type ScoreBlock, type TextCtx,
 } from './text.ts';
 import { releaseVisionSaved, visionAdapted, visionBackward, visionForward, type VisionCapture, type VisionSaved } from './vision.ts';
-import { generate, type GenerateOptions, type GenHost, type Prompt } from './generate.ts';
+import { generateDetailed, type GenerateOptions, type Generated, type GenHost, type Prompt } from './generate.ts';
 import { ImageCache, type ImageInput } from './imageCache.ts';
 
 export type { ImageInput };
@@ -69,9 +70,10 @@ export interface LoadOptions {
   /** vocabulary rows per lm_head shard (default 16384, capped by the binding limit) */
   vocabChunk?: number;
   signal?: AbortSignal;
-  /** 'nf4': store the frozen base Linear weights as bitsandbytes NF4 (QLoRA); default full precision */
+  /** 4-bit NF4 base (QLoRA): quantise the Linear layers on load (model/quant.ts); a bitsandbytes
+   *  4-bit checkpoint (config.json quantization_config) loads as NF4 without it */
   quantize?: 'nf4';
-  /** with quantize: the vision tower's Linear layers too (default true, as bitsandbytes does); false keeps them BF16 */
+  /** with NF4, quantise the vision tower's Linear layers too (default true, as bitsandbytes) */
   quantizeVision?: boolean;
 }
 
@@ -165,6 +167,8 @@ export class Qwen2_5_VL {
   recompute: boolean;
   /** scored rows per lm_head block (default: what one binding of [rows, vocabChunk] logits allows) */
   scoreRowBlock?: number;
+  /** lm_head + log-softmax implementation: 'fused' or 'chunked' (default: text.ts lmHeadPath, by adapter) */
+  lmHead?: LmHeadPath;
   /** notes about settings this engine does not honour */
   readonly warnings: string[] = [];
   /** the weight loader's notes, structured (weights.ts LoadWarning) */
@@ -190,8 +194,9 @@ export class Qwen2_5_VL {
   static async load(source: ModelSource, opts: LoadOptions = {}): Promise<Qwen2_5_VL> {
     const g = gpu();
     const config = await readModelConfig(source);
+    const quant = quantPlan(config, opts, `${source.id}: config.json`);
     Qwen2_5_VL.checkMemory(config, g.limits, opts);
-    const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal });
+    const w = await uploadWeights(source, config, { onProgress: opts.onProgress, vocabChunk: opts.vocabChunk, signal: opts.signal, quant: quant.quantize || quant.prequantized ? quant : undefined });
     const m = new Qwen2_5_VL(config, w, opts);
     m.loadWarnings = w.loadWarnings; // the front ends print / show these (messages also in m.warnings)
     m.warnings.push(...w.loadWarnings.map((x) => x.message));
@@ -209,7 +214,9 @@ export class Qwen2_5_VL {
   /** Refuse, with the numbers, a model whose LoRA step would not fit the adapter. */
   static checkMemory(config: QwenVLConfig, limits: Record<string, number>, opts: LoadOptions = {}): void {
     const plan = opts.plan ?? { images: [{ height: 448, width: 448 }], textTokens: 256 };
-    const est = estimateMemory({ config, lora: opts.lora ?? defaultLoraConfig(), images: plan.images, textTokens: plan.textTokens, recompute: opts.recompute ?? false });
+    // NF4 when asked to quantise or when the checkpoint is bitsandbytes 4-bit (model/quant.ts)
+    const q = quantPlan(config, opts);
+    const est = estimateMemory({ config, lora: opts.lora ?? defaultLoraConfig(), images: plan.images, textTokens: plan.textTokens, recompute: opts.recompute ?? false, quantize: q.quantize || q.prequantized ? 'nf4' : undefined, quantizeVision: q.quantizeVision, doubleQuant: q.doubleQuant });
     const lim = { maxBufferSize: limits.maxBufferSize, maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize };
     const chk = checkMemory(est, lim, { budgetBytes: opts.budgetBytes, canSplit: true });
     // the vocabulary tables and the logits chunk are split / row-blocked here; nothing else is
@@ -278,7 +285,7 @@ export class Qwen2_5_VL {
   // ---------------------------------------------------------------- forward
 
   private ctx(loraOn: boolean, dropout?: { p: number; seed: number }): TextCtx {
-    return { cfg: this.config, w: this.w, lora: this.lora, loraOn, rowBlock: this.scoreRowBlock, ...(dropout ? { dropout } : {}) };
+    return { cfg: this.config, w: this.w, lora: this.lora, loraOn, rowBlock: this.scoreRowBlock, lmHead: this.lmHead, ...(dropout ? { dropout } : {}) };
   }
 
   /**
@@ -492,6 +499,11 @@ export class Qwen2_5_VL {
 
   /** KV-cache generation for a batch of prompts; returns the new tokens of each (stop id included). */
   async generate(prompts: Prompt[], opts: GenerateOptions): Promise<Int32Array[]> {
+    return (await this.generateDetailed(prompts, opts)).ids;
+  }
+
+  /** generate(), plus each sampled token's log-prob at the sampling temperature (drawn on the GPU; NaN when greedy). */
+  async generateDetailed(prompts: Prompt[], opts: GenerateOptions): Promise<Generated> {
     this.live();
     const lora = (opts.lora ?? true) && this.lora.size > 0;
     const host: GenHost = {
@@ -500,7 +512,7 @@ export class Qwen2_5_VL {
       ctx: (on) => this.ctx(on && this.lora.size > 0),
       prepare: (p) => this.prepare(p, this.ctx(lora)),
     };
-    return generate(host, prompts, { ...opts, lora });
+    return generateDetailed(host, prompts, { ...opts, lora });
   }
 
   // ---------------------------------------------------------------- lifetime

@@ -18,8 +18,10 @@ import { gpu } from '../gpu/device.ts';
 import { fromData, zeros, type Tensor } from '../gpu/tensor.ts';
 import { add, addInPlace, gatherRows, scatterRows } from '../ops/elementwise.ts';
 import { lsgBackwardChunk, lsgBegin, lsgChunk, lsgFinish } from '../ops/softmaxGather.ts';
+import { lmHeadLogSoftmax, lmHeadLogSoftmaxBackward } from '../ops/lmHead.ts';
 import { loraLinear, loraLinearBackward, type DropoutSpec } from '../ops/lora.ts';
 import { matmul, matmulBackwardInput } from '../ops/matmul.ts';
+import { matmulW, matmulWBackwardInput } from '../ops/matmulNf4.ts';
 import { rmsnorm, rmsnormBackward } from '../ops/rmsnorm.ts';
 import { ropeApply, ropeBackward, type RopeTables } from '../ops/rope.ts';
 import { swiglu, swigluBackward } from '../ops/swiglu.ts';
@@ -51,6 +53,8 @@ export interface TextCtx {
   loraOn: boolean;
   /** scored rows per lm_head block (default: as many as one binding of logits allows) */
   rowBlock?: number;
+  /** the lm_head + log-softmax implementation (default lmHeadPath()) */
+  lmHead?: LmHeadPath;
   /** LoRA dropout of this pass (train forwards and their backward only; absent when p = 0) */
   dropout?: { p: number; seed: number };
 }
@@ -95,7 +99,7 @@ export function linear(ctx: TextCtx, module: string, x: Tensor, keep: boolean): 
   const w = ctx.w.get(`${module}.weight`);
   const bias = ctx.w.has(`${module}.bias`) ? ctx.w.get(`${module}.bias`) : undefined;
   const l = loraOf(ctx, module);
-  if (!l) return { y: matmul(x, w, { bias, name: `${module}.y` }) };
+  if (!l) return { y: matmulW(x, w, { bias, name: `${module}.y` }) };
   const r = loraLinear(x, { weight: w, bias, loraA: l.A, loraB: l.B, scaling: l.spec.scaling }, { name: module, dropout: dropoutOf(ctx, l) });
   if (!keep) {
     r.xa?.release();
@@ -108,7 +112,7 @@ export function linear(ctx: TextCtx, module: string, x: Tensor, keep: boolean): 
 export function linearBackward(ctx: TextCtx, module: string, dy: Tensor, x: Tensor, xa: Tensor | undefined): Tensor {
   const w = ctx.w.get(`${module}.weight`);
   const l = loraOf(ctx, module);
-  if (!l) return matmulBackwardInput(dy, w, { name: `${module}.dx` });
+  if (!l) return matmulWBackwardInput(dy, w, { name: `${module}.dx` });
   if (!xa) throw new Error(`backward of ${module}: the forward kept no x·Aᵀ`);
   const g = loraLinearBackward(dy, x, xa, { weight: w, loraA: l.A, loraB: l.B, scaling: l.spec.scaling }, { dA: l.gA, dB: l.gB, accumulate: true, name: module, dropout: dropoutOf(ctx, l) });
   return g.dx!;
@@ -191,6 +195,34 @@ export function layerBackward(ctx: TextCtx, li: number, x: Tensor, a: LayerActs,
 // ---------------------------------------------------------------- lm_head + log-softmax gather
 
 /**
+ * 'fused': ops/lmHead.ts, logits never in memory; a train forward also forms the
+ * softmax-weighted mean of the lm_head rows in the same pass, so the backward is O(rows·H) (when
+ * H % 4 ≠ 0 the backward recomputes the logits per vocabulary split instead). 'chunked': the earlier path, a [rows, vocabChunk] logits tensor per shard
+ * (matmul) folded by ops/softmaxGather.ts, kept for the backward when small; kept for comparison.
+ */
+export type LmHeadPath = 'fused' | 'chunked';
+let lmHeadDefault: LmHeadPath | undefined;
+
+/** Set the default lm_head path (undefined: back to lmHeadPath's choice). */
+export function setLmHeadPath(p: LmHeadPath | undefined): void {
+  lmHeadDefault = p;
+}
+
+/**
+ * The path in use: ctx.lmHead, else setLmHeadPath(), else PATCHWORK_LMHEAD, else by adapter: CPU
+ * adapters (SwiftShader, llvmpipe, WARP) run 'chunked', whose train step is two GEMMs over
+ * 2 cores either way and measured faster there (README); real GPUs run 'fused' (no logits
+ * traffic, many workgroups, an O(rows·H) backward).
+ */
+export function lmHeadPath(ctx?: TextCtx): LmHeadPath {
+  if (ctx?.lmHead) return ctx.lmHead;
+  if (lmHeadDefault) return lmHeadDefault;
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PATCHWORK_LMHEAD;
+  if (env === 'chunked' || env === 'fused') return env;
+  return /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(gpu().adapterName) ? 'chunked' : 'fused';
+}
+
+/**
  * Scored rows in blocks: each block's logits chunk [rows, vocabChunk] must fit one binding, so long
  * sequences are cut into row blocks; a block runs over every vocabulary shard.
  */
@@ -206,16 +238,30 @@ export interface ScoreBlock {
   logp: Tensor;
   lse: Tensor;
   argmax: Tensor;
-  /** the logits chunks, kept from the forward when small enough (else the backward recomputes them) */
+  /** chunked path: the logits chunks, kept from the forward when small enough (else the backward recomputes them) */
   logits?: Tensor[];
+  /** computed by the fused path (its backward is the fused one too) */
+  fused?: boolean;
+  /** fused train forward: [n, H] softmax-weighted mean of the lm_head rows, so the backward recomputes nothing */
+  expected?: Tensor;
 }
 
 export function releaseBlocks(bs: ScoreBlock[]): void {
-  for (const b of bs) for (const t of [b.hs, b.targets, b.logp, b.lse, b.argmax, ...(b.logits ?? [])]) t.release();
+  for (const b of bs) for (const t of [b.hs, b.targets, b.logp, b.lse, b.argmax, ...(b.logits ?? []), ...(b.expected ? [b.expected] : [])]) t.release();
 }
 
 /** Keep a block's logits for the backward up to this many bytes: recomputing them is a third of the lm_head work. */
 const KEEP_LOGITS_BYTES = 64 * 2 ** 20;
+/** Fused path: rows per block so that a block's [rows, H] tensors stay below this. */
+const FUSED_PARTIAL_BYTES = 64 * 2 ** 20;
+
+/** Fused path: scored rows per block. */
+function fusedRowsPerBlock(ctx: TextCtx): number {
+  if (ctx.rowBlock) return ctx.rowBlock;
+  // the partial sums [P, rows, H] grow with the rows (ops/lmHead.ts bounds them by growing the
+  // splits); 64 MiB for a block's kept hidden states is the bound here
+  return Math.max(16, Math.floor(FUSED_PARTIAL_BYTES / (4 * ctx.cfg.text.hiddenSize)));
+}
 
 /** Rows per block so that a [rows, vocabChunk] f32 logits chunk fits one binding. */
 export function rowsPerBlock(ctx: TextCtx): number {
@@ -234,13 +280,19 @@ export function logitsChunk(ctx: TextCtx, hs: Tensor, shard: number): Tensor {
  * applied one vocabulary shard at a time (a [T, V] logits tensor never exists).
  */
 export function lmHeadScore(ctx: TextCtx, last: Tensor, rows: Int32Array, targets: Int32Array, forBackward = false): ScoreBlock[] {
-  const per = rowsPerBlock(ctx), blocks: ScoreBlock[] = [];
+  const fused = lmHeadPath(ctx) === 'fused';
+  const per = fused ? fusedRowsPerBlock(ctx) : rowsPerBlock(ctx), blocks: ScoreBlock[] = [];
   for (let start = 0; start < rows.length; start += per) {
     const n = Math.min(per, rows.length - start);
     const idx = fromData(rows.subarray(start, start + n), [n], 'i32', 'score.rows');
     const hs = gatherRows(last, idx);
     idx.release();
     const tg = fromData(targets.subarray(start, start + n), [n], 'i32', 'score.targets');
+    if (fused) {
+      const r = lmHeadLogSoftmax(hs, ctx.w.lmHead, tg, { expected: forBackward });
+      blocks.push({ start, n, hs, targets: tg, logp: r.logp, lse: r.lse, argmax: r.argmax, fused: true, ...(r.expected ? { expected: r.expected } : {}) });
+      continue;
+    }
     const st = lsgBegin(tg);
     const keep = forBackward && n * ctx.cfg.text.vocabSize * 4 <= KEEP_LOGITS_BYTES;
     const logits = ctx.w.lmHead.map((s, i) => {
@@ -265,14 +317,20 @@ export function lmHeadBackward(ctx: TextCtx, blocks: ScoreBlock[], rows: Int32Ar
   const dlast = zeros([L, H], 'f32', 'dlast');
   for (const b of blocks) {
     const dl = fromData(dlogp.subarray(b.start, b.start + b.n), [b.n], 'f32', 'dlogp');
-    const dhs = dhidden ? fromData(dhidden.subarray(b.start * H, (b.start + b.n) * H), [b.n, H], 'f32', 'dhs') : zeros([b.n, H], 'f32', 'dhs');
-    ctx.w.lmHead.forEach((s, i) => {
-      const lg = b.logits?.[i] ?? logitsChunk(ctx, b.hs, i);
-      const dlg = lsgBackwardChunk(lg, b.targets, b.lse, dl, s.v0);
-      if (!b.logits) lg.release();
-      matmulBackwardInput(dlg, s.t, { out: dhs, accumulate: true });
-      dlg.release();
-    });
+    let dhs: Tensor;
+    if (b.fused) {
+      const given = dhidden ? fromData(dhidden.subarray(b.start * H, (b.start + b.n) * H), [b.n, H], 'f32', 'dhs') : undefined;
+      dhs = lmHeadLogSoftmaxBackward(b.hs, ctx.w.lmHead, b.targets, b.lse, dl, { ...(given ? { out: given, accumulate: true } : {}), fromExpected: b.expected });
+    } else {
+      dhs = dhidden ? fromData(dhidden.subarray(b.start * H, (b.start + b.n) * H), [b.n, H], 'f32', 'dhs') : zeros([b.n, H], 'f32', 'dhs');
+      ctx.w.lmHead.forEach((s, i) => {
+        const lg = b.logits?.[i] ?? logitsChunk(ctx, b.hs, i);
+        const dlg = lsgBackwardChunk(lg, b.targets, b.lse, dl, s.v0);
+        if (!b.logits) lg.release();
+        matmulBackwardInput(dlg, s.t, { out: dhs, accumulate: true });
+        dlg.release();
+      });
+    }
     const idx = fromData(rows.subarray(b.start, b.start + b.n), [b.n], 'i32', 'score.rows');
     scatterRows(dhs, idx, dlast);
     for (const t of [dl, dhs, idx]) t.release();
@@ -284,6 +342,11 @@ export function lmHeadBackward(ctx: TextCtx, blocks: ScoreBlock[], rows: Int32Ar
 export function argmaxIds(ctx: TextCtx, hs: Tensor): Tensor {
   const n = hs.shape[0];
   const tg = zeros([n], 'i32', 'argmax.targets');
+  if (lmHeadPath(ctx) === 'fused') {
+    const r = lmHeadLogSoftmax(hs, ctx.w.lmHead, tg);
+    for (const t of [tg, r.logp, r.lse]) t.release();
+    return r.argmax;
+  }
   const st = lsgBegin(tg);
   ctx.w.lmHead.forEach((s, i) => {
     const lg = logitsChunk(ctx, hs, i);

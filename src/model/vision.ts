@@ -18,7 +18,7 @@ import { add, addInPlace, gatherRows, scatterRows } from '../ops/elementwise.ts'
 import { attentionVarlen, attentionVarlenBackward } from '../ops/attention.ts';
 import { gelu, geluBackward } from '../ops/gelu.ts';
 import { loraLinearParts, loraLinearPartsBackward, type LoraPartsWeights } from '../ops/lora.ts';
-import { matmul, matmulBackwardInput } from '../ops/matmul.ts';
+import { matmulW, matmulWBackwardInput } from '../ops/matmulNf4.ts';
 import { patchEmbed } from '../ops/patchEmbed.ts';
 import { rmsnorm, rmsnormBackward } from '../ops/rmsnorm.ts';
 import { ropeApply, ropeBackward, visionRopeTables, type RopeTables } from '../ops/rope.ts';
@@ -67,8 +67,8 @@ export interface VisionSaved {
   M: number;
   widx: Tensor;
   rope: RopeTables;
-  cuWin: Tensor;
-  cuFull: Tensor;
+  cuWin: Segments;
+  cuFull: Segments;
   /** input of every block from `lowest` up (undefined below it) */
   inputs: (Tensor | undefined)[];
   /** per block, unless recomputing */
@@ -86,7 +86,7 @@ export interface VisionSaved {
 }
 
 export function releaseVisionSaved(s: VisionSaved): void {
-  for (const t of [s.widx, s.rope.cos, s.rope.sin, s.cuWin, s.cuFull, s.xFinal, s.rstdQ, s.nq, s.z, s.zg, s.xa0, s.xa2, ...s.inputs]) t?.release();
+  for (const t of [s.widx, s.rope.cos, s.rope.sin, s.cuWin.cu, s.cuFull.cu, s.xFinal, s.rstdQ, s.nq, s.z, s.zg, s.xa0, s.xa2, ...s.inputs]) t?.release();
   for (const a of s.acts ?? []) if (a) releaseBlockActs(a);
 }
 
@@ -113,8 +113,17 @@ function qkvLora(l: GpuLoraModule, parts: LoraPartsWeights['parts']): LoraPartsW
   return { parts, loraA: l.A, loraB: l.B, scaling: l.spec.scaling };
 }
 
+/** cu_seqlens on the GPU and the longest segment (flash attention's backward sizes its dS scratch by it) */
+export interface Segments { cu: Tensor; maxSeqlen: number }
+
+function segments(cuSeqlens: Int32Array, name: string): Segments {
+  let maxSeqlen = 0;
+  for (let i = 1; i < cuSeqlens.length; i++) maxSeqlen = Math.max(maxSeqlen, cuSeqlens[i] - cuSeqlens[i - 1]);
+  return { cu: fromData(cuSeqlens, [cuSeqlens.length], 'i32', name), maxSeqlen };
+}
+
 /** One vision block on x [N, C] (window order); x is left untouched. */
-export function visionBlockForward(ctx: TextCtx, b: number, x: Tensor, rope: RopeTables, cu: Tensor, keep: boolean): { out: Tensor; acts?: VisionBlockActs } {
+export function visionBlockForward(ctx: TextCtx, b: number, x: Tensor, rope: RopeTables, cu: Segments, keep: boolean): { out: Tensor; acts?: VisionBlockActs } {
   const v = ctx.cfg.vision, N = x.shape[0], C = v.hiddenSize, heads = v.numHeads, hd = v.headDim;
   const p = `visual.blocks.${b}.`, w = ctx.w;
   const n1 = rmsnorm(x, w.get(p + 'norm1.weight'), VISION_EPS);
@@ -126,13 +135,13 @@ export function visionBlockForward(ctx: TextCtx, b: number, x: Tensor, rope: Rop
     if (keep) xaQkv = r.xa;
     else r.xa.release();
   } else {
-    [q0, k0, v0] = qkvParts(w, p).map((pt, j) => matmul(n1.y, pt.weight, { bias: pt.bias, name: `${p}attn.${'qkv'[j]}` }));
+    [q0, k0, v0] = qkvParts(w, p).map((pt, j) => matmulW(n1.y, pt.weight, { bias: pt.bias, name: `${p}attn.${'qkv'[j]}` }));
   }
   const q = ropeApply(q0.view([N, heads, hd]), rope), k = ropeApply(k0.view([N, heads, hd]), rope);
   q0.release();
   k0.release();
   const vv = v0.view([N, heads, hd]);
-  const a = attentionVarlen(q, k, vv, cu);
+  const a = attentionVarlen(q, k, vv, cu.cu, { maxSeqlen: cu.maxSeqlen });
   const attn = a.out.view([N, C]);
   const o = linear(ctx, p + 'attn.proj', attn, keep);
   const x2 = add(x, o.y);
@@ -155,7 +164,7 @@ export function visionBlockForward(ctx: TextCtx, b: number, x: Tensor, rope: Rop
 }
 
 /** dx of one vision block from dout; accumulates its LoRA gradients. Releases nothing of `a`. */
-export function visionBlockBackward(ctx: TextCtx, b: number, x: Tensor, a: VisionBlockActs, dout: Tensor, rope: RopeTables, cu: Tensor): Tensor {
+export function visionBlockBackward(ctx: TextCtx, b: number, x: Tensor, a: VisionBlockActs, dout: Tensor, rope: RopeTables, cu: Segments): Tensor {
   const v = ctx.cfg.vision, N = x.shape[0], C = v.hiddenSize, heads = v.numHeads, hd = v.headDim;
   const p = `visual.blocks.${b}.`, w = ctx.w;
   // MLP
@@ -171,7 +180,7 @@ export function visionBlockBackward(ctx: TextCtx, b: number, x: Tensor, a: Visio
   addInPlace(dx2, dout); // residual
   // attention
   const dattn = linearBackward(ctx, p + 'attn.proj', dx2, a.attn.view([N, C]), a.xa['attn.proj']);
-  const g = attentionVarlenBackward(a.q, a.k, a.v, a.attn, a.lse, dattn.view([N, heads, hd]), cu);
+  const g = attentionVarlenBackward(a.q, a.k, a.v, a.attn, a.lse, dattn.view([N, heads, hd]), cu.cu, { maxSeqlen: cu.maxSeqlen });
   dattn.release();
   const dq = ropeBackward(g.dq, rope), dk = ropeBackward(g.dk, rope);
   g.dq.release();
@@ -185,9 +194,9 @@ export function visionBlockBackward(ctx: TextCtx, b: number, x: Tensor, a: Visio
     if (!xa) throw new Error(`backward of ${p}attn.qkv: the forward kept no x·Aᵀ`);
     dh1 = loraLinearPartsBackward(dys, a.h1, xa, qkvLora(lq, parts), { dA: lq.gA, dB: lq.gB, accumulate: true, name: p + 'attn.qkv', dropout: dropoutOf(ctx, lq) }).dx;
   } else {
-    dh1 = matmulBackwardInput(dys[0], parts[0].weight, { name: `${p}attn.qkv.dx` });
-    matmulBackwardInput(dys[1], parts[1].weight, { out: dh1, accumulate: true });
-    matmulBackwardInput(dys[2], parts[2].weight, { out: dh1, accumulate: true });
+    dh1 = matmulWBackwardInput(dys[0], parts[0].weight, { name: `${p}attn.qkv.dx` });
+    matmulWBackwardInput(dys[1], parts[1].weight, { out: dh1, accumulate: true });
+    matmulWBackwardInput(dys[2], parts[2].weight, { out: dh1, accumulate: true });
   }
   for (const t of [dq, dk, g.dv]) t.release();
   const dx = rmsnormBackward(dh1, x, w.get(p + 'norm1.weight'), a.rstd1).dx;
@@ -242,8 +251,7 @@ export async function visionForward(
   const pos = new Int32Array(N * 2);
   for (let i = 0; i < M; i++) pos.set(wi.patchPos.subarray(wi.windowIndex[i] * unit * 2, (wi.windowIndex[i] + 1) * unit * 2), i * unit * 2);
   const rope = visionRopeTables(pos, hd, 10000);
-  const cuWin = fromData(wi.cuWindowSeqlens, [wi.cuWindowSeqlens.length], 'i32', 'cu_window_seqlens');
-  const cuFull = fromData(wi.cuSeqlens, [wi.cuSeqlens.length], 'i32', 'cu_seqlens');
+  const cuWin = segments(wi.cuWindowSeqlens, 'cu_window_seqlens'), cuFull = segments(wi.cuSeqlens, 'cu_seqlens');
 
   // 5. blocks
   const inputs: (Tensor | undefined)[] = [], acts: (VisionBlockActs | undefined)[] = [];
@@ -272,7 +280,7 @@ export async function visionForward(
   if (keep) {
     saved = { N, M, widx, rope, cuWin, cuFull, inputs, acts: opts.recompute ? undefined : acts, lowest, xFinal: x, rstdQ: nq.rstd, nq: nq.y, z: z.y, zg, xa0: z.xa, xa2: merged.xa };
   } else {
-    for (const t of [x, nq.rstd, nq.y, z.y, zg, widx, rope.cos, rope.sin, cuWin, cuFull]) t.release();
+    for (const t of [x, nq.rstd, nq.y, z.y, zg, widx, rope.cos, rope.sin, cuWin.cu, cuFull.cu]) t.release();
   }
   return { imageEmbeds, capture: opts.capture ? (cap as VisionCapture) : undefined, saved };
 }

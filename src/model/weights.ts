@@ -7,6 +7,8 @@
 // so the GPU model has one weight format. `keepF32: true` keeps F32 tensors as f32 instead.
 import { parseConfig, type QwenVLConfig } from './config.ts';
 import { DTYPE_BYTES, headerLength, parseHeader, type StHeader, type StTensorInfo } from './safetensors.ts';
+
+export type { StTensorInfo } from './safetensors.ts';
 import { MissingFileError, checkFileName, type ModelSource } from './sources/source.ts';
 import { QwenTokenizer, checkSpecialIds } from '../data/tokenizer.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16 } from '../gpu/bf16.ts';
@@ -187,6 +189,15 @@ export interface LoadWeightsOptions {
   keep?: boolean;
   /** keep F32 tensors as f32 instead of converting to BF16 */
   keepF32?: boolean;
+  /**
+   * Tensors the caller decodes itself (bitsandbytes 4-bit weights and their quant state, see
+   * quant.ts): `claim` sees each tensor's canonical name and header first (it may throw to refuse
+   * it); claimed tensors skip the BF16/F16/F32 shape checks and reach `onRaw` as their own bytes.
+   */
+  raw?: {
+    claim(canonical: string, info: StTensorInfo, file: string): boolean;
+    onRaw(canonical: string, bytes: Uint8Array, info: StTensorInfo): void | Promise<void>;
+  };
   /** largest single read; neighbouring small tensors are fetched together up to this size (default 64 MiB) */
   chunkBytes?: number;
   signal?: AbortSignal;
@@ -338,9 +349,14 @@ export async function loadWeights(src: ModelSource, cfg: QwenVLConfig, opts: Loa
     const hint = missing.length === 1 && missing[0] === 'lm_head.weight' ? ' (config.json says tie_word_embeddings: false)' : '';
     throw new WeightsError(src.id, `${missing.length} tensor(s) missing from the checkpoint: ${shown}${missing.length > 8 ? `, … ${missing.length - 8} more` : ''}${hint}`);
   }
+  const claimed = new Set<string>();
   for (const [name, loc] of located) {
     const shape = expected.get(name);
     const where = `${src.id}: ${loc.file}`;
+    if (opts.raw?.claim(name, loc.info, loc.file)) {
+      claimed.add(name);
+      continue;
+    }
     if (!shape) {
       notes.push(name === 'lm_head.weight'
         ? { kind: 'tied-lm-head', tensor: loc.info.name, file: loc.file, message: 'lm_head.weight present but tie_word_embeddings is true: the tied embedding is used' }
@@ -357,7 +373,7 @@ export async function loadWeights(src: ModelSource, cfg: QwenVLConfig, opts: Loa
 
   // reads: per file, neighbouring tensors coalesced into chunks
   const weights: WeightMap = {};
-  const wanted = [...located.values()].filter((l) => expected.has(l.canonical));
+  const wanted = [...located.values()].filter((l) => expected.has(l.canonical) || claimed.has(l.canonical));
   const totalBytes = wanted.reduce((a, l) => a + (l.info.end - l.info.begin), 0);
   let loadedBytes = 0, tensorsLoaded = 0;
   const broken: string[] = [];
@@ -375,6 +391,11 @@ export async function loadWeights(src: ModelSource, cfg: QwenVLConfig, opts: Loa
       if (chunk.byteLength !== end - begin) throw new WeightsError(`${src.id}: ${file}`, `read ${chunk.byteLength} bytes at offset ${begin}, expected ${end - begin} (truncated?)`);
       for (let k = i; k < j; k++) {
         const l = inFile[k];
+        if (claimed.has(l.canonical)) {
+          await opts.raw!.onRaw(l.canonical, chunk.slice(l.info.begin - begin, l.info.end - begin), l.info);
+          tensorsLoaded++;
+          continue;
+        }
         const { w, bad } = decode(chunk.subarray(l.info.begin - begin, l.info.end - begin), l.info, opts.keepF32 ?? false);
         if (bad.count) broken.push(`"${l.info.name}" in ${file} (${bad.count} of ${w.data.length} values, the first at index ${bad.first})`);
         if (opts.onTensor) await opts.onTensor(l.canonical, w);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeGpu, nodeGpu } from '../gpu/node.ts';
 import { fromData, readMany, type Tensor } from '../gpu/tensor.ts';
-import { attentionCausal, attentionCausalBackward, attentionVarlen, attentionVarlenBackward } from './attention.ts';
+import { attentionCausal, attentionCausalBackward, attentionVarlen, attentionVarlenBackward, attentionVariant, setAttentionVariant, tuneAttention, type AttentionVariant } from './attention.ts';
 import { attentionBackwardCpu, attentionCpu, causalRange, varlenRange, type AttnShape, type KeyRange } from './cpu/attention.ts';
 import { TOL } from '../parity/golden.ts';
 
@@ -33,6 +33,9 @@ function up(...xs: [Float32Array, number[]][]): Tensor[] {
 
 interface Case { lq: number; lk: number; cap?: number; hq: number; hkv: number; d: number }
 
+// Every GPU test below runs once per kernel variant (forced by setAttentionVariant).
+const VARIANTS: AttentionVariant[] = ['naive', 'flash'];
+
 async function checkCausal(c: Case, backward = true): Promise<void> {
   const { lq, lk, hq, hkv, d } = c;
   const cap = c.cap ?? lk;
@@ -53,7 +56,7 @@ async function checkCausal(c: Case, backward = true): Promise<void> {
     ts.push(g.dq, g.dk, g.dv);
   }
   const got = await readMany(ts);
-  const tag = JSON.stringify(c);
+  const tag = `${attentionVariant().fwd} ${JSON.stringify(c)}`;
   close(`out ${tag}`, got[0], ref.out);
   close(`lse ${tag}`, got[1], ref.lse);
   if (g) {
@@ -67,17 +70,24 @@ async function checkCausal(c: Case, backward = true): Promise<void> {
 }
 
 async function checkVarlen(n: number, hq: number, hkv: number, d: number, cu: number[], causal = false): Promise<void> {
+  // flash keeps dS in a scratch when told the longest segment, and recomputes it otherwise
+  const longest = Math.max(0, ...cu.slice(1).map((c, i) => c - cu[i]));
+  await checkVarlenOnce(n, hq, hkv, d, cu, causal, undefined);
+  await checkVarlenOnce(n, hq, hkv, d, cu, causal, longest);
+}
+
+async function checkVarlenOnce(n: number, hq: number, hkv: number, d: number, cu: number[], causal: boolean, maxSeqlen: number | undefined): Promise<void> {
   const s: AttnShape = { lq: n, lk: n, hq, hkv, d, scale: 1 / Math.sqrt(d) };
   const q = rnd(n * hq * d, 2), k = rnd(n * hkv * d, 2), v = rnd(n * hkv * d), dy = rnd(n * hq * d);
   const [tq, tk, tv, tdy] = up([q, [n, hq, d]], [k, [n, hkv, d]], [v, [n, hkv, d]], [dy, [n, hq, d]]);
   const tcu = fromData(Int32Array.from(cu), [cu.length]);
-  const f = attentionVarlen(tq, tk, tv, tcu, { causal });
-  const g = attentionVarlenBackward(tq, tk, tv, f.out, f.lse, tdy, tcu, { causal });
+  const f = attentionVarlen(tq, tk, tv, tcu, { causal, maxSeqlen });
+  const g = attentionVarlenBackward(tq, tk, tv, f.out, f.lse, tdy, tcu, { causal, maxSeqlen });
   const got = await readMany([f.out, f.lse, g.dq, g.dk, g.dv]);
   const range: KeyRange = varlenRange(cu, causal);
   const ref = attentionCpu(q, k, v, s, range);
   const rb = attentionBackwardCpu(q, k, v, dy, s, range);
-  const tag = `varlen n=${n} ${hq}/${hkv} d=${d} cu=${cu} causal=${causal}`;
+  const tag = `${attentionVariant().fwd} varlen n=${n} ${hq}/${hkv} d=${d} cu=${cu} causal=${causal} maxSeqlen=${maxSeqlen}`;
   close(`out ${tag}`, got[0], ref.out);
   close(`lse ${tag}`, got[1], ref.lse);
   close(`dq ${tag}`, got[2], rb.dq);
@@ -110,6 +120,10 @@ describe('attention CPU reference', () => {
     }
   });
 });
+
+for (const variant of VARIANTS) describe(`attention ${variant}`, () => {
+beforeAll(() => setAttentionVariant(variant));
+afterAll(() => setAttentionVariant('auto'));
 
 describe('attention causal GQA (GPU vs CPU)', () => {
   it('prefill, odd lengths and head dims', async () => {
@@ -195,5 +209,70 @@ describe('attention varlen (GPU vs CPU)', () => {
     await checkVarlen(17, 4, 2, 16, [0, 7, 12]);
     await checkVarlen(20, 4, 2, 24, [0, 9, 20], true);
     await checkVarlen(15, 2, 1, 6, [0, 4, 15], false); // scalar variant, GQA grouping
+  });
+});
+});
+
+describe('attention variants together', () => {
+  it('flash backward, head dim above 128 (tiles of 4 rows)', async () => {
+    setAttentionVariant('flash');
+    try {
+      await checkCausal({ lq: 9, lk: 9, hq: 2, hkv: 1, d: 200 });
+      await checkVarlenOnce(10, 2, 2, 164, [0, 3, 10], false, 7);
+    } finally {
+      setAttentionVariant('auto');
+    }
+  });
+
+  it('a forward of one variant and a backward of the other agree (same logsumexp contract)', async () => {
+    const lq = 11, lk = 14, hq = 4, hkv = 2, d = 12;
+    const s: AttnShape = { lq, lk, hq, hkv, d, scale: 1 / Math.sqrt(d) };
+    const q = rnd(lq * hq * d), k = rnd(lk * hkv * d), v = rnd(lk * hkv * d), dy = rnd(lq * hq * d);
+    const [tq, tk, tv, tdy] = up([q, [lq, hq, d]], [k, [lk, hkv, d]], [v, [lk, hkv, d]], [dy, [lq, hq, d]]);
+    const rb = attentionBackwardCpu(q, k, v, dy, s, causalRange(lq, lk));
+    for (const [fv, bv] of [['naive', 'flash'], ['flash', 'naive']] as const) {
+      const f = attentionCausal(tq, tk, tv, { variant: fv });
+      const g = attentionCausalBackward(tq, tk, tv, f.out, f.lse, tdy, { variant: bv });
+      const [dq, dk, dv] = await readMany([g.dq, g.dk, g.dv]);
+      close(`dq ${fv}->${bv}`, dq, rb.dq);
+      close(`dk ${fv}->${bv}`, dk, rb.dk);
+      close(`dv ${fv}->${bv}`, dv, rb.dv);
+      for (const t of [f.out, f.lse, g.dq, g.dk, g.dv]) t.release();
+    }
+    for (const t of [tq, tk, tv, tdy]) t.release();
+  });
+
+  it('flash backward matches finite differences of the forward (odd head dim, KV offset, GQA 3)', async () => {
+    const lq = 3, lk = 6, hq = 3, hkv = 1, d = 5;
+    const s: AttnShape = { lq, lk, hq, hkv, d, scale: 0.6 };
+    const range = causalRange(lq, lk);
+    const q = rnd(lq * hq * d), k = rnd(lk * hkv * d), v = rnd(lk * hkv * d), dy = rnd(lq * hq * d);
+    const [tq, tk, tv, tdy] = up([q, [lq, hq, d]], [k, [lk, hkv, d]], [v, [lk, hkv, d]], [dy, [lq, hq, d]]);
+    const f = attentionCausal(tq, tk, tv, { scale: s.scale, variant: 'flash' });
+    const g = attentionCausalBackward(tq, tk, tv, f.out, f.lse, tdy, { scale: s.scale, variant: 'flash' });
+    const [dq, dk, dv] = await readMany([g.dq, g.dk, g.dv]);
+    // L = Σ out·dy in f64 on the CPU reference forward
+    const loss = () => attentionCpu(q, k, v, s, range).out.reduce((a, o, i) => a + o * dy[i], 0);
+    const eps = 1e-2;
+    for (const [name, x, dx] of [['q', q, dq], ['k', k, dk], ['v', v, dv]] as const) {
+      for (let i = 0; i < x.length; i++) {
+        const x0 = x[i];
+        x[i] = x0 + eps; const fp = loss();
+        x[i] = x0 - eps; const fm = loss();
+        x[i] = x0;
+        expect(Math.abs((fp - fm) / (2 * eps) - dx[i]), `d${name}[${i}]`).toBeLessThan(2e-3);
+      }
+    }
+    for (const t of [tq, tk, tv, tdy, f.out, f.lse, g.dq, g.dk, g.dv]) t.release();
+  });
+
+  it('tuneAttention picks a variant per direction and attentionVariant() follows it; a forced one wins', async () => {
+    const t = await tuneAttention({ t: 12, hq: 2, hkv: 1, d: 8, reps: 1, force: true });
+    for (const v of ['naive', 'flash'] as const) expect(t.ms[v].fwd).toBeGreaterThan(0);
+    expect(attentionVariant()).toEqual(t.choice);
+    setAttentionVariant('naive');
+    expect(attentionVariant()).toEqual({ fwd: 'naive', bwd: 'naive' });
+    setAttentionVariant('auto');
+    expect(attentionVariant()).toEqual(t.choice);
   });
 });

@@ -1,4 +1,4 @@
-// LoRA linear: y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, W frozen (f32 or bf16), A [r,in], B [out,r] f32,
+// LoRA linear: y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, W frozen (f32, bf16 or NF4: QLoRA), A [r,in], B [out,r] f32,
 // s = alpha/r (or alpha/√r for rsLoRA: the caller passes `scaling`). Built from matmul calls:
 // the rank-r products are tiny, and alpha/beta in the GEMM fold the scaling and the sums in.
 // The forward returns xa = x·Aᵀ [T, r] for the backward (it is needed for dB).
@@ -14,7 +14,8 @@ import { GpuError } from '../gpu/device.ts';
 import { encoder } from '../gpu/kernel.ts';
 import { empty, type Tensor } from '../gpu/tensor.ts';
 import { dropout, dropoutBackwardAdd, type DropoutSpec } from './dropout.ts';
-import { gemm, matmul, matmulBackwardInput, matmulBackwardWeight } from './matmul.ts';
+import { gemm, matmulBackwardWeight } from './matmul.ts';
+import { matmulW, matmulWBackwardInput } from './matmulNf4.ts';
 
 export type { DropoutSpec } from './dropout.ts';
 
@@ -24,7 +25,7 @@ function branchInput(x: Tensor, d: DropoutSpec | undefined): { xd: Tensor; fresh
 }
 
 export interface LoraWeights {
-  /** frozen base weight [out, in], f32 or bf16 */
+  /** frozen base weight [out, in], f32, bf16 or NF4 (an Nf4Tensor) */
   weight: Tensor;
   /** [out] f32, optional */
   bias?: Tensor;
@@ -55,7 +56,7 @@ function check(x: Tensor, l: LoraWeights, op: string): { T: number; inF: number;
 export function loraLinear(x: Tensor, l: LoraWeights, opts: { enabled?: boolean; name?: string; dropout?: DropoutSpec } = {}): { y: Tensor; xa?: Tensor } {
   const { T, inF, r } = check(x, l, 'loraLinear');
   const name = opts.name ?? l.weight.name;
-  const y = matmul(x, l.weight, { bias: l.bias, name: `${name}.y` });
+  const y = matmulW(x, l.weight, { bias: l.bias, name: `${name}.y` });
   if (opts.enabled === false || r === 0) return { y };
   const { xd, fresh } = branchInput(x, opts.dropout);
   const xa = gemm(xd.view([T, inF]), l.loraA, { transB: true, name: `${name}.xa` }); // [T, r]
@@ -114,7 +115,7 @@ export function loraLinearBackward(dy: Tensor, x: Tensor, xa: Tensor, l: LoraWei
   if (acc && (!opts.dA || !opts.dB)) throw new GpuError('loraLinearBackward: accumulate needs dA and dB tensors');
   const g = gemm(dy2, l.loraB, { name: `${name}.dyB` }); // [T, r]
   const dB = matmulBackwardWeight(dy2, xa2, { out: opts.dB, accumulate: acc, alpha: l.scaling, name: `${name}.dlora_B` });
-  const dx = opts.needDx !== false ? matmulBackwardInput(dy, l.weight, { name: `${name}.dx` }) : undefined;
+  const dx = opts.needDx !== false ? matmulWBackwardInput(dy, l.weight, { name: `${name}.dx` }) : undefined;
   const dA = branchBackward(g, x2, l, T, inF, dx, opts, acc, name);
   g.release(); // recorded reads come before any later reuse of the buffer
   return { dx, dA, dB };
@@ -163,7 +164,7 @@ export function loraLinearParts(x: Tensor, l: LoraPartsWeights, opts: { name?: s
   if (fresh) xd.release();
   let row0 = 0;
   const ys = l.parts.map((p, j) => {
-    const y = matmul(x, p.weight, { bias: p.bias, name: `${name}.y${j}` });
+    const y = matmulW(x, p.weight, { bias: p.bias, name: `${name}.y${j}` });
     const bj = rowBlock(l.loraB, row0, outs[j], r, `${name}.lora_B${j}`);
     gemm(xa, bj, { transB: true, alpha: l.scaling, accumulate: true, out: y.view([T, outs[j]]) });
     bj.release();
@@ -190,7 +191,7 @@ export function loraLinearPartsBackward(dys: Tensor[], x: Tensor, xa: Tensor, l:
   let row0 = 0;
   dys.forEach((d, j) => {
     const dy2 = d.view([T, outs[j]]);
-    matmulBackwardInput(dy2, l.parts[j].weight, { out: dx.view([T, inF]), accumulate: j > 0 });
+    matmulWBackwardInput(dy2, l.parts[j].weight, { out: dx.view([T, inF]), accumulate: j > 0 });
     const bj = rowBlock(l.loraB, row0, outs[j], r, `${name}.lora_B${j}`);
     gemm(dy2, bj, { out: g, accumulate: j > 0 });
     bj.release();

@@ -5,12 +5,37 @@
 // loads when the dims allow; fastest on SwiftShader) and 'tiled' (64x64 tiles through workgroup
 // memory; for real GPUs). tuneMatmul() times both once per adapter and remembers the winner
 // (module map + localStorage); setMatmulVariant() or PATCHWORK_MATMUL=reg|tiled override it.
-import code from '../../shaders/matmul.wgsl?raw';
-import { dispatch, flush, kernel, type Kernel } from '../gpu/kernel.ts';
+//
+// Feature variants (shaders/matmul.wgsl below its "==== variant" lines), each active only after
+// the startup self-test (src/gpu/selftest.ts) matched it against the f32 path on this adapter:
+//   matmul.subgroup-splitk  (subgroups)   nt_sg: y = x·Wᵀ for M ≤ 8 rows (decode), split-K with subgroupAdd
+//   matmul.tiled-f16        (shader-f16)  tiled_h: f16 workgroup tiles, f32 accumulation; only for
+//                                         the frozen base's forward (bf16 W, no accumulate), tiled variant
+import file from '../../shaders/matmul.wgsl?raw';
+import { compileChecked, dispatch, flush, kernel, type Kernel } from '../gpu/kernel.ts';
 import { gpu, GpuError } from '../gpu/device.ts';
+import { registerVariant, variantActive } from '../gpu/selftest.ts';
 import { empty, fromData, read, type Tensor } from '../gpu/tensor.ts';
 
 export type MatmulVariant = 'reg' | 'tiled';
+/** force a feature kernel ('none' = the f32 kernels only); default: whatever the self-test activated */
+export type MatmulFeature = 'none' | 'subgroup' | 'f16';
+
+/** The shader split into the f32 module and one module per feature variant (its `enable` first). */
+export function splitVariants(text: string): { base: string; variants: Record<string, string> } {
+  const parts = text.split(/^(?=\/\/ ==== variant: )/m);
+  const variants: Record<string, string> = {};
+  for (const part of parts.slice(1)) {
+    const name = /^\/\/ ==== variant: (\w+)/.exec(part)![1];
+    variants[name] = part;
+  }
+  return { base: parts[0], variants };
+}
+const split = splitVariants(file);
+const code = split.base;
+const SG_CODE = `enable subgroups;\n${code}${split.variants.subgroups}`;
+const F16_CODE = `enable f16;\n${code}${split.variants.f16}`;
+const SG = 'matmul.subgroup-splitk', F16 = 'matmul.tiled-f16';
 
 const FILE = 'matmul.wgsl';
 /**
@@ -22,7 +47,11 @@ const kernels = new Map<string, Kernel>();
 function k(entry: string, bf16: boolean, shape: { WG: number; TX: number } = REG.big): Kernel {
   const key = `${entry}|${bf16}|${shape.WG}|${shape.TX}`;
   let kk = kernels.get(key);
-  if (!kk) kernels.set(key, (kk = kernel(FILE, code, entry, entry === 'tiled' ? { BF16: bf16 ? 1 : 0 } : { BF16: bf16 ? 1 : 0, ...shape })));
+  if (!kk) {
+    const [src, name] = entry === 'nt_sg' ? [SG_CODE, `${FILE} (subgroups)`] : entry === 'tiled_h' ? [F16_CODE, `${FILE} (f16)`] : [code, FILE];
+    const consts = entry === 'tiled' || entry === 'tiled_h' || entry === 'nt_sg' ? { BF16: bf16 ? 1 : 0 } : { BF16: bf16 ? 1 : 0, ...shape };
+    kernels.set(key, (kk = kernel(name, src, entry, consts)));
+  }
   return kk;
 }
 
@@ -35,6 +64,12 @@ const LS_KEY = 'patchwork.matmulVariant:';
 function envVariant(): MatmulVariant | undefined {
   const v = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PATCHWORK_MATMUL;
   return v === 'reg' || v === 'tiled' ? v : undefined;
+}
+
+/** PATCHWORK_FEATURE=subgroup|f16|none forces a feature kernel wherever it applies (parity runs with each variant forced). */
+function envFeature(): MatmulFeature | undefined {
+  const v = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PATCHWORK_FEATURE;
+  return v === 'subgroup' || v === 'f16' || v === 'none' ? v : undefined;
 }
 
 function storage(): Storage | undefined {
@@ -105,6 +140,25 @@ export async function tuneMatmul(opts: { m?: number; n?: number; k?: number; rep
   return { adapterName: name, variant, ms };
 }
 
+// ---- call log (the bench replays a step's products to measure its matmul rate) ----------------
+
+export interface GemmCall { M: number; N: number; K: number; batch: number; transA: boolean; transB: boolean; bf16: boolean; accumulate: boolean; bias: boolean; count: number }
+let gemmLog: Map<string, GemmCall> | undefined;
+
+/** Start counting every gemm by shape (until takeGemms). */
+export function recordGemms(): void {
+  gemmLog = new Map();
+}
+
+/** The distinct gemms since recordGemms, with how often each ran; stops recording. */
+export function takeGemms(): GemmCall[] {
+  const out = [...(gemmLog?.values() ?? [])];
+  gemmLog = undefined;
+  return out;
+}
+
+export const gemmFlops = (c: GemmCall) => 2 * c.batch * c.M * c.N * c.K * c.count;
+
 // ---- general strided GEMM ---------------------------------------------------------------------
 
 export interface GemmOptions {
@@ -122,6 +176,33 @@ export interface GemmOptions {
   out?: Tensor;
   name?: string;
   variant?: MatmulVariant;
+  feature?: MatmulFeature;
+}
+
+export interface KernelChoice {
+  entry: 'nt4' | 'nn4' | 'tn4' | 'gen' | 'tiled' | 'nt_sg' | 'tiled_h';
+}
+
+/**
+ * Which entry point computes this product: a feature kernel when it is active (or forced) and
+ * the product is one it serves, else the variant's f32 kernel. Pure, so tests can pass any
+ * `active` set (a fake adapter) and see the choice.
+ */
+export function pickKernel(o: { M: number; N: number; K: number; transA: boolean; transB: boolean; bf16: boolean; accumulate: boolean; sab: number; sbb: number; variant: MatmulVariant; active: (name: string) => boolean; feature?: MatmulFeature }): KernelChoice['entry'] {
+  const al4 = (...xs: number[]) => xs.every((x) => x % 4 === 0);
+  const f = o.feature;
+  const sgOk = !o.transA && o.transB && al4(o.K, o.sab, o.sbb);
+  if (f === 'subgroup' || (f === undefined && o.active(SG))) {
+    if (sgOk && (f === 'subgroup' || (o.M <= 4 && o.K >= 256))) return 'nt_sg';
+  }
+  if (f === 'f16' || (f === undefined && o.variant === 'tiled' && o.active(F16))) {
+    if (!o.transA && o.transB && o.bf16 && !o.accumulate) return 'tiled_h';
+  }
+  if (o.variant === 'tiled') return 'tiled';
+  if (!o.transA && o.transB && al4(o.K, o.sab, o.sbb)) return 'nt4';
+  if (!o.transA && !o.transB && al4(o.K, o.N, o.sab, o.sbb)) return 'nn4';
+  if (o.transA && !o.transB && al4(o.M, o.N, o.sab, o.sbb)) return 'tn4';
+  return 'gen';
 }
 
 function dims(t: Tensor, what: string): [number, number, number] {
@@ -160,6 +241,13 @@ export function gemm(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
   }
   if (batch * M * N === 0) return out;
   const bf16 = b.dtype === 'bf16';
+  if (gemmLog) {
+    const call = { M, N, K, batch, transA, transB, bf16, accumulate, bias: !!bias };
+    const key = JSON.stringify(call);
+    const c = gemmLog.get(key);
+    if (c) c.count++;
+    else gemmLog.set(key, { ...call, count: 1 });
+  }
   const sab = M * K, sbb = bb === 1 ? 0 : K * N, scb = M * N;
   const [sam, sak] = transA ? [1, M] : [K, 1];
   const [sbk, sbn] = transB ? [1, K] : [N, 1];
@@ -169,17 +257,17 @@ export function gemm(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
   const variant = opts.variant ?? matmulVariant();
   const biasT = bias ?? a.buffer; // unused when flags say no bias: any read-only buffer will do
   const bAll = b.buffer; // whole buffer for the view the dtype does not use (>= 256 B, so any view fits)
-  if (variant === 'tiled') {
+  // vec4 kernels need the vectorised dims (and batch offsets) to be multiples of 4
+  const entry = pickKernel({ M, N, K, transA, transB, bf16, accumulate, sab, sbb, variant, active: variantActive, feature: opts.feature ?? envFeature() });
+  if (entry === 'tiled' || entry === 'tiled_h') {
     const ty = Math.ceil(M / 64), tx = Math.ceil(N / 64);
-    dispatch(k('tiled', bf16), [a, undefined, bf16 ? bAll : b, undefined, bf16 ? b : bAll, undefined, biasT, out], [tx, ty, batch], params, fmt);
+    dispatch(k(entry, bf16), [a, undefined, bf16 ? bAll : b, undefined, bf16 ? b : bAll, undefined, biasT, out], [tx, ty, batch], params, fmt);
     return out;
   }
-  // vec4 kernels need the vectorised dims (and batch offsets) to be multiples of 4
-  const al4 = (...xs: number[]) => xs.every((x) => x % 4 === 0);
-  let entry = 'gen';
-  if (!transA && transB && al4(K, sab, sbb)) entry = 'nt4';
-  else if (!transA && !transB && al4(K, N, sab, sbb)) entry = 'nn4';
-  else if (transA && !transB && al4(M, N, sab, sbb)) entry = 'tn4';
+  if (entry === 'nt_sg') {
+    dispatch(k('nt_sg', bf16), [undefined, a, undefined, bf16 ? bAll : b, undefined, bf16 ? b : bAll, biasT, out], [Math.ceil(N / 4), M, batch], params, fmt);
+    return out;
+  }
   const blocks = (s: { WG: number; TX: number }) => [Math.ceil(N / (4 * s.TX)), Math.ceil(M / (4 * (s.WG / s.TX)))];
   const [bx, by] = blocks(REG.big);
   const shape = bx * by * batch < 16 ? REG.small : REG.big;
@@ -213,6 +301,7 @@ export interface LinearOptions {
   alpha?: number;
   name?: string;
   variant?: MatmulVariant;
+  feature?: MatmulFeature;
 }
 
 /** y = x·Wᵀ (+ b). x [..., K] f32, W [N, K] f32 or bf16, b [N] → y [..., N]. */
@@ -256,3 +345,69 @@ export function biasGrad(dy: Tensor, ones: Tensor, opts: { out?: Tensor; accumul
   gemm(ones.view([1, M]), dy.view([M, N]), { out: out?.view([1, N]), accumulate: opts.accumulate });
   return out!;
 }
+
+// ---- self-test candidates ---------------------------------------------------------------------
+
+function lcg(n: number, seed: number, scale: number): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return ((s / 2 ** 32) * 2 - 1) * scale;
+  });
+}
+
+/**
+ * Run y = x·Wᵀ (+ bias) with `feature` and with the f32 kernels on the same inputs; worst
+ * |difference| and the tolerance for that feature. Odd N (partial 4-column blocks) and M, bf16
+ * weights, bias on. Tolerances: subgroups reorder an f32 sum, so |err| ≤ K·2⁻²²·max|x|·max|w|
+ * (4 ulps per term); f16 tiles round x and w to 11 bits and add 4 terms in f16, so
+ * |err| ≤ 4·√K·2⁻¹⁰·max|x|·max|w| (about 10× the expected random-walk error).
+ */
+export async function checkMatmulFeature(feature: Exclude<MatmulFeature, 'none'>): Promise<{ maxErr: number; tol: number }> {
+  await compileChecked(k(feature === 'subgroup' ? 'nt_sg' : 'tiled_h', true)); // a clear compile error, not a later invalid-pipeline one
+  const [M, N, K] = feature === 'subgroup' ? [5, 37, 516] : [67, 45, 132];
+  const sx = 1, sw = 0.1;
+  const xv = lcg(M * K, 11, sx), wv = lcg(N * K, 12, sw), bv = lcg(N, 13, 0.5);
+  const x = fromData(xv, [M, K], 'f32', 'selftest.x'), w = fromData(wv, [N, K], 'bf16', 'selftest.w'), b = fromData(bv, [N], 'f32', 'selftest.b');
+  try {
+    const ref = matmul(x, w, { bias: b, feature: 'none', variant: feature === 'f16' ? 'tiled' : 'reg', name: 'selftest.ref' });
+    const got = matmul(x, w, { bias: b, feature, variant: feature === 'f16' ? 'tiled' : 'reg', name: 'selftest.got' });
+    const [r, g] = [await read(ref), await read(got)];
+    ref.release();
+    got.release();
+    let maxErr = 0;
+    for (let i = 0; i < r.length; i++) maxErr = Math.max(maxErr, Number.isFinite(g[i]) ? Math.abs(g[i] - r[i]) : Infinity);
+    const tol = feature === 'subgroup' ? K * 2 ** -22 * sx * sw : 4 * Math.sqrt(K) * 2 ** -10 * sx * sw;
+    return { maxErr, tol };
+  } finally {
+    for (const t of [x, w, b]) t.release();
+  }
+}
+
+/** ms per call of `feature` and of the f32 kernels at a shape the feature is for (best of 3 × 4 calls). */
+export async function timeMatmulFeature(feature: Exclude<MatmulFeature, 'none'>): Promise<{ variantMs: number; f32Ms: number; shape: string }> {
+  const [M, N, K] = feature === 'subgroup' ? [1, 1024, 2048] : [256, 1024, 1024]; // small: this runs at every app start
+  const x = empty([M, K], 'f32', 'seltime.x'), w = empty([N, K], 'bf16', 'seltime.w'), y = empty([M, N], 'f32', 'seltime.y');
+  const variant: MatmulVariant = feature === 'f16' ? 'tiled' : matmulVariant();
+  const time = async (f: MatmulFeature) => {
+    matmul(x, w, { out: y, feature: f, variant });
+    await read(y);
+    let best = Infinity;
+    for (let r = 0; r < 3; r++) {
+      const t0 = performance.now();
+      for (let i = 0; i < 4; i++) matmul(x, w, { out: y, feature: f, variant });
+      flush();
+      await gpu().device.queue.onSubmittedWorkDone();
+      best = Math.min(best, (performance.now() - t0) / 4);
+    }
+    return best;
+  };
+  try {
+    return { variantMs: await time(feature), f32Ms: await time('none'), shape: `${M}×${N}×${K}` };
+  } finally {
+    for (const t of [x, w, y]) t.release();
+  }
+}
+
+registerVariant({ name: SG, feature: 'subgroups' as GPUFeatureName, what: 'matmul y = x·Wᵀ for ≤ 4 rows: split-K with subgroupAdd', check: () => checkMatmulFeature('subgroup'), time: () => timeMatmulFeature('subgroup') });
+registerVariant({ name: F16, feature: 'shader-f16', what: 'tiled matmul, f16 workgroup tiles + f32 accumulation, base-weight forward only', check: () => checkMatmulFeature('f16'), time: () => timeMatmulFeature('f16') });

@@ -32,7 +32,13 @@ function badgeOf(g: GpuState): { tone: string; text: string } {
 
 function shortName(r: GpuReport): string {
   const name = [r.vendor, r.architecture].filter(Boolean).join(' ') || r.adapterName;
-  return `WebGPU · ${name}`;
+  const on = activeFeatures(r);
+  return `WebGPU · ${name}${on.length ? ` · ${on.join(' + ')} kernels` : ''}`;
+}
+
+/** features whose kernel variants passed the startup self-test on this adapter ("subgroups", "shader-f16") */
+export function activeFeatures(r: GpuReport): string[] {
+  return [...new Set((r.variants ?? []).filter((v) => v.status === 'active').map((v) => v.feature))];
 }
 
 /** Header badge; click for the details. */
@@ -86,6 +92,20 @@ export function GpuInfo() {
         ))}
         <dt>shader-f16</dt>
         <dd data-testid="gpu-f16">{r.hasF16 ? 'yes' : 'no (f32 math; BF16 weights are widened in the kernels)'}</dd>
+        <dt>Kernel variants</dt>
+        <dd data-testid="gpu-variants">
+          {!r.variants?.length ? (
+            <span className="muted">f32 kernels only (no feature variants checked)</span>
+          ) : (
+            <ul className="variant-list">
+              {r.variants.map((v) => (
+                <li key={v.name} data-variant={v.name} data-status={v.status} className={v.status === 'active' ? 'ok-text' : 'muted'} title={v.detail}>
+                  {v.name}: {v.status === 'active' ? 'active' : `${v.status} — f32 path`} <span className="small">({v.detail})</span>
+                </li>
+              ))}
+            </ul>
+          )}
+        </dd>
       </dl>
       {g.status === 'lost' && <p className="error-text">Device lost: {g.reason}</p>}
       <SelfTest />

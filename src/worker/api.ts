@@ -12,6 +12,7 @@ import type { MemoryReport } from '../session/estimate.ts';
 import type { AdapterFile } from '../export/peft.ts';
 export type { ModelSpec, LoraSettings, LoadProgress, MemoryReport, AdapterFile };
 import type { TaskRecord } from '../data/formats/records.ts';
+import type { VariantInfo } from '../gpu/selftest.ts';
 
 /** The limits the studio shows; the full set is in `GpuReport.limits`. */
 export const KEY_LIMITS = [
@@ -35,6 +36,8 @@ export interface GpuReport {
   hasF16: boolean;
   /** true when the adapter says it is a software/fallback adapter (e.g. SwiftShader) */
   isFallback: boolean;
+  /** feature kernel variants (subgroups, shader-f16) and the startup self-test's verdict on each */
+  variants?: VariantInfo[];
 }
 
 /**

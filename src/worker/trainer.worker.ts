@@ -6,6 +6,7 @@ import * as Comlink from 'comlink';
 import { GpuError, gpu, hasGpu, initGpu, onDeviceLost } from '../gpu/device.ts';
 import { fromData, packBf16, read, unpackBf16, type Tensor } from '../gpu/tensor.ts';
 import { matmul, matmulVariant } from '../ops/matmul.ts';
+import { runSelfTest, variantInfo } from '../gpu/selftest.ts';
 import { idbKV, type KV } from '../train/checkpoint.ts';
 import { loadDefaultTokenizer } from '../data/tokenizer.ts';
 import type { RawImage } from '../data/image.ts';
@@ -106,6 +107,8 @@ const api: TrainerApi = {
     lostWatchers.clear(); // callbacks of a previous device; the page registers again after init
     try {
       const g = await initGpu(wgpu);
+      // feature kernels (subgroups, f16) run only after they match the f32 path on this adapter
+      const variants = await runSelfTest().then(variantInfo, () => undefined);
       const info = (g.device as GPUDevice & { adapterInfo?: GPUAdapterInfo & { isFallbackAdapter?: boolean } }).adapterInfo;
       return {
         ok: true,
@@ -116,6 +119,7 @@ const api: TrainerApi = {
         features: g.features,
         hasF16: g.hasF16,
         isFallback: info?.isFallbackAdapter === true || /swiftshader/i.test(g.adapterName),
+        variants,
         methods,
       };
     } catch (e) {
