@@ -156,6 +156,7 @@ function ModelPicker({ c, errors, update, memory }: { c: TrainConfig; errors: Re
             <datalist id="hub-models">
               <option value="Qwen/Qwen2.5-VL-3B-Instruct" />
               <option value="Qwen/Qwen2.5-VL-7B-Instruct" />
+              <option value="unsloth/Qwen2.5-VL-3B-Instruct-unsloth-bnb-4bit" />
             </datalist>
           </Field>
           <Field label="Endpoint" error={errors['model.endpoint']} help="https://huggingface.co, or a mirror / your own server with the same URL layout">
