@@ -172,6 +172,7 @@ export class Engine {
       lora: lora ? { params: mods.reduce((a, m) => a + m.r * (m.inFeatures + m.outFeatures), 0), modules: mods.length, r: lora.r, alpha: lora.loraAlpha, scale: lora.useRslora ? lora.loraAlpha / Math.sqrt(lora.r) : lora.loraAlpha / lora.r } : null,
       memory: memoryReport(c, lora ?? loraConfigOf({ r: 16, alpha: 32, dropout: 0, targetModules: [], useRslora: false }), plan, quant),
       gpuBytes: model.gpuBytes,
+      nf4Tensors: model.nf4Tensors,
       warnings: [...model.warnings],
       loadMs,
     };
