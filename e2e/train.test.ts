@@ -81,6 +81,9 @@ describe('train, predict, export', () => {
     await expect.poll(() => train.isEnabled(), { timeout: 30_000 }).toBe(true);
     // the estimate is there before the start
     await expect.poll(() => page.getByTestId('estimate-memory').textContent(), { timeout: 30_000 }).toMatch(/fits — about .* per step/);
+    // the model card's base precision: BF16 chosen, both bases' step memory side by side (nf4wire)
+    await expect.poll(() => page.getByTestId('base-precision').textContent()).toMatch(/BF16 ~.*4-bit NF4 ~/);
+    expect(await page.getByTestId('estimate-precision').textContent()).toMatch(/^BF16 — BF16 base .+, NF4 base .+/);
     await train.click();
     await page.getByTestId('run-state').waitFor({ timeout: 10_000 });
     await expect.poll(() => num(page, 'current-step'), { timeout: 120_000, interval: 250 }).toBeGreaterThanOrEqual(1);

@@ -18,7 +18,8 @@ import { exportDataset } from '../data/formats/export.ts';
 import { clusterBundle } from '../export/cluster.ts';
 import { DEFAULT_CONFIG } from '../config/config.ts';
 import { closeGpu } from '../gpu/node.ts';
-import { parseFlags, trainCli, UsageError } from './train.ts';
+import { parseFlags, trainCli, UsageError, USAGE } from './train.ts';
+import { baseModelId } from '../session/model.ts';
 import { resolveImagePath } from '../data/formats/paths.ts';
 
 const run = promisify(execFile);
@@ -79,6 +80,20 @@ describe('bad flags', () => {
     expect(() => parseFlags(['--steps', '1', '--steps', '2'])).toThrow(/--steps given twice/);
     expect(() => parseFlags(['--resume=yes'])).toThrow(/--resume is a switch/);
     expect(parseFlags(['--steps=3', '--skip-invalid'])).toEqual({ steps: '3', 'skip-invalid': true });
+  });
+  it('--quantize takes only nf4 (or none), through the config model.quantize; the usage text lists it', async () => {
+    expect(await usage(...base(), '--quantize', 'fp4')).toMatch(/model\.quantize: --quantize fp4: only "nf4" \(a 4-bit NF4 base, QLoRA\) or "none" is supported/);
+    const both = await usage(...base(), '--quantize', 'int8', '--steps', 'x'); // all problems at once
+    expect(both).toMatch(/2 problems/);
+    expect(both).toMatch(/model\.quantize: --quantize int8/);
+    expect(() => parseFlags(['--no-quantize-vision=1'])).toThrow(/--no-quantize-vision is a switch/);
+    expect(USAGE).toMatch(/--quantize nf4/);
+    expect(USAGE).toMatch(/--no-quantize-vision/);
+  });
+  it('a pre-quantised bitsandbytes hub repo names its full-precision base in the adapter', () => {
+    expect(baseModelId({ source: 'hub', repo: 'unsloth/Qwen2.5-VL-3B-Instruct-unsloth-bnb-4bit' })).toBe('unsloth/Qwen2.5-VL-3B-Instruct');
+    expect(baseModelId({ source: 'hub', repo: 'unsloth/Qwen2.5-VL-7B-Instruct-bnb-4bit' })).toBe('unsloth/Qwen2.5-VL-7B-Instruct');
+    expect(baseModelId({ source: 'hub', repo: 'Qwen/Qwen2.5-VL-3B-Instruct' })).toBe('Qwen/Qwen2.5-VL-3B-Instruct');
   });
   it('an unknown method, a missing --data, a model that is neither a folder nor a hub id', async () => {
     expect(await usage(...base(), '--method', 'orpo')).toMatch(/--method orpo: expected one of sft, dpo, grpo, ppo/);
@@ -180,6 +195,25 @@ describe('npm run train', () => {
     expect(again.stdout).toMatch(/resumed at step 2/);
     expect(again.stdout).toMatch(/step 3\/3/);
   }, 480_000);
+
+  it('--quantize nf4 trains the tiny model on a 4-bit NF4 base and writes an ordinary peft adapter', async () => {
+    const out = join(dir, 'adapter-nf4');
+    const r = await cli('--model', 'tiny', '--data', join(dir, 'good.jsonl'), '--steps', '2', '--quantize', 'nf4', '--out', out, '--config', await write('nf4.json', JSON.stringify({ lora: { r: 2, alpha: 4 }, optim: { learningRate: 1e-3 } })));
+    expect(r.error).toBeUndefined();
+    expect(r.code).toBe(0);
+    const log = r.out.join('\n');
+    const m = /base: NF4 \((\d+) weights 4-bit, vision tower included\); adapter base_model_name_or_path patchwork-builtin-tiny/.exec(log);
+    expect(m, log).not.toBeNull();
+    expect(Number(m![1])).toBeGreaterThan(0);
+    expect(log).toMatch(/step 2\/2 .* loss \d+\.\d+/);
+    const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
+    expect(cfg).toMatchObject({ peft_type: 'LORA', r: 2, lora_alpha: 4, base_model_name_or_path: 'patchwork-builtin-tiny' });
+    const st = readSafetensors(await readFile(join(out, 'adapter_model.safetensors')));
+    expect(st.tensors.get('base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight')?.shape).toEqual([2, expect.any(Number)]);
+    // the default run of the same CLI is a BF16 base
+    const bf = await cli('--model', 'tiny', '--data', join(dir, 'good.jsonl'), '--steps', '1', '--out', join(dir, 'adapter-bf16'), '--config', join(dir, 'nf4.json'));
+    expect(bf.out).toContain('base: BF16');
+  }, 240_000);
 
   it('reads the studio\'s cluster bundle (trl, content as a list of parts; image paths relative to its train.jsonl) and trains on it', async () => {
     // the bundle exactly as the studio builds it (worker/engine.ts clusterBundle): trl export of a stored dataset

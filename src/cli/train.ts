@@ -1,6 +1,6 @@
 // npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|file.json|synthetic[:N]> [--method sft|dpo|grpo|ppo]
 //                  [--config <json>] [--out <dir>] [--endpoint <url>] [--revision <rev>] [--steps N]
-//                  [--resume] [--run <id>] [--skip-invalid] [--recompute]
+//                  [--resume] [--run <id>] [--skip-invalid] [--recompute] [--quantize nf4] [--no-quantize-vision]
 // Headless training on Node + Dawn, a thin front end over src/session (the same assembly as the
 // studio's worker): flags and --config are validated by src/config (typos name the nearest key),
 // every record is checked before the model loads (all problems at once; --skip-invalid trains on the
@@ -32,12 +32,13 @@ import { loadNewestValidCheckpoint } from '../train/checkpoint.ts';
 import { TrainingFault } from '../train/trainer.ts';
 
 /** Flags that take a value, and flags that are switches. */
-const VALUE_FLAGS = ['model', 'data', 'method', 'config', 'out', 'endpoint', 'revision', 'steps', 'run'] as const;
-const SWITCHES = ['resume', 'skip-invalid', 'recompute', 'help'] as const;
+const VALUE_FLAGS = ['model', 'data', 'method', 'config', 'out', 'endpoint', 'revision', 'steps', 'run', 'quantize'] as const;
+const SWITCHES = ['resume', 'skip-invalid', 'recompute', 'no-quantize-vision', 'help'] as const;
 type Flags = Partial<Record<(typeof VALUE_FLAGS)[number], string> & Record<(typeof SWITCHES)[number], boolean>>;
 
 export const USAGE = `usage: npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|file.json|synthetic[:N]> [--method ${METHODS.join('|')}]
   [--config <json>] [--out <dir>] [--endpoint <url>] [--revision <rev>] [--steps N] [--resume] [--run <id>] [--skip-invalid] [--recompute]
+  [--quantize nf4] (4-bit NF4 base, QLoRA) [--no-quantize-vision] (with nf4: keep the vision tower BF16)
   --out DIR (default out): the run's folder; checkpoints in DIR/checkpoints, the PEFT adapter in DIR/adapter
     (adapter_config.json + adapter_model.safetensors, replaced atomically; DIR/adapter is a link to a version folder)`;
 
@@ -111,6 +112,12 @@ async function configOf(flags: Flags): Promise<{ config: TrainConfig; errors: Co
     if (!/^\d+$/.test(flags.steps.trim()) || !(n >= 1)) errors.push({ path: 'optim.maxSteps', message: `--steps ${flags.steps}: expected a whole number of optimizer steps ≥ 1` });
     else config.optim = { ...config.optim, maxSteps: n };
   }
+  // --quantize / --no-quantize-vision set model.quantize / model.quantizeVision (validated as the config is)
+  if (flags.quantize !== undefined) {
+    if (flags.quantize !== 'nf4' && flags.quantize !== 'none') errors.push({ path: 'model.quantize', message: `--quantize ${flags.quantize}: only "nf4" (a 4-bit NF4 base, QLoRA) or "none" is supported; fp4, int8, GPTQ and AWQ are not` });
+    else config.model = { ...config.model, quantize: flags.quantize };
+  }
+  if (flags['no-quantize-vision']) config.model = { ...config.model, quantizeVision: false };
   return { config, errors, where };
 }
 
@@ -191,6 +198,8 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
   const lora = loraConfigOf(config.lora, baseModelId(spec));
   const loaded = await loadModel(spec, host, { lora, loraSeed: config.optim.seed, recompute: !!flags.recompute, plan: prepared.plan, tokenizer, ...quantizeOptions(config) });
   for (const w of loaded.model.warnings) io.error(`warning: ${w}`);
+  const nf4 = loaded.model.nf4Tensors;
+  io.log(nf4 ? `base: NF4 (${nf4} weights 4-bit${config.model.quantize === 'nf4' ? `, vision tower ${config.model.quantizeVision ? 'included' : 'BF16'}` : ', a bitsandbytes 4-bit checkpoint'}); adapter base_model_name_or_path ${baseModelId(spec)}` : 'base: BF16');
   const run = new Run({ runId, config, model: loaded.model, tokenizer, examples: prepared.examples, kv });
   run.onCheckpoint = (step) => io.log(`checkpoint at step ${step} in ${join(out, 'checkpoints')}`);
   if (flags.resume) {

@@ -8,7 +8,8 @@ import { DEFAULT_CONFIG, type TrainConfig } from '../config/config.ts';
 import { parseGroundings } from '../data/bbox.ts';
 import { smartResize } from '../data/image.ts';
 import { exactMatchReward, formatReward, iouReward } from '../train/rewards.ts';
-import { clusterBundle, clusterSettings, deepspeedConfig, loraTargetRegex, pyLit, trainScript, type BundleFile } from './cluster.ts';
+import { BNB_REQUIREMENT, clusterBundle, clusterSettings, deepspeedConfig, loraTargetRegex, pyLit, trainScript, type BundleFile } from './cluster.ts';
+import { bitsandbytesConfig } from '../model/quant.ts';
 
 const dec = new TextDecoder();
 const tmpRoot = mkdtempSync(join(tmpdir(), 'cluster-test-'));
@@ -193,6 +194,39 @@ describe('train.py defaults equal the Train settings', () => {
     expect(off.batch_note).toMatch(/do not split/);
     expect(p.trainer.use_cpu).toBeUndefined();
     expect(dryRun(dir, ['--cpu']).trainer.use_cpu).toBe(true);
+  });
+
+  it('an NF4 base (model.quantize nf4): --dry_run prints the BitsAndBytesConfig arguments without importing bitsandbytes, torch or transformers', () => {
+    const q = (quantizeVision: boolean) => cfg({ model: { ...DEFAULT_CONFIG.model, source: 'hub', quantize: 'nf4', quantizeVision } });
+    const files = bundle(q(true));
+    const dir = writeBundle(files);
+    // main() with the heavy imports made to fail: the dry run must not need them
+    const guard = [
+      'import builtins',
+      'real = builtins.__import__',
+      'def guard(name, *a, **k):',
+      '    if name.split(".")[0] in ("bitsandbytes", "torch", "transformers", "peft", "trl", "accelerate"):',
+      '        raise ImportError("the dry run imported " + name)',
+      '    return real(name, *a, **k)',
+      'builtins.__import__ = guard',
+      'm.main(["--dry_run"])',
+    ].join('\n');
+    const p = py(dir, guard, null, { WORLD_SIZE: '1' }) as Record<string, any>;
+    expect(p.bnb).toEqual(bitsandbytesConfig({ quantizeVision: true }));
+    expect(p.bnb).toMatchObject({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, llm_int8_skip_modules: ['lm_head'] });
+    expect(dryRun(dir).bnb).toEqual(p.bnb); // and as a script
+    expect(dryRun(dir, ['--no-load_in_4bit']).bnb).toBeUndefined();
+    expect(file(files, 'requirements.txt')).toContain(BNB_REQUIREMENT);
+    expect(file(files, 'train.py')).toMatch(/prepare_model_for_kbit_training\(model, use_gradient_checkpointing=args\.gradient_checkpointing/);
+    expect(file(files, 'README.md')).toMatch(/4-bit NF4 base/);
+    // the vision tower kept BF16: skipped by the module names of both transformers layouts
+    expect(dryRun(writeBundle(bundle(q(false)))).bnb.llm_int8_skip_modules).toEqual(['lm_head', 'model.visual', 'visual']);
+    // a BF16 run has no bnb, no bitsandbytes requirement, and --load_in_4bit turns it on with the baked settings
+    const plain = bundle(cfg());
+    const pdir = writeBundle(plain);
+    expect(dryRun(pdir).bnb).toBeUndefined();
+    expect(file(plain, 'requirements.txt')).not.toContain('bitsandbytes');
+    expect(dryRun(pdir, ['--load_in_4bit']).bnb).toEqual(bitsandbytesConfig({ quantizeVision: true }));
   });
 
   it('constant schedule with warmup runs as constant_with_warmup; max_steps passes through', () => {

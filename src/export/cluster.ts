@@ -26,6 +26,7 @@
 // - Strings reach Python only as escaped ASCII literals (pyLit), numbers only when finite.
 
 import { targetRegexFromNames } from '../model/lora.ts';
+import { bitsandbytesConfig } from '../model/quant.ts';
 import type { Method, TrainConfig } from '../config/config.ts';
 import { formatErrors, validate } from '../config/validate.ts';
 // The script is a real Python file (lintable, runnable as is with the default settings), imported as text.
@@ -82,6 +83,10 @@ export interface ClusterSettings {
     seed: number;
     saveSteps: number;
   };
+  /** model.quantize nf4: the base loads in 4-bit NF4 (QLoRA) through bitsandbytes, as in the browser */
+  loadIn4bit: boolean;
+  /** transformers' BitsAndBytesConfig keyword arguments (model/quant.ts bitsandbytesConfig); baked always, used with --load_in_4bit */
+  bnb: Record<string, unknown>;
   dpo?: { beta: number; lossType: 'sigmoid' };
   grpo?: { numGenerations: number; beta: number; temperature: number; maxCompletionLength: number; epsilon: number; lossType: 'grpo'; rewards: string[]; rewardWeights: number[] };
   outputDir: string;
@@ -103,6 +108,9 @@ export const CLUSTER_REQUIREMENTS = [
   'datasets>=3.2',
   'Pillow>=10.0',
 ];
+
+/** With an NF4 base: bitsandbytes' 4-bit kernels (Linear4bit with NF4 and double quantisation). */
+export const BNB_REQUIREMENT = 'bitsandbytes>=0.45';
 
 // ------------------------------------------------------------------------------------------------
 // Python literals
@@ -235,10 +243,13 @@ export function clusterSettings(c: TrainConfig, opts: ClusterOptions = {}): Clus
       seed: finite('optim.seed', o.seed, { int: true, min: 0, max: 2 ** 32 - 1 }),
       saveSteps: finite('optim.saveSteps', o.saveSteps ?? 0, { int: true, min: 0 }),
     },
+    loadIn4bit: c.model.quantize === 'nf4',
+    bnb: bitsandbytesConfig({ quantizeVision: c.model.quantizeVision }),
     outputDir: opts.outputDir ?? 'output',
     numProcesses,
     notes,
   };
+  if (s.loadIn4bit) notes.push(`4-bit NF4 base (QLoRA), as the browser run: train.py loads the model with bitsandbytes (BitsAndBytesConfig, vision tower ${c.model.quantizeVision ? 'quantised too' : 'kept BF16'}) and peft's prepare_model_for_kbit_training; pass --no-load_in_4bit for a BF16 base.`);
   if (!['constant', 'linear', 'cosine'].includes(o.lrScheduler)) throw new Error(`cluster: unknown lrScheduler ${JSON.stringify(o.lrScheduler)}`);
   if (s.optim.maxSteps === 0 && !(s.optim.numEpochs > 0)) throw new Error('cluster: set optim.numEpochs > 0 or optim.maxSteps');
   if (method === 'dpo') s.dpo = { beta: finite('dpo.beta', c.dpo.beta, { gt: 0 }), lossType: 'sigmoid' };
@@ -377,6 +388,7 @@ function argGroups(s: ClusterSettings): { title: string; args: PyArg[] }[] {
     title: 'run',
     args: [
       { flag: 'gradient_checkpointing', type: 'bool', value: true, help: 'recompute activations in backward (saves memory)' },
+      { flag: 'load_in_4bit', type: 'bool', value: s.loadIn4bit, help: '4-bit NF4 base (QLoRA) with bitsandbytes (the BNB settings above); needs a CUDA GPU and pip install bitsandbytes' },
       { flag: 'logging_steps', type: 'int', value: 1, help: 'log every N optimizer steps' },
       { flag: 'save_steps', type: 'int', value: s.optim.saveSteps, help: 'save a checkpoint every N steps; 0 = only the final adapter' },
       { flag: 'report_to', type: 'str', value: 'none', help: 'none, tensorboard, wandb, ...' },
@@ -417,6 +429,8 @@ export function trainScript(s: ClusterSettings): string {
       `METHOD = ${pyLit(s.method)}`,
       `REQUESTED_METHOD = ${pyLit(s.requestedMethod)}`,
       `BAKED_PIXELS = (${s.minPixels}, ${s.maxPixels})`,
+      `# transformers.BitsAndBytesConfig keyword arguments for --load_in_4bit (the browser's NF4 base)`,
+      `BNB = ${pyLit(s.bnb)}`,
       '',
       '',
       'def add_settings(p):',
@@ -687,7 +701,7 @@ export function clusterBundle(config: TrainConfig, dataset: ClusterDataset, opts
     text('train.py', trainScript(s)),
     text('accelerate_config.yaml', accelerateConfig(s.numProcesses)),
     text('ds_zero2.json', JSON.stringify(deepspeedConfig(), null, 2) + '\n'),
-    text('requirements.txt', CLUSTER_REQUIREMENTS.join('\n') + '\n'),
+    text('requirements.txt', [...CLUSTER_REQUIREMENTS, ...(s.loadIn4bit ? [BNB_REQUIREMENT] : [])].join('\n') + '\n'),
     text('train.jsonl', toJsonlText(dataset.records)),
     ...[...images].map(([name, bytes]) => ({ name, bytes })),
   ];

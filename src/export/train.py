@@ -27,6 +27,8 @@ IGNORE_INDEX = -100
 METHOD = "sft"
 REQUESTED_METHOD = "sft"
 BAKED_PIXELS = (3136, 401408)
+# transformers.BitsAndBytesConfig keyword arguments for --load_in_4bit (the browser's NF4 base)
+BNB = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16", "bnb_4bit_quant_storage": "uint8", "llm_int8_skip_modules": ["lm_head"]}
 
 
 def add_settings(p):
@@ -63,6 +65,7 @@ def add_settings(p):
     g.add_argument("--seed", type=int, default=42, help="seed for LoRA init and data order")
     g = p.add_argument_group("run")
     g.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=True, help="recompute activations in backward (saves memory)")
+    g.add_argument("--load_in_4bit", action=argparse.BooleanOptionalAction, default=False, help="4-bit NF4 base (QLoRA) with bitsandbytes (the BNB settings above); needs a CUDA GPU and pip install bitsandbytes")
     g.add_argument("--logging_steps", type=int, default=1, help="log every N optimizer steps")
     g.add_argument("--save_steps", type=int, default=50, help="save a checkpoint every N steps; 0 = only the final adapter")
     g.add_argument("--report_to", type=str, default="none", help="none, tensorboard, wandb, ...")
@@ -400,8 +403,12 @@ def resolve(args, world):
                      repetition_penalty=1.0, max_completion_length=args.max_completion_length, max_prompt_length=None,
                      epsilon=args.epsilon, loss_type=args.grpo_loss_type, scale_rewards=True, num_iterations=1,
                      reward_weights=list(args.reward_weights), log_completions=False)
-    return {"method": METHOD, "requested_method": REQUESTED_METHOD, "world_size": world, "batch_note": note,
+    plan = {"method": METHOD, "requested_method": REQUESTED_METHOD, "world_size": world, "batch_note": note,
             "lora": lora, "trainer": dict(common, **extra)}
+    if args.load_in_4bit:
+        # QLoRA: the frozen base in 4-bit NF4 (bitsandbytes), the LoRA in full precision, as in the browser
+        plan["bnb"] = dict(BNB)
+    return plan
 
 
 def load_records(args):
@@ -607,8 +614,18 @@ def main(argv=None):
     if not os.path.isabs(model_path) and os.path.isdir(os.path.join(HERE, model_path)):
         model_path = os.path.join(HERE, model_path)
     dtype_key = "dtype" if _version(transformers.__version__) >= (4, 56) else "torch_dtype"
+    load = {dtype_key: torch.bfloat16}
+    if "bnb" in plan:
+        from transformers import BitsAndBytesConfig  # needs bitsandbytes (requirements.txt) and a CUDA GPU
+        load["quantization_config"] = BitsAndBytesConfig(**dict(plan["bnb"], bnb_4bit_compute_dtype=torch.bfloat16))
+        load["device_map"] = {"": state.local_process_index}  # each process holds its own 4-bit copy (DDP / ZeRO-2)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        model_path, revision=args.revision, attn_implementation=args.attn_implementation, **{dtype_key: torch.bfloat16})
+        model_path, revision=args.revision, attn_implementation=args.attn_implementation, **load)
+    if "bnb" in plan:
+        from peft import prepare_model_for_kbit_training
+        # casts the norms to f32 and, with checkpointing, enables it and the input grads checkpointed blocks need
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     processor = AutoProcessor.from_pretrained(model_path, revision=args.revision, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     _set_pixel_limits(processor, args.min_pixels, args.max_pixels)
     if args.gradient_checkpointing:

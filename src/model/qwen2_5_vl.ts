@@ -33,6 +33,7 @@ import { getRopeIndex } from '../data/ropeIndex.ts';
 import { parseConfig, type QwenVLConfig } from './config.ts';
 import { uploadWeights, type GpuWeights, type UploadProgress } from './gpuWeights.ts';
 import { quantPlan } from './quant.ts';
+import { isNf4 } from '../gpu/nf4.ts';
 import { defaultLoraConfig, initLora, peftKey, type LoraAdapter, type LoraConfig } from './lora.ts';
 import { checkMemory, estimateMemory, gib, mib, neededSplits } from './memory.ts';
 import { MissingFileError, type ModelSource } from './sources/source.ts';
@@ -525,6 +526,11 @@ export class Qwen2_5_VL {
     for (const m of this.lora.values()) for (const t of [m.A, m.B, m.gA, m.gB]) t?.release();
     this.lora.clear();
     this.adapterConfig = undefined;
+  }
+
+  /** Frozen base tensors held as 4-bit NF4 (0: a BF16 base); quantised on load or read from a bitsandbytes 4-bit checkpoint. */
+  get nf4Tensors(): number {
+    return this.w.all().filter(isNf4).length;
   }
 
   /** GPU bytes of the weights and the adapter (params + grads). */

@@ -4,7 +4,8 @@ import { gpu } from '../gpu/device.ts';
 import { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
 import type { QwenVLConfig } from '../model/config.ts';
 import type { LoraConfig } from '../model/lora.ts';
-import { estimateMemory, formatEstimate, gib } from '../model/memory.ts';
+import { estimateBasePrecisions, formatEstimate, gib } from '../model/memory.ts';
+import { parseQuantizationConfig } from '../model/quant.ts';
 import type { TrainConfig } from '../config/config.ts';
 import type { Plan } from './examples.ts';
 
@@ -23,14 +24,33 @@ export interface MemoryReport {
   recompute: boolean;
   /** formatEstimate(): the breakdown line by line */
   text: string;
+  /** the base this run loads: NF4 when model.quantize is nf4 or the checkpoint is bitsandbytes 4-bit */
+  base: 'bf16' | 'nf4';
+  /** config.json has a bitsandbytes 4-bit quantization_config: the model loads as NF4 whatever model.quantize says */
+  prequantized: boolean;
+  /** the model card's side by side: the same step's total with a BF16 base and with an NF4 base
+   *  (estimateBasePrecisions); no bf16 figure for a pre-quantised checkpoint, which only loads as NF4 */
+  byPrecision: { bf16?: number; nf4: number };
 }
 
-export function memoryReport(config: QwenVLConfig, lora: LoraConfig, plan: Plan, quantize?: { quantize?: 'nf4'; quantizeVision?: boolean }): MemoryReport {
-  const est = estimateMemory({ config, lora, images: plan.images, textTokens: plan.textTokens, recompute: false, ...(quantize?.quantize ? quantize : {}) });
-  let ok = true;
-  let message = `A LoRA step of ${est.seqLen} tokens (${est.imageTokens} image) needs about ${gib(est.totalBytes)}: weights ${gib(est.weights.bytes)}, LoRA + AdamW ${gib(est.lora.bytes)}, activations ${gib(est.activations.peakBytes)}.`;
+export function memoryReport(config: QwenVLConfig, lora: LoraConfig, plan: Plan, quantize: { quantize?: 'nf4'; quantizeVision?: boolean } = {}): MemoryReport {
+  // a bitsandbytes 4-bit checkpoint loads as NF4 regardless (model/quant.ts); an unsupported one is refused below
+  let pre: ReturnType<typeof parseQuantizationConfig>;
   try {
-    Qwen2_5_VL.checkMemory(config, gpu().limits, { lora, plan });
+    pre = parseQuantizationConfig(config);
+  } catch {
+    pre = undefined;
+  }
+  const both = estimateBasePrecisions({
+    config, lora, images: plan.images, textTokens: plan.textTokens, recompute: false,
+    quantizeVision: quantize.quantizeVision ?? true, ...(pre ? { doubleQuant: pre.doubleQuant } : {}),
+  });
+  const base = quantize.quantize === 'nf4' || pre ? 'nf4' : 'bf16';
+  const est = base === 'nf4' ? both.nf4 : both.bf16;
+  let ok = true;
+  let message = `A LoRA step of ${est.seqLen} tokens (${est.imageTokens} image) needs about ${gib(est.totalBytes)}${base === 'nf4' ? ' with the 4-bit NF4 base' : ''}: weights ${gib(est.weights.bytes)}, LoRA + AdamW ${gib(est.lora.bytes)}, activations ${gib(est.activations.peakBytes)}.`;
+  try {
+    Qwen2_5_VL.checkMemory(config, gpu().limits, { lora, plan, ...(quantize.quantize ? quantize : { quantizeVision: quantize.quantizeVision }) });
   } catch (e) {
     ok = false;
     message = (e as Error).message;
@@ -38,6 +58,7 @@ export function memoryReport(config: QwenVLConfig, lora: LoraConfig, plan: Plan,
   return {
     ok, message, totalBytes: est.totalBytes, weightsBytes: est.weights.bytes, loraBytes: est.lora.bytes, activationBytes: est.activations.peakBytes,
     seqLen: est.seqLen, imageTokens: est.imageTokens, recompute: est.recompute, text: formatEstimate(est),
+    base, prequantized: !!pre, byPrecision: pre ? { nf4: both.nf4.totalBytes } : { bf16: both.bf16.totalBytes, nf4: both.nf4.totalBytes },
   };
 }
 

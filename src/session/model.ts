@@ -11,6 +11,7 @@ import type { ByteCache } from '../model/sources/cache.ts';
 import type { ModelSource } from '../model/sources/source.ts';
 import type { QwenVLConfig } from '../model/config.ts';
 import { targetRegex, targetRegexFromNames, type LoraConfig } from '../model/lora.ts';
+import { fullPrecisionBaseId } from '../model/quant.ts';
 import { loadDefaultTokenizer, type QwenTokenizer } from '../data/tokenizer.ts';
 import { loadTokenizer } from '../model/weights.ts';
 import type { TrainConfig } from '../config/config.ts';
@@ -65,7 +66,8 @@ export function specName(s: ModelSpec): string {
 
 /** peft's base_model_name_or_path for adapter_config.json (the CLI and the studio write the same). */
 export function baseModelId(s: ModelSpec): string {
-  if (s.source === 'hub') return s.repo;
+  // a pre-quantised bitsandbytes repo ("…-bnb-4bit") names its full-precision original: peft loads the adapter there
+  if (s.source === 'hub') return fullPrecisionBaseId(s.repo);
   if (s.source === 'local') return s.name ?? 'local-model';
   if (s.source === 'folder') return s.path.replace(/[\\/]+$/, '');
   return 'patchwork-builtin-tiny';

@@ -13,6 +13,17 @@ describe('train settings', () => {
     for (const p of PRESETS) expect(validateConfig(p.apply(DEFAULT_CONFIG)), p.id).toEqual({});
   });
 
+  it('"Low memory, 3B" is QLoRA: Qwen2.5-VL-3B with an NF4 base (vision too), r 16 / alpha 32 on the 7 text projections, 448×448 images', () => {
+    const p = PRESETS.find((x) => x.id === 'low-memory')!;
+    expect(p.name).toBe('Low memory, 3B');
+    const c = p.apply(withPatch((c) => { c.model.quantizeVision = false; c.lora.targetModules = ['q_proj']; c.lora.r = 4; }));
+    expect(c.model).toMatchObject({ source: 'hub', hubId: 'Qwen/Qwen2.5-VL-3B-Instruct', quantize: 'nf4', quantizeVision: true });
+    expect(c.lora).toMatchObject({ r: 16, alpha: 32 });
+    expect([...c.lora.targetModules].sort()).toEqual(['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']);
+    expect(c.data.maxPixels).toBe(448 * 448);
+    expect(validateConfig(c)).toEqual({});
+  });
+
   it('names each bad field with a readable message', () => {
     const e = validateConfig(
       withPatch((c) => {

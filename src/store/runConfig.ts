@@ -48,13 +48,13 @@ export const PRESETS: Preset[] = [
   {
     id: 'low-memory',
     name: 'Low memory, 3B',
-    description: 'Attention-only LoRA, fewer image tokens and shorter sequences for small GPUs.',
+    description: 'QLoRA: Qwen2.5-VL-3B with a 4-bit NF4 base (vision tower too), LoRA r 16 on every decoder projection, images up to 448×448.',
     apply: (c) => ({
       ...c,
-      model: { ...c.model, source: 'hub', hubId: 'Qwen/Qwen2.5-VL-3B-Instruct' },
-      lora: { ...c.lora, r: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'] },
+      model: { ...c.model, source: 'hub', hubId: 'Qwen/Qwen2.5-VL-3B-Instruct', quantize: 'nf4', quantizeVision: true },
+      lora: { ...c.lora, r: 16, alpha: 32, targetModules: [...DECODER_TARGETS] },
       optim: { ...c.optim, gradAccumSteps: 8, batchSize: 1 },
-      data: { ...c.data, maxPixels: 256 * 28 * 28, maxLength: 1024 },
+      data: { ...c.data, maxPixels: 448 * 448, maxLength: 1024 },
     }),
   },
   {

@@ -102,7 +102,7 @@ const REWARDS: { id: Reward; name: string; text: string }[] = [
   { id: 'exact', name: 'Exact match', text: 'the text answer equals the label' },
 ];
 
-function ModelPicker({ c, errors, update }: { c: TrainConfig; errors: Record<string, string>; update: Update }) {
+function ModelPicker({ c, errors, update, memory }: { c: TrainConfig; errors: Record<string, string>; update: Update; memory?: EstimateResult['memory'] }) {
   const fileInput = useRef<HTMLInputElement>(null);
   const [pickError, setPickError] = useState<string>();
   const m = c.model;
@@ -157,6 +157,7 @@ function ModelPicker({ c, errors, update }: { c: TrainConfig; errors: Record<str
             <datalist id="hub-models">
               <option value="Qwen/Qwen2.5-VL-3B-Instruct" />
               <option value="Qwen/Qwen2.5-VL-7B-Instruct" />
+              <option value="unsloth/Qwen2.5-VL-3B-Instruct-unsloth-bnb-4bit" />
             </datalist>
           </Field>
           <Field label="Endpoint" error={errors['model.endpoint']} help="https://huggingface.co, or a mirror / your own server with the same URL layout">
@@ -193,7 +194,42 @@ function ModelPicker({ c, errors, update }: { c: TrainConfig; errors: Record<str
           {pickError && <div className="error-text">{pickError}</div>}
         </div>
       )}
+      <BasePrecision c={c} errors={errors} update={update} memory={memory} />
     </Section>
+  );
+}
+
+/** model.quantize / model.quantizeVision, each choice with its memory estimate (engine estimate → memoryReport.byPrecision). */
+function BasePrecision({ c, errors, update, memory }: { c: TrainConfig; errors: Record<string, string>; update: Update; memory?: EstimateResult['memory'] }) {
+  const m = c.model;
+  const pre = !!memory?.prequantized;
+  const nf4 = m.quantize === 'nf4' || pre;
+  const size = (b?: number) => (b === undefined ? null : <span className="muted small"> ~{fmtBytes(b)}</span>);
+  const choices = [
+    { id: 'none' as const, name: 'BF16', bytes: memory?.byPrecision.bf16, text: 'The frozen base in bfloat16, as the checkpoint ships it.' },
+    { id: 'nf4' as const, name: '4-bit NF4', bytes: memory?.byPrecision.nf4, text: 'QLoRA: the frozen Linear weights in bitsandbytes NF4 (about a quarter of the memory); the LoRA trains in full precision.' },
+  ];
+  return (
+    <div className={`base-precision${errors['model.quantize'] ? ' has-error' : ''}`} data-testid="base-precision">
+      <span className="field-label">Base precision</span>
+      <div className="segmented" role="radiogroup" aria-label="Base precision">
+        {choices.map((q) => (
+          <button key={q.id} role="radio" aria-checked={(q.id === 'nf4') === nf4} className={(q.id === 'nf4') === nf4 ? 'seg active' : 'seg'} disabled={pre && q.id === 'none'} title={q.text} onClick={() => update({ model: { quantize: q.id } })}>
+            {q.name}
+            {size(q.bytes)}
+          </button>
+        ))}
+      </div>
+      <label className="check">
+        <input type="checkbox" name="model.quantizeVision" checked={m.quantizeVision} disabled={!nf4} onChange={(e) => update({ model: { quantizeVision: e.target.checked } })} /> quantise the vision tower too
+      </label>
+      {pre ? (
+        <p className="help" data-testid="prequantized">This checkpoint is bitsandbytes 4-bit (config.json quantization_config): it loads as NF4 whatever is chosen here.</p>
+      ) : (
+        <p className="help">{choices.find((q) => (q.id === 'nf4') === nf4)?.text}{memory ? ' The sizes are one training step with these settings.' : ''}</p>
+      )}
+      {errors['model.quantize'] && <div className="error-text">{errors['model.quantize']}</div>}
+    </div>
   );
 }
 
@@ -616,6 +652,11 @@ function EstimateCard({ e }: { e: ReturnType<typeof useEstimate> }) {
               {est.memory.ok ? <span className="ok-text">fits</span> : <span className="error-text">does not fit</span>} — about {fmtBytes(est.memory.totalBytes)} per step: weights {fmtBytes(est.memory.weightsBytes)}, LoRA + AdamW{' '}
               {fmtBytes(est.memory.loraBytes)}, activations {fmtBytes(est.memory.activationBytes)} ({est.memory.seqLen} tokens, {est.memory.imageTokens} of them image)
             </dd>
+            <dt>Base precision</dt>
+            <dd data-testid="estimate-precision">
+              {est.memory.base === 'nf4' ? '4-bit NF4' : 'BF16'}
+              {est.memory.prequantized ? ' (a bitsandbytes 4-bit checkpoint)' : ''} — BF16 base {est.memory.byPrecision.bf16 !== undefined ? fmtBytes(est.memory.byPrecision.bf16) : 'n/a'}, NF4 base {fmtBytes(est.memory.byPrecision.nf4)}
+            </dd>
             <dt>Time</dt>
             <dd data-testid="estimate-time">
               {est.secondsPerStep !== undefined ? (
@@ -829,7 +870,7 @@ export function TrainPanel() {
         </div>
         {hydrated ? (
           <>
-            <ModelPicker c={config} errors={errors} update={update} />
+            <ModelPicker c={config} errors={errors} update={update} memory={estimate.est?.memory} />
             <MethodPicker c={config} errors={errors} update={update} />
             <LoraSettings c={config} errors={errors} update={update} engineParams={estimate.est?.loraParams} />
             <OptimizerSettings c={config} errors={errors} warnings={warnings} update={update} />

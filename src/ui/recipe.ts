@@ -2,11 +2,13 @@
 // exported adapter, and the "train on a cluster" recipe (accelerate + DeepSpeed ZeRO-2 + trl) that
 // trains the same LoRA on GPUs from the exported dataset. Pure functions of the Train settings.
 import type { TrainConfig } from '../store/runConfig.ts';
+import { fullPrecisionBaseId } from '../model/quant.ts';
 
 export type AdapterLayout = 'transformers' | 'legacy';
 
 export function baseModelId(c: TrainConfig): string {
-  if (c.model.source === 'hub') return c.model.hubId.trim();
+  // a pre-quantised bitsandbytes repo ("…-bnb-4bit") names its full-precision original, as session/model.ts baseModelId does
+  if (c.model.source === 'hub') return fullPrecisionBaseId(c.model.hubId.trim());
   if (c.model.source === 'local') return c.model.local?.name ?? 'local-model';
   return 'patchwork-builtin-tiny';
 }

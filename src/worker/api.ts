@@ -104,6 +104,8 @@ export interface ModelInfo {
   memory: MemoryReport;
   /** GPU bytes the weights and adapter hold */
   gpuBytes: number;
+  /** frozen base tensors held as 4-bit NF4 (0: a BF16 base): quantised on load or a bitsandbytes 4-bit checkpoint */
+  nf4Tensors: number;
   /** notes from the model and the engine about the run (e.g. settings it adjusted) */
   warnings: string[];
   loadMs: number;

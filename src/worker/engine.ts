@@ -157,7 +157,7 @@ export class Engine {
     return t;
   }
 
-  private infoOf(spec: ModelSpec, sourceId: string, model: Qwen2_5_VL, lora: LoraConfig | null, plan: Plan, loadMs: number): ModelInfo {
+  private infoOf(spec: ModelSpec, sourceId: string, model: Qwen2_5_VL, lora: LoraConfig | null, plan: Plan, loadMs: number, quant: { quantize?: 'nf4'; quantizeVision?: boolean } = {}): ModelInfo {
     const c = model.config;
     let params = 0;
     for (const shape of expectedWeights(c).values()) params += shape.reduce((a, b) => a * b, 1);
@@ -170,8 +170,9 @@ export class Engine {
       },
       params,
       lora: lora ? { params: mods.reduce((a, m) => a + m.r * (m.inFeatures + m.outFeatures), 0), modules: mods.length, r: lora.r, alpha: lora.loraAlpha, scale: lora.useRslora ? lora.loraAlpha / Math.sqrt(lora.r) : lora.loraAlpha / lora.r } : null,
-      memory: memoryReport(c, lora ?? loraConfigOf({ r: 16, alpha: 32, dropout: 0, targetModules: [], useRslora: false }), plan),
+      memory: memoryReport(c, lora ?? loraConfigOf({ r: 16, alpha: 32, dropout: 0, targetModules: [], useRslora: false }), plan, quant),
       gpuBytes: model.gpuBytes,
+      nf4Tensors: model.nf4Tensors,
       warnings: [...model.warnings],
       loadMs,
     };
@@ -193,7 +194,7 @@ export class Engine {
         cur.model.initAdapter(cfg, loraSeed);
         cur.adapter = { label: 'fresh', lora: cfg };
       }
-      cur.info = { ...this.infoOf(spec, cur.info.sourceId, cur.model, cur.adapter?.lora ?? null, plan, cur.info.loadMs), key };
+      cur.info = { ...this.infoOf(spec, cur.info.sourceId, cur.model, cur.adapter?.lora ?? null, plan, cur.info.loadMs, quant), key };
       return cur.info;
     }
     this.dropModel(); // one model on the GPU at a time
@@ -201,7 +202,7 @@ export class Engine {
     const config = await this.modelConfig(spec, source);
     // Qwen2_5_VL.load refuses, with the numbers, what does not fit, and frees everything if it fails.
     const loaded = await loadModel(spec, this.host, { lora: cfg ?? undefined, loraSeed, plan, onProgress, config, tokenizer: () => this.tokenizerFor(spec, source), ...quant });
-    const info = { ...this.infoOf(spec, loaded.sourceId, loaded.model, cfg, plan, loaded.loadMs), key };
+    const info = { ...this.infoOf(spec, loaded.sourceId, loaded.model, cfg, plan, loaded.loadMs, quant), key };
     this.loaded = { model: loaded.model, tokenizer: loaded.tokenizer, info, device: gpu().device, spec: storableSpec(spec), adapter: cfg ? { label: 'fresh', lora: cfg } : null };
     if (spec.source === 'local') this.loaded.spec = spec; // keep the Files for a reload of the same folder in this session
     return info;
@@ -219,7 +220,7 @@ export class Engine {
     const lora = loraConfigOf(c.lora, baseModelId(spec));
     let config: QwenVLConfig;
     try {
-      config = this.alive()?.info.key === specKey(spec) ? this.loaded!.model.config : await this.modelConfig(spec);
+      config = this.alive()?.info.key === modelKey(spec, quantizeOptions(c)) ? this.loaded!.model.config : await this.modelConfig(spec);
     } catch (e) {
       throw new Error(`Cannot read the model's config.json for an estimate: ${(e as Error).message}`);
     }
@@ -565,8 +566,9 @@ export class Engine {
     if (l?.adapter?.runId === choice.runId && l.adapter.step === ck.step) return this.adapterInfo(l);
     // a local folder's Files are only known for the folder loaded in this session
     const want = meta.model.source === 'local' && l?.spec.source === 'local' && l.spec.name === meta.model.name ? l.spec : meta.model;
-    if (!l || l.info.key !== specKey(want)) {
-      await this.loadModel(want, meta.lora);
+    const quant = meta.config ? quantizeOptions(meta.config) : {}; // the base the run trained on (NF4 or BF16)
+    if (!l || l.info.key !== modelKey(want, quant)) {
+      await this.loadModel(want, meta.lora, undefined, DEFAULT_PLAN, 0, quant);
       l = this.loaded!;
     } else l.model.initAdapter(meta.lora);
     for (const p of l.model.loraParams()) {
