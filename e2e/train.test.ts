@@ -75,7 +75,13 @@ describe('train, predict, export', () => {
     // ---- train on the tiny model: Quick try preset, no warmup (so step 2 already moves the loss)
     await page.getByTestId('tab-train').click();
     await page.getByRole('button', { name: 'Quick try' }).click();
-    await page.locator('input[name="optim.warmupSteps"]').fill('0');
+    // wait for the preset's warmup (5) before typing 0: the default is 0 too, so a fill that lands
+    // before the preset renders changes nothing and the preset's 5 wins (lr 0 at step 1)
+    const warmup = page.locator('input[name="optim.warmupSteps"]');
+    await expect.poll(() => warmup.inputValue()).toBe('5');
+    await warmup.fill('0');
+    await warmup.blur();
+    await expect.poll(() => warmup.inputValue()).toBe('0');
     expect(await page.getByRole('radio', { name: 'Built-in tiny' }).getAttribute('aria-checked')).toBe('true');
     const train = page.getByTestId('train-button');
     await expect.poll(() => train.isEnabled(), { timeout: 30_000 }).toBe(true);
