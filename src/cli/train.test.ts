@@ -206,9 +206,9 @@ describe('npm run train', () => {
     expect(m, log).not.toBeNull();
     expect(Number(m![1])).toBeGreaterThan(0);
     expect(log).toMatch(/step 2\/2 .* loss \d+\.\d+/);
-    const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
+    const cfg = JSON.parse(await readFile(join(out, 'adapter', 'adapter_config.json'), 'utf8'));
     expect(cfg).toMatchObject({ peft_type: 'LORA', r: 2, lora_alpha: 4, base_model_name_or_path: 'patchwork-builtin-tiny' });
-    const st = readSafetensors(await readFile(join(out, 'adapter_model.safetensors')));
+    const st = readSafetensors(await readFile(join(out, 'adapter', 'adapter_model.safetensors')));
     expect(st.tensors.get('base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight')?.shape).toEqual([2, expect.any(Number)]);
     // the default run of the same CLI is a BF16 base
     const bf = await cli('--model', 'tiny', '--data', join(dir, 'good.jsonl'), '--steps', '1', '--out', join(dir, 'adapter-bf16'), '--config', join(dir, 'nf4.json'));

@@ -40,7 +40,12 @@ export function nodeGpu(): Promise<Gpu> {
 
 export async function closeGpu(): Promise<void> {
   if (!ready) return;
+  const g = await ready.catch(() => undefined);
   ready = undefined;
+  // Let submitted work and pending callbacks finish before the device goes: a device destroyed with
+  // work in flight has made Dawn abort at process exit ("std::system_error: Invalid argument").
+  if (g) await Promise.race([g.device.queue.onSubmittedWorkDone().catch(() => undefined), new Promise((r) => setTimeout(r, 2000))]);
   destroyGpu();
+  await new Promise((r) => setTimeout(r, 0));
   instance = undefined;
 }
