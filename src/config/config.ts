@@ -137,6 +137,8 @@ export const TRL_NAMES: Record<string, string> = {
   max_completion_length: 'grpo.maxNewTokens',
   epsilon: 'grpo.epsilon',
   rewards: 'grpo.rewards',
+  num_ppo_epochs: 'ppo.numPpoEpochs',
+  num_mini_batches: 'ppo.numMiniBatches',
 };
 
 /** LoRA scale applied to B·A: alpha/r, or alpha/√r with rsLoRA. */
@@ -147,7 +149,9 @@ export function loraScale(l: TrainConfig['lora']): number {
 /** Optimizer steps of a run over `examples` examples (maxSteps, else epochs × examples ÷ examples per step). */
 export function totalSteps(c: TrainConfig, examples: number): number {
   const o = c.optim;
-  return o.maxSteps > 0 ? o.maxSteps : Math.ceil((o.numEpochs * examples) / (Math.max(1, o.batchSize) * Math.max(1, o.gradAccumSteps)));
+  // PPO's rollout is batch × accumulation × num_mini_batches prompts (trl's batch_size), as the Trainer's perStep
+  const mini = c.method === 'ppo' ? Math.max(1, c.ppo.numMiniBatches) : 1;
+  return o.maxSteps > 0 ? o.maxSteps : Math.ceil((o.numEpochs * examples) / (Math.max(1, o.batchSize) * Math.max(1, o.gradAccumSteps) * mini));
 }
 
 /** What a Hugging Face model folder needs that `files` (top-level names) lacks. */
