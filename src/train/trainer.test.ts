@@ -311,11 +311,11 @@ describe('PPO epochs (trl num_ppo_epochs / num_mini_batches)', () => {
   });
 
   it('resume after a PPO checkpoint reproduces the uninterrupted run exactly (metrics, LoRA, moments, value head)', async () => {
-    const o = ppo({ learningRate: 1e-2, maxSteps: 3 }, { numPpoEpochs: 2, numMiniBatches: 2 });
+    const o = ppo({ learningRate: 1e-2, maxSteps: 2 }, { numPpoEpochs: 2, numMiniBatches: 2 });
     const m1 = await model();
     const straight = new Trainer(m1, tok, prompts(), o, 'ppo-straight');
     const want: Record<string, number>[] = [];
-    for (let i = 0; i < 3; i++) want.push(stable(await straight.trainStep()));
+    for (let i = 0; i < 2; i++) want.push(stable(await straight.trainStep()));
     const wantState = await state(straight), wantHead = straight.valueHead!.w.slice();
     straight.dispose();
     m1.dispose();
@@ -324,7 +324,6 @@ describe('PPO epochs (trl num_ppo_epochs / num_mini_batches)', () => {
     const m2 = await model();
     const first = new Trainer(m2, tok, prompts(), o, 'ppo-resumed');
     await first.trainStep();
-    await first.trainStep();
     await first.save(kv);
     first.dispose();
     m2.dispose();
@@ -332,9 +331,9 @@ describe('PPO epochs (trl num_ppo_epochs / num_mini_batches)', () => {
     const m3 = await Qwen2_5_VL.load(source, { lora: LORA, loraSeed: 99 });
     const second = new Trainer(m3, tok, prompts(), o, 'ppo-resumed');
     expect(await second.resume(kv)).toBe(true);
-    expect([second.step, second.opt.stepCount]).toEqual([2, 8]);
+    expect([second.step, second.opt.stepCount]).toEqual([1, 4]);
     const got = stable(await second.trainStep());
-    expect(got).toEqual(want[2]);
+    expect(got).toEqual(want[1]);
     expect(same(await state(second), wantState)).toBe(true);
     expect(Buffer.from(second.valueHead!.w.buffer).equals(Buffer.from(wantHead.buffer))).toBe(true);
 
@@ -342,7 +341,7 @@ describe('PPO epochs (trl num_ppo_epochs / num_mini_batches)', () => {
     const old = await second.checkpoint();
     delete old.optimizerStep;
     second.restore(old);
-    expect(second.opt.stepCount).toBe(3);
+    expect(second.opt.stepCount).toBe(2);
     second.dispose();
     m3.dispose();
   });
