@@ -62,7 +62,13 @@ export interface TrainConfig {
   data: { minPixels: number; maxPixels: number; maxLength: number };
   dpo: { beta: number; labelSmoothing: number };
   grpo: { numGenerations: number; beta: number; temperature: number; maxNewTokens: number; rewards: Reward[]; epsilon: number };
-  ppo: { clipRange: number; vfCoef: number; klCoef: number; gamma: number; lam: number; temperature: number; maxNewTokens: number; rewards: Reward[] };
+  ppo: {
+    clipRange: number; vfCoef: number; klCoef: number; gamma: number; lam: number; temperature: number; maxNewTokens: number; rewards: Reward[];
+    /** trl num_ppo_epochs: optimisation passes over each rollout batch (trl default 4) */
+    numPpoEpochs: number;
+    /** trl num_mini_batches: optimizer steps per PPO epoch; a rollout is batchSize × gradAccumSteps × numMiniBatches prompts */
+    numMiniBatches: number;
+  };
 }
 
 /**
@@ -96,7 +102,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   data: { minPixels: 3136, maxPixels: 512 * 28 * 28, maxLength: 2048 },
   dpo: { beta: 0.1, labelSmoothing: 0 },
   grpo: { numGenerations: 4, beta: 0, temperature: 0.9, maxNewTokens: 128, rewards: ['iou', 'format'], epsilon: 0.2 },
-  ppo: { clipRange: 0.2, vfCoef: 0.1, klCoef: 0.05, gamma: 1, lam: 0.95, temperature: 0.9, maxNewTokens: 128, rewards: ['iou', 'format'] },
+  ppo: { clipRange: 0.2, vfCoef: 0.1, klCoef: 0.05, gamma: 1, lam: 0.95, temperature: 0.9, maxNewTokens: 128, rewards: ['iou', 'format'], numPpoEpochs: 4, numMiniBatches: 1 },
 };
 
 /** trl / peft / transformers argument names (train.py's flags) → the config path they set. */
@@ -131,6 +137,8 @@ export const TRL_NAMES: Record<string, string> = {
   max_completion_length: 'grpo.maxNewTokens',
   epsilon: 'grpo.epsilon',
   rewards: 'grpo.rewards',
+  num_ppo_epochs: 'ppo.numPpoEpochs',
+  num_mini_batches: 'ppo.numMiniBatches',
 };
 
 /** LoRA scale applied to B·A: alpha/r, or alpha/√r with rsLoRA. */
@@ -141,7 +149,9 @@ export function loraScale(l: TrainConfig['lora']): number {
 /** Optimizer steps of a run over `examples` examples (maxSteps, else epochs × examples ÷ examples per step). */
 export function totalSteps(c: TrainConfig, examples: number): number {
   const o = c.optim;
-  return o.maxSteps > 0 ? o.maxSteps : Math.ceil((o.numEpochs * examples) / (Math.max(1, o.batchSize) * Math.max(1, o.gradAccumSteps)));
+  // PPO's rollout is batch × accumulation × num_mini_batches prompts (trl's batch_size), as the Trainer's perStep
+  const mini = c.method === 'ppo' ? Math.max(1, c.ppo.numMiniBatches) : 1;
+  return o.maxSteps > 0 ? o.maxSteps : Math.ceil((o.numEpochs * examples) / (Math.max(1, o.batchSize) * Math.max(1, o.gradAccumSteps) * mini));
 }
 
 /** What a Hugging Face model folder needs that `files` (top-level names) lacks. */

@@ -103,6 +103,23 @@ describe('types and ranges', () => {
     expect(paths(withPatch((c) => ((c.method = 'dpo'), (c.dpo.labelSmoothing = 0.7))))).toEqual(['dpo.labelSmoothing']);
   });
 
+  it('PPO epochs and mini-batches: trl defaults 4 and 1, whole numbers ≥ 1, trl names, in the step count', () => {
+    expect([DEFAULT_CONFIG.ppo.numPpoEpochs, DEFAULT_CONFIG.ppo.numMiniBatches]).toEqual([4, 1]); // trl PPOConfig
+    const ppo = (f: (c: TrainConfig) => void) => withPatch((c) => ((c.method = 'ppo'), f(c)));
+    expect(paths(ppo((c) => (c.ppo.numPpoEpochs = 0)))).toEqual(['ppo.numPpoEpochs']);
+    expect(paths(ppo((c) => (c.ppo.numPpoEpochs = 2.5)))).toEqual(['ppo.numPpoEpochs']);
+    expect(paths(ppo((c) => (c.ppo.numPpoEpochs = 1000)))).toEqual(['ppo.numPpoEpochs']);
+    expect(paths(ppo((c) => (c.ppo.numMiniBatches = 0)))).toEqual(['ppo.numMiniBatches']);
+    expect(paths(ppo((c) => (c.ppo.numMiniBatches = '2' as never)))).toEqual(['ppo.numMiniBatches']);
+    expect(validate(ppo((c) => ((c.ppo.numPpoEpochs = 1), (c.ppo.numMiniBatches = 2))))).toEqual([]);
+    expect(validate(withPatch((c) => (c.ppo.numPpoEpochs = 0)))).toEqual([]); // not checked for SFT
+    const { config, errors } = parseConfig({ method: 'ppo', num_ppo_epochs: 2, num_mini_batches: 3 });
+    expect(errors).toEqual([]);
+    expect([config.ppo.numPpoEpochs, config.ppo.numMiniBatches]).toEqual([2, 3]);
+    expect(totalSteps({ ...config, optim: { ...config.optim, numEpochs: 1 } }, 12)).toBe(4); // 12 prompts, rollouts of 1 × 1 × 3
+    expect(totalSteps({ ...config, method: 'grpo', optim: { ...config.optim, numEpochs: 1 } }, 12)).toBe(12);
+  });
+
   it('method settings are checked only for their method', () => {
     const c = withPatch((c) => (c.grpo.numGenerations = 1));
     expect(validate(c)).toEqual([]);

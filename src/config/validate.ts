@@ -144,6 +144,8 @@ const FIELDS: [string, Check, string, TrainConfig['method']?][] = [
   ['ppo.lam', num((x) => x >= 0 && x <= 1), 'λ is in [0, 1].', 'ppo'],
   ['ppo.temperature', num((x) => x > 0 && x <= 10), 'Temperature must be greater than 0 (and at most 10).', 'ppo'],
   ['ppo.maxNewTokens', int(1, LIMITS.maxLength), 'Max new tokens is a whole number ≥ 1.', 'ppo'],
+  ['ppo.numPpoEpochs', int(1, 100), 'PPO epochs (passes over each rollout) is a whole number from 1 to 100 (trl default 4).', 'ppo'],
+  ['ppo.numMiniBatches', int(1, LIMITS.batch), `Mini-batches per rollout is a whole number from 1 to ${LIMITS.batch} (trl default 1).`, 'ppo'],
   ['ppo.rewards', rewards, `Choose one or more rewards, each once, from ${REWARDS.join(', ')}.`, 'ppo'],
 ];
 

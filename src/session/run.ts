@@ -25,6 +25,7 @@ export function trainOptionsOf(c: TrainConfig, data: { minPixels: number; maxPix
     ppo: {
       cliprange: c.ppo.clipRange, vfCoef: c.ppo.vfCoef, klCoef: c.ppo.klCoef, gamma: c.ppo.gamma, lam: c.ppo.lam,
       temperature: c.ppo.temperature, maxNewTokens: c.ppo.maxNewTokens, rewards: [...c.ppo.rewards],
+      numPpoEpochs: c.ppo.numPpoEpochs, numMiniBatches: c.ppo.numMiniBatches,
     },
     checkpointEvery: o.saveSteps,
   };

@@ -288,6 +288,7 @@ describe('one config for both front ends', () => {
     expect(o.optim).toMatchObject({ learningRate: DEFAULT_CONFIG.optim.learningRate, gradAccumSteps: DEFAULT_CONFIG.optim.gradAccumSteps, warmupSteps: DEFAULT_CONFIG.optim.warmupSteps, beta1: 0.9 });
     expect(o.grpo).toMatchObject({ maxNewTokens: DEFAULT_CONFIG.grpo.maxNewTokens, epsilon: DEFAULT_CONFIG.grpo.epsilon });
     expect(o.ppo?.maxNewTokens).toBe(DEFAULT_CONFIG.ppo.maxNewTokens);
+    expect([o.ppo?.numPpoEpochs, o.ppo?.numMiniBatches]).toEqual([DEFAULT_CONFIG.ppo.numPpoEpochs, DEFAULT_CONFIG.ppo.numMiniBatches]);
     expect(o.checkpointEvery).toBe(DEFAULT_CONFIG.optim.saveSteps);
     expect(trainOptionsOf(DEFAULT_CONFIG, { minPixels: 784, maxPixels: 1568 }).data).toEqual({ minPixels: 784, maxPixels: 1568, maxLength: 2048 });
   });

@@ -30,8 +30,13 @@ export interface NamedTensor {
 
 export interface Checkpoint {
   runId: string;
-  /** optimizer steps done */
+  /** trainer steps done (one rollout each for PPO) */
   step: number;
+  /**
+   * AdamW's own step count (torch state["step"]): PPO takes num_ppo_epochs × num_mini_batches of
+   * them per trainer step. Absent in checkpoints written before it existed (then it equals step).
+   */
+  optimizerStep?: number;
   epoch: number;
   /**
    * samples consumed in the current epoch (position in its shuffled order). No RNG state is kept:

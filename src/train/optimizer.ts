@@ -2,7 +2,8 @@
 // `gradNorm` pass, one `adamwCheck` pass (would any new param or moment be NaN/Inf?), then every
 // update reads the clip scale and the flags, and stores itself only when the whole step is sound.
 import { adamwCheck, adamwStep, gradNorm, parseGradState, type GradState } from '../ops/adamw.ts';
-import { fill } from '../ops/elementwise.ts';
+import { copy, fill } from '../ops/elementwise.ts';
+import { encoder } from '../gpu/kernel.ts';
 import { readMany, write, zeros, type Tensor } from '../gpu/tensor.ts';
 import type { NamedTensor } from './checkpoint.ts';
 
@@ -78,9 +79,32 @@ export class AdamW {
     this.stepCount = stepCount;
   }
 
+  /**
+   * A GPU copy of the parameters, moments and step count (PPO takes several optimizer steps per
+   * trainer step: a fault in a later one must undo the earlier ones too, so the step is discarded whole).
+   */
+  snapshot(): OptimizerSnapshot {
+    const src = [...this.params.map((p) => p.param), ...this.m, ...this.v];
+    return { tensors: src.map((t) => copy(t)), stepCount: this.stepCount };
+  }
+
+  restoreSnapshot(s: OptimizerSnapshot): void {
+    const dst = [...this.params.map((p) => p.param), ...this.m, ...this.v];
+    dst.forEach((t, i) => {
+      const bytes = Math.ceil(t.bindSize / 4) * 4;
+      if (bytes) encoder().copyBufferToBuffer(s.tensors[i].buffer, 0, t.buffer, 0, bytes);
+    });
+    this.stepCount = s.stepCount;
+  }
+
   dispose(): void {
     for (const t of [...this.m, ...this.v]) t.release();
   }
+}
+
+export interface OptimizerSnapshot {
+  tensors: Tensor[];
+  stepCount: number;
 }
 
 /** Whether the GPU stored the step (no flag raised). */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { maskedVar, maskedWhiten, PPO_DEFAULTS, ppoLoss, ppoRollout, type PpoConfig, type PpoLossInput } from './ppo.ts';
+import { maskedVar, maskedWhiten, PPO_DEFAULTS, ppoEpochs, ppoLoss, ppoRollout, ppoSchedule, type PpoConfig, type PpoLossInput } from './ppo.ts';
 
 describe('masked_whiten', () => {
   it('whitens over the mask with the unbiased variance (hand values)', () => {
@@ -105,5 +105,50 @@ describe('ppoLoss', () => {
     }
     expect(r.metrics['policy/clipfrac_avg']).toBeGreaterThan(0);
     expect(r.metrics['val/clipfrac_avg']).toBeGreaterThan(0);
+  });
+});
+
+describe('PPO epochs × mini-batches × accumulation (trl loop)', () => {
+  it('schedule: a fresh order per epoch, cut into mini-batches, then micro-batches', () => {
+    const perm = (n: number, e: number) => (e % 2 ? [...Array(n).keys()].reverse() : [...Array(n).keys()]);
+    expect(ppoSchedule(4, { numPpoEpochs: 2, numMiniBatches: 2, gradAccumSteps: 1 }, perm)).toEqual([[[[0, 1]], [[2, 3]]], [[[3, 2]], [[1, 0]]]]);
+    expect(ppoSchedule(4, { numPpoEpochs: 1, numMiniBatches: 1, gradAccumSteps: 2 }, perm)).toEqual([[[[0, 1], [2, 3]]]]);
+    expect(() => ppoSchedule(6, { numPpoEpochs: 1, numMiniBatches: 4, gradAccumSteps: 1 }, perm)).toThrow(/does not split into 4 mini-batches/);
+    expect(() => ppoSchedule(2, { numPpoEpochs: 0, numMiniBatches: 1, gradAccumSteps: 1 }, perm)).toThrow(/≥ 1/);
+  });
+
+  it('one optimizer step per mini-batch, micro-batches told the accumulation count', async () => {
+    const sched = ppoSchedule(8, { numPpoEpochs: 3, numMiniBatches: 2, gradAccumSteps: 2 }, (n) => [...Array(n).keys()]);
+    const calls: string[] = [];
+    const m = await ppoEpochs(sched, (rows, accum) => { calls.push(`micro ${rows.join(',')} /${accum}`); return { x: calls.length }; }, () => { calls.push('step'); });
+    expect(calls.slice(0, 6)).toEqual(['micro 0,1 /2', 'micro 2,3 /2', 'step', 'micro 4,5 /2', 'micro 6,7 /2', 'step']);
+    expect(calls.filter((c) => c === 'step').length).toBe(6); // 3 epochs × 2 mini-batches
+    // mean over the 12 micro-batches of the value each returned (1, 2, 4, 5, 7, 8, ... : call indices)
+    const xs = calls.map((c, i) => (c === 'step' ? 0 : i + 1)).filter(Boolean);
+    expect(m.x).toBeCloseTo(xs.reduce((a, b) => a + b, 0) / 12, 12);
+  });
+
+  it('two epochs on free log-probs with SGD lr 1: the second epoch is clipped (hand values)', async () => {
+    // One row of two tokens, A = [1, −1], old logps 0, values on their returns (value loss 0). Epoch 1:
+    // ratio 1, pg = mean(−1, 1) = 0, dlogps = −A/2 = [−½, ½] → logps [½, −½]. Epoch 2: ratio [e^½, e^−½]
+    // = [1.65, 0.61] is outside [0.8, 1.2] on the side that the advantage pushes: both tokens clipped,
+    // pg = mean(−1.2, 0.8) = −0.2, no gradient; approxkl = ½·mean(¼, ¼) = 0.125.
+    const cfg: PpoConfig = { ...PPO_DEFAULTS, cliprange: 0.2 };
+    const logps = [0, 0];
+    const base = { values: [0, 0], oldLogps: [0, 0], oldValues: [0, 0], advantages: [1, -1], returns: [0, 0], mask: [1, 1], cols: 2 };
+    let grad = [0, 0];
+    const sched = ppoSchedule(1, { numPpoEpochs: 2, numMiniBatches: 1, gradAccumSteps: 1 }, () => [0]);
+    const m = await ppoEpochs(sched, () => {
+      const r = ppoLoss({ ...base, logps }, cfg);
+      grad = Array.from(r.dlogps);
+      return { loss: r.loss, ...r.metrics };
+    }, () => { logps.forEach((_, i) => (logps[i] -= grad[i])); });
+    expect(logps).toEqual([0.5, -0.5]); // the clipped second epoch did not move them
+    expect(m['policy/clipfrac_avg']).toBe(0.5); // (0 + 1) / 2
+    expect(m['policy/approxkl_avg']).toBeCloseTo(0.0625, 15); // (0 + 0.125) / 2
+    expect(m['loss/policy_avg']).toBeCloseTo(-0.1, 15); // (0 − 0.2) / 2
+    expect(m['loss/value_avg']).toBe(0);
+    expect(m['val/ratio']).toBeCloseTo((1 + Math.cosh(0.5)) / 2, 15);
+    expect(m['val/ratio_var']).toBeCloseTo((Math.cosh(0.5) - 1) ** 2 / 2, 15);
   });
 });

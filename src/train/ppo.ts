@@ -11,7 +11,12 @@
 //   r_t = −kl_coef·kl_t, plus the score at the sequence's last real token
 //   GAE backwards: δ_t = r_t + γ·V_{t+1} − V_t, A_t = δ_t + γλ·A_{t+1} (V and A past the end = 0)
 //   returns = A + V;  advantages whitened over the real tokens (trl masked_whiten)
-// Loss (each PPO epoch / minibatch), from the new logps and new values:
+// Update (trl's loop, ppoSchedule / ppoEpochs): for each of num_ppo_epochs a fresh permutation of the
+// rollout rows, cut into num_mini_batches mini-batches (one optimizer step each), each cut into
+// gradient_accumulation_steps micro-batches (loss / accumulation steps, gradients summed). The first
+// update's ratio is 1; the later ones see the policy the earlier ones moved, so clipping acts.
+// Metrics are the means over every (epoch, mini-batch, micro-batch), as trl's *_stats tensors.
+// Loss (each micro-batch), from the new logps and new values:
 //   ratio = exp(logp − old);  pg = max(−A·ratio, −A·clip(ratio, 1±cliprange)), token mean
 //   v_clip = clip(v, old_v ± cliprange_value);  vf = ½·max((v − ret)², (v_clip − ret)²), token mean
 //   loss = pg + vf_coef·vf
@@ -36,9 +41,13 @@ export interface PpoConfig {
   klEstimator?: 'k1' | 'k3';
   /** trl whiten_rewards (default false): whiten the per-token rewards before GAE, mean kept */
   whitenRewards?: boolean;
+  /** trl num_ppo_epochs (default 4): optimisation passes over each rollout */
+  numPpoEpochs?: number;
+  /** trl num_mini_batches (default 1): optimizer steps per PPO epoch */
+  numMiniBatches?: number;
 }
 
-export const PPO_DEFAULTS: PpoConfig = { klCoef: 0.05, gamma: 1, lam: 0.95, cliprange: 0.2, cliprangeValue: 0.2, vfCoef: 0.1, klEstimator: 'k1', whitenRewards: false };
+export const PPO_DEFAULTS: PpoConfig = { klCoef: 0.05, gamma: 1, lam: 0.95, cliprange: 0.2, cliprangeValue: 0.2, vfCoef: 0.1, klEstimator: 'k1', whitenRewards: false, numPpoEpochs: 4, numMiniBatches: 1 };
 
 function maskedMean(x: ArrayLike<number>, mask: ArrayLike<number>): number {
   let s = 0, n = 0;
@@ -229,4 +238,55 @@ export function ppoLoss(inp: PpoLossInput, cfg: PpoConfig): PpoLossResult {
   };
   if (inp.entropies) metrics['policy/entropy_avg'] = ent / n;
   return { loss: pgLoss + cfg.vfCoef * vfLoss, pgLoss, vfLoss, dlogps, dvalues, metrics };
+}
+
+export interface PpoLoopConfig {
+  numPpoEpochs: number;
+  numMiniBatches: number;
+  gradAccumSteps: number;
+}
+
+/**
+ * trl's update order over a rollout of `rows` completions: [epoch][mini-batch][micro-batch] → row
+ * indices. `permute(n, epoch)` gives epoch's order (trl: np.random.permutation(local_batch_size)).
+ */
+export function ppoSchedule(rows: number, c: PpoLoopConfig, permute: (n: number, epoch: number) => number[]): number[][][][] {
+  const per = c.numMiniBatches * c.gradAccumSteps;
+  if (!(c.numPpoEpochs >= 1 && c.numMiniBatches >= 1 && c.gradAccumSteps >= 1)) throw new Error(`ppoSchedule: num_ppo_epochs ${c.numPpoEpochs}, num_mini_batches ${c.numMiniBatches} and gradient_accumulation_steps ${c.gradAccumSteps} must all be ≥ 1`);
+  if (rows % per !== 0) throw new Error(`ppoSchedule: a rollout of ${rows} completions does not split into ${c.numMiniBatches} mini-batches × ${c.gradAccumSteps} micro-batches`);
+  const mini = rows / c.numMiniBatches, micro = mini / c.gradAccumSteps;
+  return Array.from({ length: c.numPpoEpochs }, (_, e) => {
+    const order = permute(rows, e);
+    if (order.length !== rows) throw new Error(`ppoSchedule: permutation of ${order.length} rows, expected ${rows}`);
+    return Array.from({ length: c.numMiniBatches }, (_, b) =>
+      Array.from({ length: c.gradAccumSteps }, (_, k) => order.slice(b * mini + k * micro, b * mini + (k + 1) * micro)));
+  });
+}
+
+/**
+ * Run a schedule: `micro(rows, accum)` does one micro-batch's forward, loss and backward (scaled by
+ * 1/accum) and returns its metrics; `step()` is the optimizer step after each mini-batch. Returns
+ * each metric averaged over all micro-batches (trl: *_stats.mean()), plus val/ratio_var (trl:
+ * ratio_stats.var(), unbiased; 0 for a single micro-batch, where torch would give NaN).
+ */
+export async function ppoEpochs(
+  schedule: number[][][][],
+  micro: (rows: number[], accum: number) => Promise<Record<string, number>> | Record<string, number>,
+  step: () => Promise<void> | void,
+): Promise<Record<string, number>> {
+  const stats: Record<string, number>[] = [];
+  for (const epoch of schedule) {
+    for (const mini of epoch) {
+      for (const rows of mini) stats.push(await micro(rows, mini.length));
+      await step();
+    }
+  }
+  const out: Record<string, number> = {};
+  for (const k of Object.keys(stats[0] ?? {})) out[k] = stats.reduce((s, m) => s + m[k], 0) / stats.length;
+  const ratios = stats.map((m) => m['val/ratio']).filter((x) => x !== undefined);
+  if (ratios.length) {
+    const mean = ratios.reduce((a, b) => a + b, 0) / ratios.length;
+    out['val/ratio_var'] = ratios.length > 1 ? ratios.reduce((s, x) => s + (x - mean) ** 2, 0) / (ratios.length - 1) : 0;
+  }
+  return out;
 }

@@ -235,7 +235,7 @@ describe('PPO', () => {
   it('takes steps with a value head, reports trl metrics, and checkpoints the head', async () => {
     const m = await model();
     const prompts = syntheticRlPrompts({ count: 2, seed: 6 }).map((r): TrainExample => ({ kind: 'rl', images: [r.image], prompt: r.prompt, reference: r.reference }));
-    const tr = new Trainer(m, tok, prompts, opts({ maxSteps: 3 }, { method: 'ppo', ppo: { maxNewTokens: 4, temperature: 1, rewards: [{ name: 'length', weight: 1, fn: (c: string) => c.length / 10 }] } }), 'ppo');
+    const tr = new Trainer(m, tok, prompts, opts({ maxSteps: 3 }, { method: 'ppo', ppo: { maxNewTokens: 4, temperature: 1, numPpoEpochs: 1, rewards: [{ name: 'length', weight: 1, fn: (c: string) => c.length / 10 }] } }), 'ppo');
     for (let i = 0; i < 2; i++) {
       const s = await tr.trainStep();
       expect(Number.isFinite(s.loss)).toBe(true);
@@ -258,5 +258,91 @@ describe('PPO', () => {
     expect(Array.from(ck.extra!['v_head.weight'].data)).toEqual(Array.from(tr.valueHead!.w));
     tr.dispose();
     m.dispose();
+  });
+});
+
+describe('PPO epochs (trl num_ppo_epochs / num_mini_batches)', () => {
+  const prompts = () => syntheticRlPrompts({ count: 2, seed: 6 }).map((r): TrainExample => ({ kind: 'rl', images: [r.image], prompt: r.prompt, reference: r.reference }));
+  const length = [{ name: 'length', weight: 1, fn: (c: string) => c.length / 10 }];
+  const ppo = (over: Partial<TrainOptions['optim']>, p: NonNullable<TrainOptions['ppo']>) => opts({ maxSteps: 3, ...over }, { method: 'ppo', ppo: { maxNewTokens: 4, temperature: 1, rewards: length, ...p } });
+  const timing = new Set(['tokens_per_s', 'samples_per_s', 'gpu_bytes']);
+  const stable = (s: Record<string, number>) => Object.fromEntries(Object.entries(s).filter(([k]) => !timing.has(k)));
+
+  it('a moving policy is clipped: clipfrac > 0 and approxkl > 0 over 4 epochs × 2 mini-batches; AdamW counts every update', async () => {
+    const m = await model();
+    const tr = new Trainer(m, tok, prompts(), ppo({ learningRate: 3e-2 }, { cliprange: 0.2, numPpoEpochs: 4, numMiniBatches: 2 }), 'ppo-clip');
+    expect(tr.perStep).toBe(2); // batch 1 × accumulation 1 × 2 mini-batches
+    const s = await tr.trainStep();
+    console.log(`PPO clip: policy/clipfrac_avg ${s['policy/clipfrac_avg']}, policy/approxkl_avg ${s['policy/approxkl_avg']}, loss/policy_avg ${s['loss/policy_avg']}, val/ratio ${s['val/ratio']}, val/ratio_var ${s['val/ratio_var']}`);
+    expect(s['policy/clipfrac_avg']).toBeGreaterThan(0);
+    expect(s['policy/approxkl_avg']).toBeGreaterThan(0);
+    expect(s['val/ratio_var']).toBeGreaterThan(0);
+    expect(s['loss/policy_avg']).not.toBe(0);
+    expect(tr.opt.stepCount).toBe(8);
+    expect(tr.valueHead!.step).toBe(8);
+    expect((await tr.checkpoint()).optimizerStep).toBe(8);
+    tr.dispose();
+    m.dispose();
+  });
+
+  it('a fault in a later update of the step undoes its earlier updates too (LoRA, moments, AdamW count, value head)', async () => {
+    const m = await model();
+    const tr = new Trainer(m, tok, prompts(), ppo({ learningRate: 1e-3 }, { numPpoEpochs: 4 }), 'ppo-fault');
+    await tr.trainStep();
+    const lora = await state(tr), head = tr.valueHead!.w.slice(), count = tr.opt.stepCount;
+    (tr.cfg.optim as { learningRate: number }).learningRate = 1e38; // the first update passes, the next forward overflows
+    const err = await tr.trainStep().catch((e) => e);
+    expect(err).toBeInstanceOf(TrainingFault);
+    expect([err.step, err.lastGoodStep]).toEqual([2, 1]);
+    expect(same(await state(tr), lora)).toBe(true);
+    expect([tr.opt.stepCount, tr.step, Array.from(tr.valueHead!.w)]).toEqual([count, 1, Array.from(head)]);
+    tr.dispose();
+    m.dispose();
+  });
+
+  it('one epoch, one mini-batch: ratio 1, nothing clipped (the old behaviour)', async () => {
+    const m = await model();
+    const tr = new Trainer(m, tok, prompts(), ppo({ learningRate: 3e-2, batchSize: 2 }, { numPpoEpochs: 1, numMiniBatches: 1 }), 'ppo-one');
+    const s = await tr.trainStep();
+    expect([s['policy/clipfrac_avg'], s['policy/approxkl_avg'], s['val/ratio']]).toEqual([0, 0, 1]);
+    expect(tr.opt.stepCount).toBe(1);
+    tr.dispose();
+    m.dispose();
+  });
+
+  it('resume after a PPO checkpoint reproduces the uninterrupted run exactly (metrics, LoRA, moments, value head)', async () => {
+    const o = ppo({ learningRate: 1e-2, maxSteps: 2 }, { numPpoEpochs: 2, numMiniBatches: 2 });
+    const m1 = await model();
+    const straight = new Trainer(m1, tok, prompts(), o, 'ppo-straight');
+    const want: Record<string, number>[] = [];
+    for (let i = 0; i < 2; i++) want.push(stable(await straight.trainStep()));
+    const wantState = await state(straight), wantHead = straight.valueHead!.w.slice();
+    straight.dispose();
+    m1.dispose();
+
+    const kv = new MemoryKV();
+    const m2 = await model();
+    const first = new Trainer(m2, tok, prompts(), o, 'ppo-resumed');
+    await first.trainStep();
+    await first.save(kv);
+    first.dispose();
+    m2.dispose();
+
+    const m3 = await Qwen2_5_VL.load(source, { lora: LORA, loraSeed: 99 });
+    const second = new Trainer(m3, tok, prompts(), o, 'ppo-resumed');
+    expect(await second.resume(kv)).toBe(true);
+    expect([second.step, second.opt.stepCount]).toEqual([1, 4]);
+    const got = stable(await second.trainStep());
+    expect(got).toEqual(want[1]);
+    expect(same(await state(second), wantState)).toBe(true);
+    expect(Buffer.from(second.valueHead!.w.buffer).equals(Buffer.from(wantHead.buffer))).toBe(true);
+
+    // A checkpoint from before optimizerStep existed: AdamW's count falls back to the trainer step.
+    const old = await second.checkpoint();
+    delete old.optimizerStep;
+    second.restore(old);
+    expect(second.opt.stepCount).toBe(2);
+    second.dispose();
+    m3.dispose();
   });
 });

@@ -20,7 +20,7 @@ import { sftLoss } from './sft.ts';
 import { completionIds, dpoLoss } from './dpo.ts';
 import { completionMetrics, grpoAdvantages, grpoLoss, type GrpoLossType } from './grpo.ts';
 import { computeRewards, type RewardReference, type RewardSpec } from './rewards.ts';
-import { PPO_DEFAULTS, ppoLoss, ppoRollout, type PpoConfig } from './ppo.ts';
+import { PPO_DEFAULTS, ppoEpochs, ppoLoss, ppoRollout, ppoSchedule, type PpoConfig } from './ppo.ts';
 import { adamwCpu } from '../ops/adamwHost.ts';
 import { CheckpointError, discardCheckpointsAfter, loadNewestValidCheckpoint, saveCheckpoint, type Checkpoint, type KV, type LoadedCheckpoint } from './checkpoint.ts';
 
@@ -151,7 +151,7 @@ export class Trainer {
   /** PPO value head: H weights + a bias, on the CPU (it is tiny), with its AdamW moments */
   valueHead?: { w: Float32Array; m: Float32Array; v: Float32Array; step: number };
   /** the value head after this step's update, stored when the whole step is (see trainStep) */
-  private pendingHead?: { w: Float32Array; m: Float32Array; v: Float32Array };
+  private pendingHead?: { w: Float32Array; m: Float32Array; v: Float32Array; step: number };
   /** the last TrainingFault: parameters of steps after its lastGoodStep are never checkpointed */
   private fault?: { step: number; lastGoodStep: number };
   private totalTokens = 0;
@@ -179,7 +179,19 @@ export class Trainer {
 
   /** examples per optimizer step */
   get perStep(): number {
-    return Math.max(1, this.cfg.optim.batchSize) * Math.max(1, this.cfg.optim.gradAccumSteps);
+    const mini = this.cfg.method === 'ppo' ? this.ppoConfig.numMiniBatches : 1; // trl: batch_size = per_device × grad_accum × num_mini_batches
+    return Math.max(1, this.cfg.optim.batchSize) * Math.max(1, this.cfg.optim.gradAccumSteps) * mini;
+  }
+
+  /** PPO settings: trl's defaults under the run's (numPpoEpochs and numMiniBatches always set) */
+  get ppoConfig(): PpoConfig & { numPpoEpochs: number; numMiniBatches: number } {
+    const p = { ...PPO_DEFAULTS, ...this.cfg.ppo };
+    return { ...p, numPpoEpochs: Math.max(1, p.numPpoEpochs ?? 4), numMiniBatches: Math.max(1, p.numMiniBatches ?? 1) };
+  }
+
+  /** PPO optimizer steps per trainer step (trl: num_ppo_epochs × num_mini_batches) */
+  get ppoUpdates(): number {
+    return this.ppoConfig.numPpoEpochs * this.ppoConfig.numMiniBatches;
   }
 
   get totalSteps(): number {
@@ -266,14 +278,21 @@ export class Trainer {
     return this.cfg.optim.learningRate * lrFactor({ kind: this.cfg.optim.lrScheduler, warmupSteps: this.cfg.optim.warmupSteps, totalSteps: this.totalSteps }, this.step);
   }
 
-  /** One optimizer step. Throws TrainingFault when the step goes wrong (it is then discarded whole). */
+  /**
+   * One trainer step: one optimizer step (SFT, DPO, GRPO), or for PPO one rollout and its
+   * num_ppo_epochs × num_mini_batches optimizer steps. Throws TrainingFault when the step goes
+   * wrong (it is then discarded whole).
+   */
   async trainStep(): Promise<StepMetrics> {
     const t0 = performance.now();
     const before = { epoch: this.epoch, position: this.position };
     const d = this.step + 1;
     const lr = this.currentLr;
+    // PPO's later updates build on its earlier ones: keep a copy to undo them all on a fault.
+    const snap = this.cfg.method === 'ppo' && this.ppoUpdates > 1 ? this.opt.snapshot() : undefined;
     const fault = (kind: FaultKind, what: string, lastGood: number): TrainingFault => {
       this.opt.zeroGrads();
+      if (snap) this.opt.restoreSnapshot(snap);
       this.pendingHead = undefined;
       this.epoch = before.epoch;
       this.position = before.position;
@@ -281,40 +300,56 @@ export class Trainer {
       const kept = lastGood > 0 ? `the parameters of step ${lastGood} are the last good ones` : 'no trained step is trusted (the run must start again)';
       return new TrainingFault(`Step ${d}: ${what}. The step was discarded and training stopped; ${kept}. Lower the learning rate (now ${lr.toExponential(2)}; try ${(lr / 10).toExponential(1)}), or add warmup steps / a lower max_grad_norm, then resume from the last good checkpoint.`, kind, d, lastGood);
     };
-    const idx = this.nextIndices(this.perStep);
-    const step = { sft: this.sftStep, dpo: this.dpoStep, grpo: this.grpoStep, ppo: this.ppoStep }[this.cfg.method];
-    const { loss, metrics, tokens, hasGrad } = await step.call(this, idx);
     // The forward ran on the parameters the previous update produced: when it misbehaves, those
-    // are suspect too, so the last good step is one further back.
-    const suspect = Math.max(0, this.step - 1);
-    if (!Number.isFinite(loss)) throw fault('loss-nonfinite', `the loss became ${loss}`, suspect);
-    const rule = this.cfg.lossSpike === false || this.cfg.method === 'grpo' || this.cfg.method === 'ppo' ? undefined : { ...LOSS_SPIKE, ...this.cfg.lossSpike };
-    const median = rule && lossSpike(this.history.map((h) => h.loss), loss, rule);
-    const head = this.pendingHead; // the PPO value head's update (CPU, tiny): checked before the GPU commits
-    if (head && ![head.w, head.m, head.v].every((a) => a.every(Number.isFinite))) throw fault('update-nonfinite', 'the AdamW update would have made the PPO value head (v_head) NaN/Inf', this.step);
-    if (median !== undefined) throw fault('loss-spike', `the loss ${loss.toPrecision(4)} is ${(loss / median).toFixed(0)}× the median ${median.toPrecision(4)} of the last ${Math.min(rule!.window, this.history.length)} steps: the run is diverging`, suspect);
-    const state = this.opt.step(lr, { requireGrad: hasGrad });
-    const [s] = await readMany([state]); // the step's one readback: norm, clip scale and every flag
-    state.release();
-    const gs = parseGradState(s);
-    if (gs.nonFinite) throw fault('grad-nonfinite', `a LoRA gradient became NaN/Inf (or their norm overflowed)`, suspect);
-    if (gs.vanished) throw fault('grad-vanished', `every LoRA gradient is exactly 0 although the loss (${loss.toPrecision(4)}) has a gradient: the activations overflowed float32 (RMSNorm's sum of squares became Inf, so it outputs 0 and nothing flows back), typically after a far too large update (or no LoRA module lies on this loss's path, e.g. vision-only LoRA on text-only examples)`, suspect);
-    if (gs.updateNonFinite) throw fault('update-nonfinite', `the AdamW update would have made LoRA parameters or optimizer moments NaN/Inf`, this.step);
-    this.opt.zeroGrads();
-    this.opt.commit(gs);
-    if (head && this.valueHead) { // checked finite above, stored only now that the GPU step was
+    // are suspect too, so the last good step is one further back. After one of PPO's inner updates
+    // the next forward runs on parameters the discard undoes, so then this.step stays good.
+    let suspect = Math.max(0, this.step - 1);
+    /** clip + AdamW on the accumulated grads, checked; the value head's pending update with it */
+    const update = async (loss: number, hasGrad: boolean) => {
+      if (!Number.isFinite(loss)) throw fault('loss-nonfinite', `the loss became ${loss}`, suspect);
+      const head = this.pendingHead; // the PPO value head's update (CPU, tiny): checked before the GPU commits
+      if (head && ![head.w, head.m, head.v].every((a) => a.every(Number.isFinite))) throw fault('update-nonfinite', 'the AdamW update would have made the PPO value head (v_head) NaN/Inf', this.step);
+      const state = this.opt.step(lr, { requireGrad: hasGrad });
+      const [s] = await readMany([state]); // the update's one readback: norm, clip scale and every flag
+      state.release();
+      const gs = parseGradState(s);
+      if (gs.nonFinite) throw fault('grad-nonfinite', `a LoRA gradient became NaN/Inf (or their norm overflowed)`, suspect);
+      if (gs.vanished) throw fault('grad-vanished', `every LoRA gradient is exactly 0 although the loss (${loss.toPrecision(4)}) has a gradient: the activations overflowed float32 (RMSNorm's sum of squares became Inf, so it outputs 0 and nothing flows back), typically after a far too large update (or no LoRA module lies on this loss's path, e.g. vision-only LoRA on text-only examples)`, suspect);
+      if (gs.updateNonFinite) throw fault('update-nonfinite', `the AdamW update would have made LoRA parameters or optimizer moments NaN/Inf`, this.step);
+      this.opt.zeroGrads();
+      this.opt.commit(gs);
+      suspect = this.step;
+      return gs;
+    };
+    let r: { loss: number; metrics: Record<string, number>; tokens: number; gradNorm: number };
+    const idx = this.nextIndices(this.perStep);
+    try {
+      if (this.cfg.method === 'ppo') r = await this.ppoStep(idx, lr, update);
+      else {
+        const step = { sft: this.sftStep, dpo: this.dpoStep, grpo: this.grpoStep }[this.cfg.method];
+        const { loss, metrics, tokens, hasGrad } = await step.call(this, idx);
+        const rule = this.cfg.lossSpike === false || this.cfg.method === 'grpo' ? undefined : { ...LOSS_SPIKE, ...this.cfg.lossSpike };
+        const median = rule && Number.isFinite(loss) ? lossSpike(this.history.map((h) => h.loss), loss, rule) : undefined;
+        if (median !== undefined) throw fault('loss-spike', `the loss ${loss.toPrecision(4)} is ${(loss / median).toFixed(0)}× the median ${median.toPrecision(4)} of the last ${Math.min(rule!.window, this.history.length)} steps: the run is diverging`, suspect);
+        r = { loss, metrics, tokens, gradNorm: (await update(loss, hasGrad)).norm };
+      }
+    } finally {
+      for (const t of snap?.tensors ?? []) t.release();
+    }
+    const head = this.pendingHead;
+    if (head && this.valueHead) { // checked finite with each update, stored only now that the whole step was
       this.valueHead.w.set(head.w);
       this.valueHead.m.set(head.m);
       this.valueHead.v.set(head.v);
-      this.valueHead.step++;
+      this.valueHead.step = head.step;
     }
     this.pendingHead = undefined;
     this.step++;
-    this.totalTokens += tokens;
+    this.totalTokens += r.tokens;
     const sec = (performance.now() - t0) / 1000;
     const m: StepMetrics = {
-      ...metrics, step: this.step, epoch: this.epoch + this.position / this.examples.length, loss, learning_rate: lr, grad_norm: gs.norm,
-      tokens_per_s: tokens / sec, samples_per_s: idx.length / sec, gpu_bytes: memory.live, num_tokens: this.totalTokens,
+      ...r.metrics, step: this.step, epoch: this.epoch + this.position / this.examples.length, loss: r.loss, learning_rate: lr, grad_norm: r.gradNorm,
+      tokens_per_s: r.tokens / sec, samples_per_s: idx.length / sec, gpu_bytes: memory.live, num_tokens: this.totalTokens,
     };
     this.history.push(m);
     return m;
@@ -414,8 +449,7 @@ export class Trainer {
     return { seqs, refs, texts, terminated, T, mask };
   }
 
-  private values(hidden: Float32Array): Float64Array {
-    const { w } = this.valueHead!;
+  private values(hidden: Float32Array, w: Float32Array): Float64Array {
     const H = w.length - 1, n = hidden.length / H;
     const out = new Float64Array(n);
     for (let t = 0; t < n; t++) {
@@ -426,8 +460,12 @@ export class Trainer {
     return out;
   }
 
-  private async ppoStep(idx: number[]) {
-    const p = { ...PPO_DEFAULTS, ...this.cfg.ppo };
+  /**
+   * One PPO rollout, then trl's update loop over it (ppo.ts ppoSchedule): each micro-batch recomputes
+   * the new log-probs and values, each mini-batch ends with `update` (the checked AdamW step).
+   */
+  private async ppoStep(idx: number[], lr: number, update: (loss: number, hasGrad: boolean) => Promise<{ norm: number }>) {
+    const p = this.ppoConfig;
     const specs: RewardSpec[] = (this.cfg.ppo?.rewards ?? this.cfg.grpo.rewards).map((r) => (typeof r === 'string' ? { name: r, weight: 1 } : r));
     // trl's PPOTrainer scores with logits / temperature, the temperature it sampled with.
     const temperature = this.cfg.ppo?.temperature ?? this.cfg.grpo.temperature;
@@ -435,42 +473,70 @@ export class Trainer {
     const R = seqs.length;
     const scores = computeRewards(texts, refs, specs).total;
     const oldLogps = new Float64Array(R * T), refLogps = new Float64Array(R * T), oldValues = new Float64Array(R * T);
+    const vh = this.valueHead!, H = vh.w.length - 1;
     for (const [r, s] of seqs.entries()) {
       const pol = await this.model.logps(s, { lora: true, train: false, hidden: true, temperature });
       pol.logps.forEach((v, t) => (oldLogps[r * T + t] = v));
-      oldValues.set(this.values(pol.lastHidden!), r * T);
+      oldValues.set(this.values(pol.lastHidden!, vh.w), r * T);
       (await this.model.logps(s, { lora: false, train: false, temperature })).logps.forEach((v, t) => (refLogps[r * T + t] = v));
     }
     const roll = ppoRollout({ logps: oldLogps, refLogps, values: oldValues, scores, mask, cols: T }, p);
-    // One PPO epoch over the batch: train forwards (stacked), the clipped losses, backwards last first.
-    const logps = new Float64Array(R * T), values = new Float64Array(R * T), hidden: Float32Array[] = [];
-    let tokens = 0;
-    for (const [r, s] of seqs.entries()) {
-      const res = await this.model.logps(s, { lora: true, train: true, hidden: true, dropout: false, temperature });
-      res.logps.forEach((v, t) => (logps[r * T + t] = v));
-      values.set(this.values(res.lastHidden!), r * T);
-      hidden.push(res.lastHidden!);
-      tokens += s.inputIds.length;
-    }
-    const res = ppoLoss({ logps, values, oldLogps, oldValues, advantages: roll.advantages, returns: roll.returns, mask, cols: T }, p);
-    const vh = this.valueHead!, H = vh.w.length - 1, dw = new Float64Array(H + 1);
-    for (let r = R - 1; r >= 0; r--) {
-      const n = seqs[r].inputIds.length - seqs[r].scoreStart, hr = hidden[r];
-      const dh = new Float32Array(n * H);
-      for (let t = 0; t < n; t++) {
-        const dv = res.dvalues[r * T + t];
-        for (let j = 0; j < H; j++) { dh[t * H + j] = dv * vh.w[j]; dw[j] += dv * hr[t * H + j]; }
-        dw[H] += dv;
+
+    // The rows of a micro-batch, gathered from the [R, T] rollout tensors (same T: trl pads the whole batch alike).
+    const rowsOf = (a: ArrayLike<number>, rows: number[]) => {
+      const out = new Float64Array(rows.length * T);
+      rows.forEach((r, k) => { for (let t = 0; t < T; t++) out[k * T + t] = a[r * T + t]; });
+      return out;
+    };
+    // The epoch order depends only on (seed, step, epoch): a resumed run takes the same updates.
+    const permute = (n: number, e: number) => new Rng((Math.imul(this.cfg.optim.seed, 2654435761) ^ Math.imul(this.step + 1, 40503) ^ Math.imul(e + 1, 69069)) >>> 0).permutation(n);
+    const schedule = ppoSchedule(R, { numPpoEpochs: p.numPpoEpochs, numMiniBatches: p.numMiniBatches, gradAccumSteps: Math.max(1, this.cfg.optim.gradAccumSteps) }, permute);
+    let head = { w: vh.w.slice(), m: vh.m.slice(), v: vh.v.slice(), step: vh.step };
+    const dw = new Float64Array(H + 1);
+    let tokens = 0, miniLoss = 0, hasGrad = false, gradNorm = 0, vNorm = 0;
+    const o = this.opt.cfg;
+    const metrics = await ppoEpochs(schedule, async (rows, accum) => {
+      // train forwards (the model stacks their activations), the clipped losses, backwards last first
+      const logps = new Float64Array(rows.length * T), values = new Float64Array(rows.length * T), hidden: Float32Array[] = [];
+      for (const [k, r] of rows.entries()) {
+        const res = await this.model.logps(seqs[r], { lora: true, train: true, hidden: true, dropout: false, temperature });
+        res.logps.forEach((v, t) => (logps[k * T + t] = v));
+        values.set(this.values(res.lastHidden!, head.w), k * T);
+        hidden.push(res.lastHidden!);
+        tokens += seqs[r].inputIds.length;
       }
-      this.model.backward(Float32Array.from(res.dlogps.subarray(r * T, r * T + n)), dh);
-    }
-    // The value head is updated on the CPU with the same AdamW settings (clipped on its own norm).
-    const o = this.opt.cfg, norm = Math.hypot(...dw), clip = o.maxGradNorm > 0 ? Math.min(1, o.maxGradNorm / (norm + 1e-6)) : 1;
-    const lr = this.cfg.optim.learningRate * lrFactor({ kind: this.cfg.optim.lrScheduler, warmupSteps: this.cfg.optim.warmupSteps, totalSteps: this.totalSteps }, this.step);
-    const next = { w: vh.w.slice(), m: vh.m.slice(), v: vh.v.slice() };
-    adamwCpu(next.w, dw, next.m, next.v, { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, step: vh.step + 1 }, clip);
-    this.pendingHead = next;
-    return { loss: res.loss, metrics: { ...roll.metrics, ...res.metrics, 'val/grad_norm': norm, ...completionMetrics(mask, T, terminated) }, tokens, hasGrad: res.dlogps.some((x) => x !== 0) || res.dvalues.some((x) => x !== 0) };
+      const mk = rowsOf(mask, rows);
+      const res = ppoLoss({ logps, values, oldLogps: rowsOf(oldLogps, rows), oldValues: rowsOf(oldValues, rows), advantages: rowsOf(roll.advantages, rows), returns: rowsOf(roll.returns, rows), mask: mk, cols: T }, p);
+      for (let k = rows.length - 1; k >= 0; k--) {
+        const s = seqs[rows[k]], n = s.inputIds.length - s.scoreStart, hr = hidden[k];
+        const dh = new Float32Array(n * H);
+        for (let t = 0; t < n; t++) {
+          const dv = res.dvalues[k * T + t] / accum;
+          for (let j = 0; j < H; j++) { dh[t * H + j] = dv * head.w[j]; dw[j] += dv * hr[t * H + j]; }
+          dw[H] += dv;
+        }
+        this.model.backward(Float32Array.from(res.dlogps.subarray(k * T, k * T + n), (x) => x / accum), dh);
+      }
+      hasGrad ||= res.dlogps.some((x) => x !== 0) || res.dvalues.some((x) => x !== 0);
+      miniLoss += res.loss / accum;
+      return { loss: res.loss, ...res.metrics };
+    }, async () => {
+      // The value head is updated on the CPU with the same AdamW settings (clipped on its own norm).
+      const norm = Math.hypot(...dw), clip = o.maxGradNorm > 0 ? Math.min(1, o.maxGradNorm / (norm + 1e-6)) : 1;
+      const next = { w: head.w.slice(), m: head.m.slice(), v: head.v.slice(), step: head.step + 1 };
+      adamwCpu(next.w, dw, next.m, next.v, { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, step: next.step }, clip);
+      this.pendingHead = next;
+      const gs = await update(miniLoss, hasGrad);
+      head = next;
+      gradNorm += gs.norm / schedule.length / p.numMiniBatches;
+      vNorm += norm / schedule.length / p.numMiniBatches;
+      dw.fill(0);
+      miniLoss = 0;
+      hasGrad = false;
+    });
+    const { loss, ...rest } = metrics;
+    // grad_norm and val/grad_norm: means over the step's optimizer updates
+    return { loss, metrics: { ...roll.metrics, ...rest, 'val/grad_norm': vNorm, ...completionMetrics(mask, T, terminated) }, tokens, gradNorm };
   }
 
   // ---- checkpoints ------------------------------------------------------------------------------
@@ -478,7 +544,7 @@ export class Trainer {
   async checkpoint(): Promise<Checkpoint> {
     const sd = await this.opt.stateDict();
     return {
-      runId: this.runId, step: this.step, epoch: this.epoch, dataPosition: this.position,
+      runId: this.runId, step: this.step, optimizerStep: this.opt.stepCount, epoch: this.epoch, dataPosition: this.position,
       config: this.cfg, lora: sd.params, optimizer: { m: sd.m, v: sd.v }, metrics: this.history.slice(), savedAt: Date.now(),
       ...(this.valueHead ? { extra: { 'v_head.weight': { shape: [this.valueHead.w.length], data: this.valueHead.w.slice() }, 'v_head.exp_avg': { shape: [this.valueHead.w.length], data: this.valueHead.m.slice() }, 'v_head.exp_avg_sq': { shape: [this.valueHead.w.length], data: this.valueHead.v.slice() }, 'v_head.step': { shape: [1], data: Float32Array.of(this.valueHead.step) } } } : {}),
     };
@@ -517,12 +583,16 @@ export class Trainer {
 
   restore(ck: Checkpoint): void {
     this.fault = undefined;
-    this.opt.loadStateDict({ params: ck.lora, m: ck.optimizer.m, v: ck.optimizer.v }, ck.step);
+    // Checkpoints from before optimizerStep existed took one optimizer step per trainer step (PPO
+    // included: it ran one epoch), so their step is AdamW's step count.
+    this.opt.loadStateDict({ params: ck.lora, m: ck.optimizer.m, v: ck.optimizer.v }, ck.optimizerStep ?? ck.step);
     this.step = ck.step;
     this.epoch = ck.epoch;
     this.position = ck.dataPosition;
     this.history.length = 0;
     this.history.push(...(ck.metrics as StepMetrics[]));
+    // num_tokens is cumulative: carry it on from the last logged step, so a resumed run logs what the uninterrupted one does
+    this.totalTokens = this.history.at(-1)?.num_tokens ?? 0;
     if (this.valueHead && ck.extra?.['v_head.weight']) {
       this.valueHead.w.set(ck.extra['v_head.weight'].data);
       this.valueHead.m.set(ck.extra['v_head.exp_avg'].data);
