@@ -204,7 +204,7 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
     }
     for (const p of problems) io.error(`skipped ${p.where}: ${p.message}`);
     if (!prepared) throw new UsageError(`${name}: nothing to ${flag === 'data' ? 'train' : 'evaluate'} on`);
-    if (prepared.otherKind) io.error(`warning: ${prepared.otherKind} record${prepared.otherKind > 1 ? 's' : ''} of ${name} of another kind than ${config.method.toUpperCase()} takes ${prepared.otherKind > 1 ? 'were' : 'was'} left out`);
+    if (prepared.otherKind) io.error(`warning: ${prepared.otherKind} record${prepared.otherKind > 1 ? 's' : ''}${flag === 'data' ? '' : ` of ${name}`} of another kind than ${config.method.toUpperCase()} takes ${prepared.otherKind > 1 ? 'were' : 'was'} left out`);
     return prepared;
   };
   const data = await readSources(flags.data, 'data');
