@@ -1,6 +1,7 @@
 // npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|file.json|synthetic[:N]> [--method sft|dpo|grpo|ppo]
 //                  [--config <json>] [--out <dir>] [--endpoint <url>] [--revision <rev>] [--steps N]
 //                  [--resume] [--run <id>] [--skip-invalid] [--recompute] [--quantize nf4] [--no-quantize-vision]
+//                  [--eval-split F | --eval-data <file.jsonl>]
 // Headless training on Node + Dawn, a thin front end over src/session (the same assembly as the
 // studio's worker): flags and --config are validated by src/config (typos name the nearest key),
 // every record is checked before the model loads (all problems at once; --skip-invalid trains on the
@@ -12,8 +13,14 @@
 // data/image.ts decodeImageFile (EXIF orientation, PIL's pixel limit from the header) and their
 // paths resolved by the parser through data/formats/paths.ts resolveImagePath (nothing outside the
 // dataset's folder).
+// Evaluation: --eval-split F holds out images of --data (session/split.ts: by image, seeded by
+// optim.seed; F < 1 a fraction, else a count), --eval-data FILE reads a separate dataset with the
+// same parser and checks. The held-out examples are evaluated (session/eval.ts) every eval.evalSteps
+// steps and at the end; one "eval" line each. DIR/metrics.jsonl gets one JSON object per logged step
+// (train metrics, then eval metrics, trl's names, each with `step`), appended as they come; with
+// --resume the file is continued and steps it already holds are not written again.
 import { existsSync, statSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { pathToFileURL } from 'node:url';
@@ -24,7 +31,8 @@ import { fileKV, writeFilesAtomic } from './files.ts';
 import { METHODS, type Method, type TrainConfig } from '../config/config.ts';
 import { formatErrors, nearestKey, parseConfig, validate, type ConfigError } from '../config/validate.ts';
 import { baseModelId, loadModel, loraConfigOf, quantizeOptions, readTokenizer, sourceOf, type ModelHost, type ModelSpec } from '../session/model.ts';
-import { ExampleProblems, prepareExamples, type ExampleProblem, type ExampleSource, type PreparedExamples } from '../session/examples.ts';
+import { ExampleProblems, prepareExamples, takesRecord, type ExampleProblem, type ExampleSource, type PreparedExamples } from '../session/examples.ts';
+import { imageCount, splitByImage } from '../session/split.ts';
 import { datasetSources, syntheticSources } from '../session/dataset.ts';
 import { Run } from '../session/run.ts';
 import { modelAdapterFiles } from '../export/peft.ts';
@@ -32,13 +40,15 @@ import { loadNewestValidCheckpoint } from '../train/checkpoint.ts';
 import { TrainingFault } from '../train/trainer.ts';
 
 /** Flags that take a value, and flags that are switches. */
-const VALUE_FLAGS = ['model', 'data', 'method', 'config', 'out', 'endpoint', 'revision', 'steps', 'run', 'quantize'] as const;
+const VALUE_FLAGS = ['model', 'data', 'method', 'config', 'out', 'endpoint', 'revision', 'steps', 'run', 'quantize', 'eval-split', 'eval-data'] as const;
 const SWITCHES = ['resume', 'skip-invalid', 'recompute', 'no-quantize-vision', 'help'] as const;
 type Flags = Partial<Record<(typeof VALUE_FLAGS)[number], string> & Record<(typeof SWITCHES)[number], boolean>>;
 
 export const USAGE = `usage: npm run train -- --model <hub id|folder|tiny> --data <file.jsonl|file.json|synthetic[:N]> [--method ${METHODS.join('|')}]
   [--config <json>] [--out <dir>] [--endpoint <url>] [--revision <rev>] [--steps N] [--resume] [--run <id>] [--skip-invalid] [--recompute]
   [--quantize nf4] (4-bit NF4 base, QLoRA) [--no-quantize-vision] (with nf4: keep the vision tower BF16)
+  [--eval-split F] (hold out images of --data: F < 1 a fraction, else a count) | [--eval-data <file.jsonl>] (a separate eval set)
+    evaluated every eval.evalSteps steps and at the end; every logged step is appended to DIR/metrics.jsonl
   --out DIR (default out): the run's folder; checkpoints in DIR/checkpoints, the PEFT adapter in DIR/adapter
     (adapter_config.json + adapter_model.safetensors, replaced atomically; DIR/adapter is a link to a version folder)`;
 
@@ -118,6 +128,12 @@ async function configOf(flags: Flags): Promise<{ config: TrainConfig; errors: Co
     else config.model = { ...config.model, quantize: flags.quantize };
   }
   if (flags['no-quantize-vision']) config.model = { ...config.model, quantizeVision: false };
+  if (flags['eval-split'] !== undefined) {
+    const f = Number(flags['eval-split']);
+    if (!flags['eval-split'].trim() || !Number.isFinite(f)) errors.push({ path: 'eval.evalSplit', message: `--eval-split ${flags['eval-split']}: expected a fraction of the images (0 < F < 1) or a whole number of images` });
+    else config.eval = { ...config.eval, evalSplit: f };
+  }
+  if (flags['eval-data'] !== undefined && config.eval.evalSplit > 0) errors.push({ path: 'eval.evalSplit', message: `--eval-data ${flags['eval-data']} and an eval split of ${config.eval.evalSplit} both name the eval set: keep one` });
   return { config, errors, where };
 }
 
@@ -149,48 +165,64 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
   const host: ModelHost = { folder: (p) => dirSource(p), hubCache: dirCache(join(homedir(), '.cache', 'patchwork', 'hub')) };
   const source = await sourceOf(spec, host);
   const tokenizer = await readTokenizer(spec, source, host);
-  let sources: ExampleSource[];
-  let fileProblems: ExampleProblem[] = [];
-  const syn = /^synthetic(?::(\d+))?$/.exec(flags.data);
-  if (syn) sources = syntheticSources(config.method, Number(syn[1] ?? 8));
-  else {
-    const file = resolve(flags.data);
+  /** A --data / --eval-data value's records (synthetic:N, or a JSONL/JSON file read by the dataset parser) and the file's problems. */
+  const readSources = async (data: string, flag: string): Promise<{ sources: ExampleSource[]; problems: ExampleProblem[] }> => {
+    const syn = /^synthetic(?::(\d+))?$/.exec(data);
+    if (syn) return { sources: syntheticSources(config.method, Number(syn[1] ?? 8)), problems: [] };
+    const file = resolve(data);
     let text: string;
     try {
       text = await readFile(file, 'utf8');
     } catch (e) {
-      throw new UsageError(`--data ${flags.data}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      throw new UsageError(`--${flag} ${data}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
     // the parser has already resolved each image path against the JSONL's folder and refused the
     // ones that leave it (data/formats/paths.ts resolveImagePath): what arrives here is safe to read
     const read = (path: string) => readFile(path);
     const decode = (bytes: Uint8Array, name: string) => decodeImageFile(bytes, name, { onWarning: (w) => io.error(`warning: ${w}`) });
-    const ds = await datasetSources(text, flags.data, { read, decode }, config.data);
+    const ds = await datasetSources(text, data, { read, decode }, config.data);
     for (const w of ds.warnings) io.error(`warning: ${w}`);
-    sources = ds.sources;
-    fileProblems = ds.problems;
-  }
+    return { sources: ds.sources, problems: ds.problems };
+  };
   // every record checked; the problems of the file and of the checks reported together
   const maxNewTokens = config.method === 'grpo' ? config.grpo.maxNewTokens : config.method === 'ppo' ? config.ppo.maxNewTokens : undefined;
-  let prepared: PreparedExamples | undefined;
-  let problems = fileProblems;
-  try {
-    prepared = prepareExamples(sources, { method: config.method, data: config.data, maxNewTokens, tokenizer, skipInvalid: true, name: flags.data });
-    problems = [...fileProblems, ...prepared.problems];
-  } catch (e) {
-    if (e instanceof ExampleProblems) problems = [...fileProblems, ...e.problems];
-    else if (!fileProblems.length) throw new UsageError((e as Error).message);
+  const prepare = (sources: ExampleSource[], fileProblems: ExampleProblem[], name: string, flag: string): PreparedExamples => {
+    let prepared: PreparedExamples | undefined;
+    let problems = fileProblems;
+    try {
+      prepared = prepareExamples(sources, { method: config.method, data: config.data, maxNewTokens, tokenizer, skipInvalid: true, name });
+      problems = [...fileProblems, ...prepared.problems];
+    } catch (e) {
+      if (e instanceof ExampleProblems) problems = [...fileProblems, ...e.problems];
+      else if (!fileProblems.length) throw new UsageError((e as Error).message);
+    }
+    const lineOf = (w: string) => Number(/line (\d+)$/.exec(w)?.[1] ?? 0);
+    problems.sort((a, b) => lineOf(a.where) - lineOf(b.where));
+    if (problems.length && (!flags['skip-invalid'] || !prepared)) {
+      const n = problems.length;
+      throw new UsageError(`${n} record${n > 1 ? 's' : ''} of ${name} cannot be ${flag === 'data' ? 'trained' : 'evaluated'} on; fix ${n > 1 ? 'them' : 'it'}, or pass --skip-invalid to ${flag === 'data' ? 'train' : 'evaluate'} on the rest:\n${problems.map((p) => `  ${p.where}: ${p.message}`).join('\n')}`);
+    }
+    for (const p of problems) io.error(`skipped ${p.where}: ${p.message}`);
+    if (!prepared) throw new UsageError(`${name}: nothing to ${flag === 'data' ? 'train' : 'evaluate'} on`);
+    if (prepared.otherKind) io.error(`warning: ${prepared.otherKind} record${prepared.otherKind > 1 ? 's' : ''}${flag === 'data' ? '' : ` of ${name}`} of another kind than ${config.method.toUpperCase()} takes ${prepared.otherKind > 1 ? 'were' : 'was'} left out`);
+    return prepared;
+  };
+  const data = await readSources(flags.data, 'data');
+  // the eval split, by image among the records the method takes (validated first: it must leave images on both sides)
+  const taken = data.sources.filter((s) => takesRecord(s.record, config.method));
+  const datasetImages = imageCount(taken);
+  const splitErrors = validate(config, { datasetImages, modelSource: false }).filter((e) => e.path === 'eval.evalSplit');
+  if (splitErrors.length) throw new UsageError(formatErrors(splitErrors, `${where} with ${flags.data}`));
+  const split = splitByImage(taken, config.eval, config.optim.seed);
+  const others = data.sources.filter((s) => !takesRecord(s.record, config.method));
+  const prepared = prepare(split.eval.length ? [...split.train, ...others] : data.sources, data.problems, flags.data, 'data');
+  let evalPrepared: PreparedExamples | undefined;
+  if (split.eval.length) evalPrepared = prepare(split.eval, [], `the eval split of ${flags.data}`, 'eval-split');
+  else if (flags['eval-data']) {
+    const ev = await readSources(flags['eval-data'], 'eval-data');
+    evalPrepared = prepare(ev.sources, ev.problems, flags['eval-data'], 'eval-data');
   }
-  const lineOf = (w: string) => Number(/line (\d+)$/.exec(w)?.[1] ?? 0);
-  problems.sort((a, b) => lineOf(a.where) - lineOf(b.where));
-  if (problems.length && (!flags['skip-invalid'] || !prepared)) {
-    const n = problems.length;
-    throw new UsageError(`${n} record${n > 1 ? 's' : ''} of ${flags.data} cannot be trained on; fix ${n > 1 ? 'them' : 'it'}, or pass --skip-invalid to train on the rest:\n${problems.map((p) => `  ${p.where}: ${p.message}`).join('\n')}`);
-  }
-  for (const p of problems) io.error(`skipped ${p.where}: ${p.message}`);
-  if (!prepared) throw new UsageError(`${flags.data}: nothing to train on`);
-  if (prepared.otherKind) io.error(`warning: ${prepared.otherKind} record${prepared.otherKind > 1 ? 's' : ''} of another kind than ${config.method.toUpperCase()} takes ${prepared.otherKind > 1 ? 'were' : 'was'} left out`);
-  const dataErrors = validate(config, { datasetSize: prepared.examples.length, modelSource: false });
+  const dataErrors = validate(config, { datasetSize: prepared.examples.length, datasetImages, modelSource: false });
   if (dataErrors.length) throw new UsageError(formatErrors(dataErrors, `${where} with ${prepared.examples.length} examples`));
 
   const g = await nodeGpu();
@@ -200,19 +232,28 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
   for (const w of loaded.model.warnings) io.error(`warning: ${w}`);
   const nf4 = loaded.model.nf4Tensors;
   io.log(nf4 ? `base: NF4 (${nf4} weights 4-bit${config.model.quantize === 'nf4' ? `, vision tower ${config.model.quantizeVision ? 'included' : 'BF16'}` : ', a bitsandbytes 4-bit checkpoint'}); adapter base_model_name_or_path ${baseModelId(spec)}` : 'base: BF16');
-  const run = new Run({ runId, config, model: loaded.model, tokenizer, examples: prepared.examples, kv });
+  const run = new Run({ runId, config, model: loaded.model, tokenizer, examples: prepared.examples, kv, evalExamples: evalPrepared?.examples });
   run.onCheckpoint = (step) => io.log(`checkpoint at step ${step} in ${join(out, 'checkpoints')}`);
   if (flags.resume) {
     const r = await run.resume();
     if (r?.message) io.error(`warning: ${r.message}`);
     io.log(`resumed at step ${r?.step ?? 0}`);
   }
-  io.log(`${config.method} on ${prepared.examples.length} examples, ${run.totalSteps} steps${run.saveEvery ? `, a checkpoint every ${run.saveEvery}` : ''}`);
+  const metrics = await metricsLog(join(out, 'metrics.jsonl'), !!flags.resume);
+  const evalN = evalPrepared?.examples.length ?? 0;
+  io.log(`${config.method} on ${prepared.examples.length} examples, ${run.totalSteps} steps${run.saveEvery ? `, a checkpoint every ${run.saveEvery}` : ''}` +
+    (evalN ? `; evaluating ${evalN} held-out examples${split.eval.length ? ` (${split.evalImages.length} of ${datasetImages} images)` : ''} ${config.eval.evalSteps > 0 ? `every ${config.eval.evalSteps} steps and ` : ''}at the end` : ''));
   try {
     while (!run.done) {
       const m = await run.trainStep();
       const extra = Object.entries(m).filter(([k]) => k.includes('/') || k === 'mean_token_accuracy' || k === 'reward').map(([k, v]) => `${k} ${v.toFixed(4)}`).join('  ');
       io.log(`step ${m.step}/${run.totalSteps}  epoch ${m.epoch.toFixed(2)}  loss ${m.loss.toFixed(4)}  lr ${m.learning_rate.toExponential(2)}  grad_norm ${m.grad_norm.toPrecision(3)}  tok/s ${m.tokens_per_s.toFixed(0)}  ${extra}`);
+      await metrics.append('train', { ...m });
+      if (run.evalDue) {
+        const r = await run.evaluate();
+        io.log(evalLine(r.step, r.metrics));
+        await metrics.append('eval', { step: r.step, ...r.metrics });
+      }
     }
     await run.save();
   } catch (e) {
@@ -230,6 +271,48 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
   loaded.model.dispose();
   io.log(`wrote ${join(adapterDir, 'adapter_model.safetensors')} and adapter_config.json`);
   return 0;
+}
+
+/** One eval line: loss, the grounding metrics, and the method's (DPO accuracies / margins, RL reward). */
+export function evalLine(step: number, m: Record<string, number>): string {
+  const f = (k: string, label: string) => (m[k] === undefined ? '' : `  ${label} ${m[k].toFixed(4)}`);
+  return `eval at step ${step}:` + f('eval_loss', 'loss') + f('eval_mean_token_accuracy', 'mean_token_accuracy') + f('eval_rewards/accuracies', 'rewards/accuracies') +
+    f('eval_rewards/margins', 'rewards/margins') + f('eval_reward', 'reward') + f('eval_grounding/parse_rate', 'parse rate') + f('eval_grounding/mean_iou', 'mean IoU') +
+    f('eval_grounding/acc_iou50', 'acc@0.5') + f('eval_grounding/acc_iou75', 'acc@0.75');
+}
+
+/**
+ * OUT/metrics.jsonl, append-only: one JSON object per logged step. A fresh run starts the file anew;
+ * a resumed one continues it, skipping the (kind, step) records it already holds (the steps re-run
+ * after the checkpoint reproduce them), so no step appears twice.
+ */
+async function metricsLog(path: string, resume: boolean): Promise<{ append(kind: 'train' | 'eval', rec: Record<string, number>): Promise<void> }> {
+  const seen = new Set<string>();
+  const keyOf = (r: Record<string, unknown>) => `${Object.keys(r).some((k) => k.startsWith('eval_')) ? 'eval' : 'train'}:${r.step}`;
+  if (resume && existsSync(path)) {
+    const text = await readFile(path, 'utf8');
+    // a last line cut short by a kill is ended, so the next record starts a line of its own
+    if (text && !text.endsWith('\n')) await appendFile(path, '\n');
+    for (const line of text.split('\n')) {
+      if (!line.trim()) continue;
+      try {
+        seen.add(keyOf(JSON.parse(line)));
+      } catch {
+        // a line cut short by a kill: the record is written again when its step comes
+      }
+    }
+  } else {
+    await mkdir(join(path, '..'), { recursive: true });
+    await writeFile(path, '');
+  }
+  return {
+    async append(kind, rec) {
+      const key = `${kind}:${rec.step}`;
+      if (seen.has(key)) return;
+      seen.add(key);
+      await appendFile(path, JSON.stringify(rec) + '\n');
+    },
+  };
 }
 
 async function main(): Promise<void> {

@@ -69,6 +69,15 @@ export interface TrainConfig {
     /** trl num_mini_batches: optimizer steps per PPO epoch; a rollout is batchSize × gradAccumSteps × numMiniBatches prompts */
     numMiniBatches: number;
   };
+  /** held-out evaluation (session/split.ts, session/eval.ts) */
+  eval: {
+    /** images held out, split by image: 0 = none; 0 < x < 1 a fraction of the images; a whole number ≥ 1 a count */
+    evalSplit: number;
+    /** evaluate every N optimizer steps (trl eval_steps, eval_strategy "steps"); 0 = only at the end */
+    evalSteps: number;
+    /** greedy decoding length of the grounding / reward evaluation */
+    evalMaxNewTokens: number;
+  };
 }
 
 /**
@@ -90,6 +99,8 @@ export interface TrainConfig {
  *   undo it); 4 generations (trl: 8) and temperature 0.9 (trl: 1.0) to keep a browser step short;
  *   max new tokens 128 for GRPO and PPO alike (a box answer is ~30 tokens).
  * - PPO: trl's PPOConfig cliprange 0.2, vf_coef 0.1, kl_coef 0.05, gamma 1, lam 0.95.
+ * - eval: no split by default (trl's eval_strategy "no"); when there is one, every 50 steps (as
+ *   saveSteps) and at the end; greedy decoding of 128 tokens as GRPO's completions.
  */
 export const DEFAULT_CONFIG: TrainConfig = {
   model: { source: 'tiny', hubId: 'Qwen/Qwen2.5-VL-3B-Instruct', endpoint: 'https://huggingface.co', revision: 'main', local: null, quantize: 'none', quantizeVision: true },
@@ -103,6 +114,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   dpo: { beta: 0.1, labelSmoothing: 0 },
   grpo: { numGenerations: 4, beta: 0, temperature: 0.9, maxNewTokens: 128, rewards: ['iou', 'format'], epsilon: 0.2 },
   ppo: { clipRange: 0.2, vfCoef: 0.1, klCoef: 0.05, gamma: 1, lam: 0.95, temperature: 0.9, maxNewTokens: 128, rewards: ['iou', 'format'], numPpoEpochs: 4, numMiniBatches: 1 },
+  eval: { evalSplit: 0, evalSteps: 50, evalMaxNewTokens: 128 },
 };
 
 /** trl / peft / transformers argument names (train.py's flags) → the config path they set. */
@@ -139,7 +151,19 @@ export const TRL_NAMES: Record<string, string> = {
   rewards: 'grpo.rewards',
   num_ppo_epochs: 'ppo.numPpoEpochs',
   num_mini_batches: 'ppo.numMiniBatches',
+  // trl's eval_strategy is "steps" when evalSteps > 0, else evaluation at the end only
+  eval_steps: 'eval.evalSteps',
 };
+
+/**
+ * Images held out for evaluation out of `images`: a fraction rounds to the nearest whole image
+ * (at least 1 when the fraction is > 0); a count is itself; 0 = none.
+ */
+export function evalImageCount(e: TrainConfig['eval'], images: number): number {
+  const s = e.evalSplit;
+  if (!(s > 0)) return 0;
+  return s < 1 ? Math.max(1, Math.round(s * images)) : Math.floor(s);
+}
 
 /** LoRA scale applied to B·A: alpha/r, or alpha/√r with rsLoRA. */
 export function loraScale(l: TrainConfig['lora']): number {

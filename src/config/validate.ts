@@ -4,7 +4,7 @@
 // cross-field rules (min ≤ max pixels, warmup < steps, batch and steps against the dataset size when
 // the caller knows it) after. parseConfig() reads a partial config (the CLI's --config JSON, with trl's
 // argument names accepted too) over the defaults and validates the result.
-import { DEFAULT_CONFIG, LR_SCHEDULERS, METHODS, REWARDS, TRL_NAMES, mergeConfig, missingModelFiles, totalSteps, type DeepPartial, type TrainConfig } from './config.ts';
+import { DEFAULT_CONFIG, evalImageCount, LR_SCHEDULERS, METHODS, REWARDS, TRL_NAMES, mergeConfig, missingModelFiles, totalSteps, type DeepPartial, type TrainConfig } from './config.ts';
 
 export interface ConfigError {
   /** field path, e.g. "optim.learningRate"; "" for the config as a whole */
@@ -15,6 +15,8 @@ export interface ConfigError {
 export interface ValidateContext {
   /** training examples the run will see (after the method's filter): enables the dataset rules */
   datasetSize?: number;
+  /** distinct images of the dataset before the eval split (default datasetSize): enables the split rule */
+  datasetImages?: number;
   /** check where the model comes from (hub id, endpoint, local folder files); default true. The
    * cluster bundle names its own model (train.py --model), so it passes false. */
   modelSource?: boolean;
@@ -146,6 +148,9 @@ const FIELDS: [string, Check, string, TrainConfig['method']?][] = [
   ['ppo.maxNewTokens', int(1, LIMITS.maxLength), 'Max new tokens is a whole number ≥ 1.', 'ppo'],
   ['ppo.numPpoEpochs', int(1, 100), 'PPO epochs (passes over each rollout) is a whole number from 1 to 100 (trl default 4).', 'ppo'],
   ['ppo.numMiniBatches', int(1, LIMITS.batch), `Mini-batches per rollout is a whole number from 1 to ${LIMITS.batch} (trl default 1).`, 'ppo'],
+  ['eval.evalSplit', num((x) => x === 0 || (x > 0 && x < 1) || (Number.isInteger(x) && x >= 1 && x <= LIMITS.maxSteps)), 'The eval split is 0 (none), a fraction of the images between 0 and 1, or a whole number of images ≥ 1.'],
+  ['eval.evalSteps', int(0, LIMITS.maxSteps), 'Eval steps is a whole number of optimizer steps ≥ 0 (0 = evaluate at the end only).'],
+  ['eval.evalMaxNewTokens', int(1, LIMITS.maxLength), 'Eval max new tokens is a whole number ≥ 1.'],
   ['ppo.rewards', rewards, `Choose one or more rewards, each once, from ${REWARDS.join(', ')}.`, 'ppo'],
 ];
 
@@ -207,6 +212,13 @@ export function validate(config: unknown, ctx: ValidateContext = {}): ConfigErro
   if (fine('optim.maxSteps', 'optim.warmupSteps') && o.maxSteps > 0 && o.warmupSteps >= o.maxSteps) e.push({ path: 'optim.warmupSteps', message: `Warmup (${o.warmupSteps}) must be shorter than the run (${o.maxSteps} steps).` });
   for (const m of ['grpo', 'ppo'] as const) {
     if (c.method === m && fine(`${m}.maxNewTokens`, 'data.maxLength') && c[m].maxNewTokens >= d.maxLength) e.push({ path: `${m}.maxNewTokens`, message: `Max new tokens (${c[m].maxNewTokens}) leaves no room for the prompt in max length ${d.maxLength}.` });
+  }
+  if (fine('eval.evalMaxNewTokens', 'data.maxLength') && c.eval.evalMaxNewTokens >= d.maxLength) e.push({ path: 'eval.evalMaxNewTokens', message: `Eval max new tokens (${c.eval.evalMaxNewTokens}) leaves no room for the prompt in max length ${d.maxLength}.` });
+  const images = ctx.datasetImages ?? ctx.datasetSize;
+  if (images !== undefined && images > 0 && fine('eval.evalSplit') && c.eval.evalSplit > 0) {
+    // split by image: at least one image on each side
+    const k = evalImageCount(c.eval, images);
+    if (k >= images) e.push({ path: 'eval.evalSplit', message: `An eval split of ${c.eval.evalSplit} holds out ${k} of the dataset's ${images} images, leaving none to train on: hold out at most ${images - 1}${images > 1 ? ` (a fraction ≤ ${((images - 1) / images).toFixed(2)})` : ', or add images'}.` });
   }
   const n = ctx.datasetSize;
   if (n !== undefined && fine('optim.batchSize', 'optim.gradAccumSteps', 'optim.maxSteps', 'optim.numEpochs', 'optim.warmupSteps')) {

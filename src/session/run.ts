@@ -1,12 +1,15 @@
 // A training run as both front ends drive it: the Trainer built from THE config (trainOptionsOf is
 // the one place its view of the config is made, with no defaults of its own), resumed from the run's
 // latest checkpoint, stepped, and checkpointed every config.optim.saveSteps steps. The worker adds
-// its pause / stop state machine around step(); the CLI loops until done.
+// its pause / stop state machine around step(); the CLI loops until done. With held-out examples
+// (session/split.ts or a separate eval file) evalDue says when to call evaluate() (session/eval.ts):
+// every config.eval.evalSteps steps and after the last.
 import { Trainer, TrainingFault, type StepMetrics, type TrainExample, type TrainOptions } from '../train/trainer.ts';
 import type { KV } from '../train/checkpoint.ts';
 import type { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
 import type { QwenTokenizer } from '../data/tokenizer.ts';
 import type { TrainConfig } from '../config/config.ts';
+import { evaluate, type EvalResult } from './eval.ts';
 
 /** The Trainer's view of a config. `data` overrides the pixel bounds (a dataset's boxes are in its own frame). */
 export function trainOptionsOf(c: TrainConfig, data: { minPixels: number; maxPixels: number } = c.data): TrainOptions {
@@ -43,6 +46,8 @@ export interface RunOptions {
   pixels?: { minPixels: number; maxPixels: number };
   /** checkpoint every N steps (default config.optim.saveSteps; 0 = only when save() is called) */
   saveEvery?: number;
+  /** held-out examples, evaluated every config.eval.evalSteps steps and at the end (none: no evaluation) */
+  evalExamples?: TrainExample[];
 }
 
 export class Run {
@@ -92,6 +97,18 @@ export class Run {
     const m = await this.trainer.trainStep();
     if (this.saveEvery > 0 && this.trainer.step % this.saveEvery === 0) await this.save();
     return m;
+  }
+
+  /** Whether an evaluation is due after the step just taken: every config.eval.evalSteps steps, and at the end. */
+  get evalDue(): boolean {
+    const n = this.o.config.eval.evalSteps;
+    return !!this.o.evalExamples?.length && this.step > 0 && ((n > 0 && this.step % n === 0) || this.done);
+  }
+
+  /** Evaluate the held-out examples with the adapter as it is now (no gradients; the step is the trainer's). */
+  async evaluate(onProgress?: (done: number, total: number) => void): Promise<EvalResult & { step: number }> {
+    const r = await evaluate({ model: this.o.model, tokenizer: this.o.tokenizer, examples: this.o.evalExamples ?? [], config: this.o.config, pixels: this.o.pixels, onProgress });
+    return { ...r, step: this.step };
   }
 
   /** Save a checkpoint now (Trainer.save refuses parameters a TrainingFault made untrusted). */

@@ -1,0 +1,154 @@
+// Evaluation over the held-out split (session/split.ts), for both front ends: no gradients, the
+// adapter on, every example once, in order. Metric names as trl logs them, with its `eval_` prefix:
+// - SFT: eval_loss (masked token NLL, train/sft.ts sftLoss; the mean over examples, as transformers'
+//   evaluation loop averages per-batch losses with an eval batch of one), eval_mean_token_accuracy.
+// - DPO: eval_loss and eval_rewards/chosen|rejected|accuracies|margins, eval_logps/chosen|rejected
+//   (train/dpo.ts dpoLoss over all pairs; the reference is the adapter switched off, as in training).
+// - GRPO / PPO: eval_reward (the configured rewards' weighted total, train/rewards.ts) and
+//   eval_rewards/<name>/mean, over one greedy completion per prompt.
+// - Grounding (an SFT answer or an RL reference with boxes): a greedy decode parsed by
+//   data/bbox.ts parseGroundings; per question parse success (≥ 1 box parsed) and IoU (rewards.ts
+//   iouReward: boxes matched one to one, summed IoU over the larger count); over the split
+//   eval_grounding/parse_rate, eval_grounding/mean_iou, eval_grounding/acc_iou50 and acc_iou75
+//   (the share of questions with IoU ≥ 0.5 / ≥ 0.75). Boxes are compared in the resized frame the
+//   answers are written in, as the IoU reward does.
+import type { Qwen2_5_VL, SeqInput, ImageInput } from '../model/qwen2_5_vl.ts';
+import type { QwenTokenizer } from '../data/tokenizer.ts';
+import { DEFAULT_IMAGE_CONFIG, preprocessImage, stackImages, type RawImage } from '../data/image.ts';
+import { buildPrompt, buildSample, IGNORE_INDEX, type ChatMessage } from '../data/template.ts';
+import { parseGroundings, type Box } from '../data/bbox.ts';
+import type { TrainExample } from '../train/trainer.ts';
+import { sftLoss } from '../train/sft.ts';
+import { completionIds, dpoLoss } from '../train/dpo.ts';
+import { computeRewards, iouReward } from '../train/rewards.ts';
+import type { TrainConfig } from '../config/config.ts';
+
+/** One grounding question of the split: what the model answered and how its boxes landed. */
+export interface QuestionResult {
+  /** index into the eval examples */
+  index: number;
+  completion: string;
+  /** at least one box parsed from the completion */
+  parsed: boolean;
+  iou: number;
+  predicted: Box[];
+  reference: Box[];
+}
+
+export interface EvalResult {
+  /** trl-style names, all prefixed eval_ */
+  metrics: Record<string, number>;
+  /** grounding questions, in example order */
+  questions: QuestionResult[];
+}
+
+export interface EvalOptions {
+  model: Qwen2_5_VL;
+  tokenizer: QwenTokenizer;
+  examples: TrainExample[];
+  config: TrainConfig;
+  /** the smart_resize bounds the examples' boxes are in (default config.data) */
+  pixels?: { minPixels: number; maxPixels: number };
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** The split's metrics from its per-question grounding results (empty when there are none). */
+export function groundingMetrics(q: QuestionResult[]): Record<string, number> {
+  if (!q.length) return {};
+  const share = (f: (r: QuestionResult) => boolean) => q.filter(f).length / q.length;
+  return {
+    'eval_grounding/parse_rate': share((r) => r.parsed),
+    'eval_grounding/mean_iou': q.reduce((a, r) => a + r.iou, 0) / q.length,
+    'eval_grounding/acc_iou50': share((r) => r.iou >= 0.5),
+    'eval_grounding/acc_iou75': share((r) => r.iou >= 0.75),
+  };
+}
+
+/** A greedy completion scored against labelled boxes. */
+export function scoreGrounding(index: number, completion: string, reference: Box[]): QuestionResult {
+  const predicted = parseGroundings(completion).map((g) => g.bbox);
+  return { index, completion, parsed: predicted.length > 0, iou: iouReward(completion, { boxes: reference }), predicted, reference };
+}
+
+const boxesOf = (text: string): Box[] => parseGroundings(text).map((g) => g.bbox);
+
+export async function evaluate(o: EvalOptions): Promise<EvalResult> {
+  const { model, tokenizer, config: c } = o;
+  const px = o.pixels ?? c.data;
+  const imageConfig = { ...DEFAULT_IMAGE_CONFIG, minPixels: px.minPixels, maxPixels: px.maxPixels };
+  const imageOf = (images: RawImage[]): ImageInput | undefined => (images.length ? stackImages(images.map((im) => preprocessImage(im, imageConfig))) : undefined);
+  const grids = (image?: ImageInput) => {
+    if (!image) return [];
+    const g = image.imageGridThw;
+    return Array.from({ length: g.length / 3 }, (_, i) => ({ gridThw: [g[3 * i], g[3 * i + 1], g[3 * i + 2]] }));
+  };
+  const stop = [tokenizer.special.imEnd, tokenizer.special.endOfText];
+  const greedy = async (prompt: ChatMessage[], image?: ImageInput): Promise<string> => {
+    const p = buildPrompt({ messages: prompt, images: grids(image), tokenizer });
+    const [out] = await model.generate([{ inputIds: p.inputIds, images: image }], { maxNewTokens: c.eval.evalMaxNewTokens, temperature: 0, stopIds: stop, lora: true });
+    const ended = out.length > 0 && stop.includes(out[out.length - 1]);
+    return tokenizer.decode(Array.from(ended ? out.subarray(0, out.length - 1) : out));
+  };
+  const completionSeq = (prompt: Int32Array, answer: string, image?: ImageInput): SeqInput => {
+    const ans = completionIds(tokenizer, answer);
+    const ids = new Int32Array(prompt.length + ans.length);
+    ids.set(prompt);
+    ids.set(ans, prompt.length);
+    return { inputIds: ids, images: image, scoreStart: prompt.length };
+  };
+
+  const metrics: Record<string, number> = {};
+  const questions: QuestionResult[] = [];
+  const n = o.examples.length;
+  if (!n) return { metrics, questions };
+  let lossSum = 0, accSum = 0;
+  const dpo = { pc: [] as Float32Array[], pr: [] as Float32Array[], rc: [] as Float32Array[], rr: [] as Float32Array[] };
+  const completions: string[] = [], refs: { boxes?: Box[]; answer?: string }[] = [];
+  for (const [i, ex] of o.examples.entries()) {
+    o.onProgress?.(i, n);
+    const image = imageOf(ex.images);
+    if (ex.kind === 'sft') {
+      // the sequence and mask exactly as the trainer scores it (trainer.ts encode): from the first answer token
+      const s = buildSample({ messages: ex.messages, images: grids(image), tokenizer, maxLength: c.data.maxLength });
+      const first = s.labels.findIndex((l) => l !== IGNORE_INDEX);
+      const mask = Uint8Array.from(s.labels.subarray(first), (l) => (l === IGNORE_INDEX ? 0 : 1));
+      const r = await model.logps({ inputIds: s.inputIds, images: image, scoreStart: first }, { lora: true, train: false });
+      const res = sftLoss({ logps: r.logps, mask, hits: r.hits });
+      lossSum += res.loss;
+      accSum += res.metrics.mean_token_accuracy ?? 0;
+      const answer = ex.messages[ex.messages.length - 1];
+      const reference = typeof answer.content === 'string' ? boxesOf(answer.content) : [];
+      if (reference.length) questions.push(scoreGrounding(i, await greedy(ex.messages.slice(0, -1), image), reference));
+    } else if (ex.kind === 'dpo') {
+      const p = buildPrompt({ messages: ex.prompt, images: grids(image), tokenizer }).inputIds;
+      const ch = completionSeq(p, ex.chosen, image), rj = completionSeq(p, ex.rejected, image);
+      dpo.rc.push((await model.logps(ch, { lora: false, train: false })).logps);
+      dpo.rr.push((await model.logps(rj, { lora: false, train: false })).logps);
+      dpo.pc.push((await model.logps(ch, { lora: true, train: false })).logps);
+      dpo.pr.push((await model.logps(rj, { lora: true, train: false })).logps);
+    } else {
+      const text = await greedy(ex.prompt, image);
+      completions.push(text);
+      refs.push(ex.reference);
+      if (ex.reference.boxes?.length) questions.push(scoreGrounding(i, text, ex.reference.boxes));
+    }
+  }
+  o.onProgress?.(n, n);
+  const kind = o.examples[0].kind;
+  if (kind === 'sft') Object.assign(metrics, { eval_loss: lossSum / n, eval_mean_token_accuracy: accSum / n });
+  else if (kind === 'dpo') {
+    const res = dpoLoss({ policyChosen: dpo.pc, policyRejected: dpo.pr, refChosen: dpo.rc, refRejected: dpo.rr }, { beta: c.dpo.beta, labelSmoothing: c.dpo.labelSmoothing });
+    metrics.eval_loss = res.loss;
+    for (const [k, v] of Object.entries(res.metrics)) metrics[`eval_${k}`] = v;
+  } else {
+    const rewards = c.method === 'ppo' ? c.ppo.rewards : c.grpo.rewards;
+    const r = computeRewards(completions, refs, rewards.map((name) => ({ name, weight: 1 })));
+    metrics.eval_reward = r.total.reduce((a, b) => a + b, 0) / r.total.length;
+    for (const [name, v] of Object.entries(r.perFunc)) {
+      const ok = [...v].filter((x) => !Number.isNaN(x));
+      if (ok.length) metrics[`eval_rewards/${name}/mean`] = ok.reduce((a, b) => a + b, 0) / ok.length;
+    }
+  }
+  Object.assign(metrics, groundingMetrics(questions));
+  return { metrics, questions };
+}

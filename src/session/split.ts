@@ -1,0 +1,38 @@
+// The held-out evaluation split, by image: every record about one image lands on the same side, so
+// no question about an eval image is ever trained on (several questions per image are common in
+// grounding data, and splitting by record would leak the image). Seeded: the same sources, split
+// and seed give the same split on any engine (base/rng.ts).
+import { Rng } from '../base/rng.ts';
+import { evalImageCount, type TrainConfig } from '../config/config.ts';
+import type { ExampleSource } from './examples.ts';
+
+/** An image's identity: its name (the dataset's image id or the file path the parser resolved), all of a record's images together. */
+export function imageKey(s: ExampleSource): string {
+  return s.images.map((i) => i.name).join('\n');
+}
+
+/** Distinct images (image keys) among `sources`. */
+export function imageCount(sources: ExampleSource[]): number {
+  return new Set(sources.map(imageKey)).size;
+}
+
+export interface Split {
+  train: ExampleSource[];
+  eval: ExampleSource[];
+  /** the held-out image keys */
+  evalImages: string[];
+}
+
+/**
+ * Hold out evalImageCount(e, images) images, drawn by a seeded permutation of the distinct images
+ * (in order of first appearance), with all their records; sources keep their order on both sides.
+ */
+export function splitByImage(sources: ExampleSource[], e: TrainConfig['eval'], seed: number): Split {
+  const keys = [...new Set(sources.map(imageKey))];
+  const k = evalImageCount(e, keys.length);
+  if (k === 0) return { train: sources, eval: [], evalImages: [] };
+  if (k >= keys.length) throw new Error(`An eval split of ${e.evalSplit} holds out ${k} of ${keys.length} images, leaving none to train on.`);
+  // its own stream, so the split never depends on (or shifts) the data order or LoRA init
+  const held = new Set(new Rng((Math.imul(seed >>> 0, 0x2545f491) ^ 0x5e1f) >>> 0).permutation(keys.length).slice(0, k).map((i) => keys[i]));
+  return { train: sources.filter((s) => !held.has(imageKey(s))), eval: sources.filter((s) => held.has(imageKey(s))), evalImages: keys.filter((x) => held.has(x)) };
+}
