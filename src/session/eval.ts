@@ -53,9 +53,9 @@ export interface EvalOptions {
 }
 
 /** The split's metrics from its per-question grounding results (empty when there are none). */
-export function groundingMetrics(q: QuestionResult[]): Record<string, number> {
+export function groundingMetrics(q: Pick<QuestionResult, 'parsed' | 'iou'>[]): Record<string, number> {
   if (!q.length) return {};
-  const share = (f: (r: QuestionResult) => boolean) => q.filter(f).length / q.length;
+  const share = (f: (r: Pick<QuestionResult, 'parsed' | 'iou'>) => boolean) => q.filter(f).length / q.length;
   return {
     'eval_grounding/parse_rate': share((r) => r.parsed),
     'eval_grounding/mean_iou': q.reduce((a, r) => a + r.iou, 0) / q.length,
@@ -72,7 +72,8 @@ export function scoreGrounding(index: number, completion: string, reference: Box
 
 const boxesOf = (text: string): Box[] => parseGroundings(text).map((g) => g.bbox);
 
-export async function evaluate(o: EvalOptions): Promise<EvalResult> {
+/** Image preprocessing and greedy decoding as the evaluation runs them (evaluate() and predictGrounding() share them). */
+function decoder(o: Pick<EvalOptions, 'model' | 'tokenizer' | 'config' | 'pixels'>, maxNewTokens: number) {
   const { model, tokenizer, config: c } = o;
   const px = o.pixels ?? c.data;
   const imageConfig = { ...DEFAULT_IMAGE_CONFIG, minPixels: px.minPixels, maxPixels: px.maxPixels };
@@ -83,12 +84,30 @@ export async function evaluate(o: EvalOptions): Promise<EvalResult> {
     return Array.from({ length: g.length / 3 }, (_, i) => ({ gridThw: [g[3 * i], g[3 * i + 1], g[3 * i + 2]] }));
   };
   const stop = [tokenizer.special.imEnd, tokenizer.special.endOfText];
-  const greedy = async (prompt: ChatMessage[], image?: ImageInput): Promise<string> => {
+  const greedy = async (prompt: ChatMessage[], image?: ImageInput, lora = true): Promise<string> => {
     const p = buildPrompt({ messages: prompt, images: grids(image), tokenizer });
-    const [out] = await model.generate([{ inputIds: p.inputIds, images: image }], { maxNewTokens: c.eval.evalMaxNewTokens, temperature: 0, stopIds: stop, lora: true });
+    const [out] = await model.generate([{ inputIds: p.inputIds, images: image }], { maxNewTokens, temperature: 0, stopIds: stop, lora });
     const ended = out.length > 0 && stop.includes(out[out.length - 1]);
     return tokenizer.decode(Array.from(ended ? out.subarray(0, out.length - 1) : out));
   };
+  return { imageOf, grids, greedy };
+}
+
+/** The labelled boxes (resized frame) an example's greedy answer is scored against; empty: not a grounding question. */
+export function groundingReference(ex: TrainExample): Box[] {
+  if (ex.kind === 'sft') {
+    const answer = ex.messages[ex.messages.length - 1];
+    return typeof answer.content === 'string' ? boxesOf(answer.content) : [];
+  }
+  return ex.kind === 'rl' ? (ex.reference.boxes ?? []) : [];
+}
+
+/** The prompt a grounding example's answer is decoded from. */
+const promptOf = (ex: TrainExample): ChatMessage[] => (ex.kind === 'sft' ? ex.messages.slice(0, -1) : ex.prompt);
+
+export async function evaluate(o: EvalOptions): Promise<EvalResult> {
+  const { model, tokenizer, config: c } = o;
+  const { imageOf, grids, greedy } = decoder(o, c.eval.evalMaxNewTokens);
   const completionSeq = (prompt: Int32Array, answer: string, image?: ImageInput): SeqInput => {
     const ans = completionIds(tokenizer, answer);
     const ids = new Int32Array(prompt.length + ans.length);
@@ -116,9 +135,8 @@ export async function evaluate(o: EvalOptions): Promise<EvalResult> {
       const res = sftLoss({ logps: r.logps, mask, hits: r.hits });
       lossSum += res.loss;
       accSum += res.metrics.mean_token_accuracy ?? 0;
-      const answer = ex.messages[ex.messages.length - 1];
-      const reference = typeof answer.content === 'string' ? boxesOf(answer.content) : [];
-      if (reference.length) questions.push(scoreGrounding(i, await greedy(ex.messages.slice(0, -1), image), reference));
+      const reference = groundingReference(ex);
+      if (reference.length) questions.push(scoreGrounding(i, await greedy(promptOf(ex), image), reference));
     } else if (ex.kind === 'dpo') {
       const p = buildPrompt({ messages: ex.prompt, images: grids(image), tokenizer }).inputIds;
       const ch = completionSeq(p, ex.chosen, image), rj = completionSeq(p, ex.rejected, image);
@@ -151,4 +169,44 @@ export async function evaluate(o: EvalOptions): Promise<EvalResult> {
   }
   Object.assign(metrics, groundingMetrics(questions));
   return { metrics, questions };
+}
+
+/** One grounding question predicted by the adapter and / or the base model (the adapter switched off). */
+export interface PredictedQuestion {
+  /** index into the examples */
+  index: number;
+  adapter?: QuestionResult;
+  base?: QuestionResult;
+}
+
+export interface PredictOptions extends Omit<EvalOptions, 'onProgress'> {
+  /** greedy decoding length (default config.eval.evalMaxNewTokens) */
+  maxNewTokens?: number;
+  adapter: boolean;
+  base: boolean;
+  /** after each question, with the count done and the grounding questions in all */
+  onQuestion?: (q: PredictedQuestion, done: number, total: number) => void;
+  /** checked between questions: true stops early (the questions so far are returned) */
+  cancelled?: () => boolean;
+}
+
+/**
+ * The grounding questions of `examples` (the ones evaluate() scores), each decoded greedily and
+ * scored exactly as evaluate() scores it (scoreGrounding), with the adapter, the base model or both:
+ * what the studio's predictions over a split show per question.
+ */
+export async function predictGrounding(o: PredictOptions): Promise<{ questions: PredictedQuestion[]; cancelled: boolean }> {
+  const { imageOf, greedy } = decoder(o, o.maxNewTokens ?? o.config.eval.evalMaxNewTokens);
+  const todo = o.examples.map((ex, index) => ({ ex, index, reference: groundingReference(ex) })).filter((t) => t.reference.length > 0);
+  const questions: PredictedQuestion[] = [];
+  for (const { ex, index, reference } of todo) {
+    if (o.cancelled?.()) return { questions, cancelled: true };
+    const image = imageOf(ex.images);
+    const q: PredictedQuestion = { index };
+    if (o.adapter) q.adapter = scoreGrounding(index, await greedy(promptOf(ex), image, true), reference);
+    if (o.base) q.base = scoreGrounding(index, await greedy(promptOf(ex), image, false), reference);
+    questions.push(q);
+    o.onQuestion?.(q, questions.length, todo.length);
+  }
+  return { questions, cancelled: false };
 }

@@ -4,7 +4,7 @@
 // and seed give the same split on any engine (base/rng.ts).
 import { Rng } from '../base/rng.ts';
 import { evalImageCount, type TrainConfig } from '../config/config.ts';
-import type { ExampleSource } from './examples.ts';
+import { takesRecord, type ExampleSource } from './examples.ts';
 
 /** An image's identity: its name (the dataset's image id or the file path the parser resolved), all of a record's images together. */
 export function imageKey(s: ExampleSource): string {
@@ -35,4 +35,19 @@ export function splitByImage(sources: ExampleSource[], e: TrainConfig['eval'], s
   // its own stream, so the split never depends on (or shifts) the data order or LoRA init
   const held = new Set(new Rng((Math.imul(seed >>> 0, 0x2545f491) ^ 0x5e1f) >>> 0).permutation(keys.length).slice(0, k).map((i) => keys[i]));
   return { train: sources.filter((s) => !held.has(imageKey(s))), eval: sources.filter((s) => held.has(imageKey(s))), evalImages: keys.filter((x) => held.has(x)) };
+}
+
+/** Which records the studio's predictions over a split take: the held-out images, the trained ones, or all. */
+export type SplitSide = 'eval' | 'train' | 'all';
+
+/**
+ * One side of a run's split, recomputed as training computes it (the CLI and the engine alike): the
+ * records the method takes, split by image with the config's eval section and seed. With no eval
+ * split the train side is every taken record and the eval side is empty.
+ */
+export function splitSide(sources: ExampleSource[], c: Pick<TrainConfig, 'method' | 'eval' | 'optim'>, side: SplitSide): ExampleSource[] {
+  const taken = sources.filter((s) => takesRecord(s.record, c.method));
+  if (side === 'all') return taken;
+  const s = splitByImage(taken, c.eval, c.optim.seed);
+  return side === 'eval' ? s.eval : s.train;
 }

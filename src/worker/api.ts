@@ -216,6 +216,63 @@ export interface AdapterInfo {
   r: number;
 }
 
+// ---- predictions over a split --------------------------------------------------------------------
+
+/** Predict every grounding question of one side of a run's split (session/split.ts splitSide). */
+export interface PredictSplitRequest {
+  /** the dataset (a run's own dataset wins: its split is over that one) */
+  datasetId: string;
+  /** whose split: the run's stored settings (method, eval section, seed); without one, `config` */
+  runId?: string;
+  config: TrainConfig;
+  /** 'eval': the images the run held out; 'train': the ones it trained on; 'all': every image */
+  split: 'eval' | 'train' | 'all';
+  /** decode with the adapter on the model (Engine.useAdapter first) and / or with it switched off */
+  adapter: boolean;
+  base: boolean;
+  /** greedy decoding length (default: the config's eval.evalMaxNewTokens) */
+  maxNewTokens?: number;
+}
+
+/** One model's answer to a question of the split, scored as the evaluation scores it (session/eval.ts scoreGrounding). */
+export interface SplitAnswer {
+  text: string;
+  /** at least one box parsed */
+  parsed: boolean;
+  iou: number;
+  /** parsed boxes in original pixels */
+  boxes: [number, number, number, number][];
+}
+
+export interface SplitQuestion {
+  /** position in the split (the order training evaluates it) */
+  index: number;
+  imageId: string;
+  name: string;
+  question: string;
+  /** the record, as the run's messages name it ('image "cat.png" (question 2)') */
+  where: string;
+  /** original size of the image (the boxes' frame) */
+  width: number;
+  height: number;
+  /** labelled boxes in original pixels */
+  labelled: [number, number, number, number][];
+  adapter?: SplitAnswer;
+  base?: SplitAnswer;
+}
+
+export type PredictSplitEvent =
+  | { type: 'start'; total: number; images: number; split: PredictSplitRequest['split']; dataset: string; method: TrainConfig['method']; minPixels: number; maxPixels: number }
+  | { type: 'question'; question: SplitQuestion; done: number; total: number };
+
+export interface PredictSplitResult {
+  questions: SplitQuestion[];
+  /** stopped by cancelPredictSplit(): `questions` are the ones done */
+  cancelled: boolean;
+  /** records of the split that are not grounding questions (no box answer) or failed the checks, left out */
+  skipped: number;
+}
+
 export interface TrainerApi {
   /** Create the WebGPU device inside the worker. Never throws for a missing GPU: returns a GpuFailure. */
   init(): Promise<InitResult>;
@@ -254,4 +311,8 @@ export interface TrainerApi {
   importAdapter(files: { name: string; bytes: Uint8Array }[], spec?: ModelSpec): Promise<AdapterInfo>;
   /** "Train on a cluster": the dataset, train.py and configs as one zip. */
   clusterBundle(config: TrainConfig, datasetId: string): Promise<{ name: string; bytes: Uint8Array; files: string[] }>;
+  /** Greedy predictions over a run's eval split, its train split or the whole dataset; `onEvent` gets each question as it is done. */
+  predictSplit(req: PredictSplitRequest, onEvent: (e: PredictSplitEvent) => void): Promise<PredictSplitResult>;
+  /** Stop predictSplit after the question in progress (its result holds the questions done). */
+  cancelPredictSplit(): Promise<void>;
 }

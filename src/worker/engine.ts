@@ -41,7 +41,13 @@ import {
   type AdapterChoice, type AdapterFile, type AdapterInfo, type EstimateResult, type GenerateOptions, type GenerateResult,
   type LoadProgress, type LoraSettings, type ModelInfo, type ModelSpec, type RunState, type RunSummary,
   type TrainEvent, type TrainRequest,
+  type PredictSplitEvent, type PredictSplitRequest, type PredictSplitResult, type SplitAnswer, type SplitQuestion,
 } from './api.ts';
+import { splitSide } from '../session/split.ts';
+import { groundingReference, predictGrounding, type PredictedQuestion, type QuestionResult } from '../session/eval.ts';
+import { checkRecord } from '../session/examples.ts';
+import { resizedSize } from '../session/checks.ts';
+import type { TrainExample } from '../train/trainer.ts';
 
 /** What the engine needs from its host (the worker, or a test). */
 export interface EngineDeps {
@@ -658,6 +664,101 @@ export class Engine {
     const zip = zipSync(Object.fromEntries(files.map((f) => [f.name, [f.bytes, { level: f.name.startsWith('images/') ? 0 : 6 }]])) as Parameters<typeof zipSync>[0]);
     const base = dataset.name.replace(/[^\w.-]+/g, '_') || 'dataset';
     return { name: `${base}-cluster-${config.method}.zip`, bytes: zip, files: files.map((f) => f.name) };
+  }
+
+  // ---- predictions over a split ----------------------------------------------------------------
+
+  private predicting?: { cancel: boolean };
+
+  /**
+   * Every grounding question of one side of a run's split, greedy, with the adapter on the model
+   * and / or switched off. The split is recomputed from the dataset's records as training makes it
+   * (session/split.ts splitSide over the same sources and image keys as examples(), with the run's
+   * method, eval section and seed); the records are checked as training checks them, answers are
+   * scored as the evaluation scores them (session/eval.ts predictGrounding), and boxes are mapped
+   * back to original pixels for display.
+   */
+  async predictSplit(req: PredictSplitRequest, onEvent: (e: PredictSplitEvent) => void): Promise<PredictSplitResult> {
+    this.idle('run predictions', true);
+    if (this.predicting) throw new Error('Predictions over a split are already running in this tab.');
+    const l = this.alive();
+    if (!l) throw new Error('No model is loaded: train a run first, or pick a run whose adapter to use.');
+    if (!req.adapter && !req.base) throw new Error('Nothing to predict with: choose the adapter, the base model or both.');
+    if (req.adapter && !l.adapter) throw new Error('The model has no adapter: pick a run or import one, or predict with the base model only.');
+    const state = (this.predicting = { cancel: false });
+    try {
+      let c = mergeConfig(DEFAULT_CONFIG, req.config as DeepPartial<TrainConfig>);
+      let datasetId = req.datasetId;
+      if (req.runId) {
+        const meta = await (await this.deps.kv()).get<RunMeta>(metaKey(req.runId));
+        if (!meta) throw new Error(`Run ${req.runId} has no saved settings in this browser, so its split cannot be recomputed: predict over the whole dataset instead.`);
+        c = mergeConfig(DEFAULT_CONFIG, meta.config as DeepPartial<TrainConfig>);
+        if (meta.datasetId) datasetId = meta.datasetId;
+        else if (req.split !== 'all') throw new Error(`Run ${req.runId} trained on examples passed by the caller, not a stored dataset: only the whole dataset can be predicted.`);
+      }
+      if (req.split === 'eval' && !(c.eval.evalSplit > 0)) throw new Error(`${req.runId ? `Run ${req.runId}` : 'These settings'} held out no images (eval split 0): choose the train split or the whole dataset.`);
+      const { dataset, samples } = await this.deps.loadSamples(datasetId);
+      // the sources as examples() makes them (an image's key is its name); pixels only for the side predicted
+      const all: (ExampleSource & { sample: number })[] = [];
+      samples.forEach((s, i) => s.records.forEach((r, k) => all.push({ where: `image "${s.name}"${s.records.length > 1 ? ` (question ${k + 1})` : ''}`, record: r, images: [{ name: s.name }], sample: i })));
+      const side = splitSide(all, c, req.split) as typeof all;
+      const decoded = new Map<number, { name: string; image?: RawImage; error?: string }>();
+      const px = { minPixels: dataset.minPixels, maxPixels: dataset.maxPixels };
+      const examples: TrainExample[] = [], from: (typeof all)[number][] = [];
+      for (const src of side) {
+        const s = samples[src.sample];
+        let im = decoded.get(src.sample);
+        if (!im) {
+          im = await this.deps.decodeImage(s.blob).then((image) => ({ name: s.name, image }), (e: Error) => ({ name: s.name, error: e.message }));
+          decoded.set(src.sample, im);
+        }
+        const checked = checkRecord({ ...src, images: [im] }, { method: c.method, data: { ...px, maxLength: c.data.maxLength }, maxNewTokens: c.method === 'grpo' ? c.grpo.maxNewTokens : c.method === 'ppo' ? c.ppo.maxNewTokens : undefined, tokenizer: l.tokenizer });
+        if (checked.example && groundingReference(checked.example).length) {
+          examples.push(checked.example);
+          from.push(src);
+        }
+      }
+      const emit = (e: PredictSplitEvent) => {
+        try {
+          onEvent(e);
+        } catch {
+          /* the page went away */
+        }
+      };
+      emit({ type: 'start', total: examples.length, images: new Set(from.map((f) => f.sample)).size, split: req.split, dataset: dataset.name, method: c.method, ...px });
+      const toOriginal = (i: number) => {
+        const s = samples[from[i].sample], raw = decoded.get(from[i].sample)!.image!;
+        const resized = resizedSize(raw.width, raw.height, px.minPixels, px.maxPixels), orig = { width: s.image.origWidth, height: s.image.origHeight };
+        return (b: [number, number, number, number]) => boxToOriginal(b, resized, orig);
+      };
+      const answer = (r: QuestionResult, map: (b: [number, number, number, number]) => [number, number, number, number]): SplitAnswer => ({ text: r.completion, parsed: r.parsed, iou: r.iou, boxes: r.predicted.map(map) });
+      const questionOf = (q: PredictedQuestion): SplitQuestion => {
+        const src = from[q.index], s = samples[src.sample], map = toOriginal(q.index), r = src.record;
+        return {
+          index: q.index, imageId: s.imageId, name: s.name, question: r.kind === 'sft' ? r.question : r.kind === 'rl' ? r.prompt : '', where: src.where,
+          width: s.image.origWidth, height: s.image.origHeight, labelled: groundingReference(examples[q.index]).map(map),
+          ...(q.adapter ? { adapter: answer(q.adapter, map) } : {}), ...(q.base ? { base: answer(q.base, map) } : {}),
+        };
+      };
+      const questions: SplitQuestion[] = [];
+      const r = await predictGrounding({
+        model: l.model, tokenizer: l.tokenizer, examples, config: c, pixels: px, maxNewTokens: req.maxNewTokens, adapter: req.adapter, base: req.base,
+        cancelled: () => state.cancel,
+        onQuestion: (q, done, total) => {
+          const sq = questionOf(q);
+          questions.push(sq);
+          emit({ type: 'question', question: sq, done, total });
+        },
+      });
+      return { questions, cancelled: r.cancelled, skipped: side.length - examples.length };
+    } finally {
+      this.predicting = undefined;
+    }
+  }
+
+  /** Stop predictSplit after the question in progress. */
+  cancelPredictSplit(): void {
+    if (this.predicting) this.predicting.cancel = true;
   }
 }
 

@@ -198,6 +198,8 @@ const api: TrainerApi = {
     const b = await engine.clusterBundle(config, datasetId);
     return Comlink.transfer(b, [b.bytes.buffer as ArrayBuffer]);
   },
+  predictSplit: (req, onEvent) => engine.predictSplit(req, onEvent),
+  cancelPredictSplit: async () => engine.cancelPredictSplit(),
 };
 
 Comlink.expose(api);
