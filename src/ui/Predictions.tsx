@@ -1,5 +1,7 @@
 // The Predictions screen: run an adapter on chosen images, draw its boxes over the labelled ones,
-// IoU per image and the mean, and the base model side by side (before / after).
+// IoU per image and the mean, and the base model side by side (before / after); or predict over a
+// whole split (the run's eval split, its train split, the dataset) and see it in numbers, a
+// histogram, a table and the worst examples (predictions/SplitResults.tsx).
 import { useEffect, useMemo, useState } from 'react';
 import { useRuns } from '../store/runs.ts';
 import { useTrainConfig } from '../store/runConfig.ts';
@@ -10,6 +12,8 @@ import { meanIou, questionsOf, runPredictions, usePredictions, type Prediction, 
 import { isLabelled } from '../data/formats/types.ts';
 import { useUrl } from './dataset/urls.ts';
 import { fmtValue } from './Charts.tsx';
+import { cancelSplitPredictions, runSplitPredictions, useSplitPredictions, type SplitChoice } from '../store/splitPredictions.ts';
+import { SplitResults } from './predictions/SplitResults.tsx';
 
 const MAX_IMAGES = 12;
 
@@ -34,6 +38,12 @@ export function Predictions() {
   const labelled = useMemo(() => (ds ? images.filter((r) => isLabelled(ds.kind, r.labels, ds.reward)) : []), [images, ds]);
   const [picked, setPicked] = useState<string[] | null>(null);
   const selected = (picked ?? labelled.slice(0, 3).map((r) => r.id)).filter((id) => labelled.some((r) => r.id === id));
+  const [over, setOver] = useState<'images' | SplitChoice>('images');
+  const split = useSplitPredictions();
+  const busy = running || split.running;
+  // the run's own settings decide its split (the engine recomputes it from them)
+  const runRec = runs.find((r) => r.id === chosenRun);
+  const evalSplit = (runRec?.config ?? config).eval.evalSplit;
 
   let reason: string | undefined;
   if (gpu.status === 'unavailable') reason = 'WebGPU unavailable: see the message at the top';
@@ -42,12 +52,14 @@ export function Predictions() {
   else if (!hasGenerate) reason = 'engine not loaded yet';
   else if (active && active.state !== 'paused') reason = 'a run is training: pause or stop it first';
   else if (!ds) reason = 'open a dataset on the Dataset screen';
-  else if (!selected.length) reason = 'choose at least one labelled image';
-  else if (running) reason = 'running…';
+  else if (over === 'images' && !selected.length) reason = 'choose at least one labelled image';
+  else if (over === 'eval' && !(evalSplit > 0)) reason = `${runRec ? 'this run' : 'the Train settings'} held out no images (eval split 0): choose the train split or the whole dataset`;
+  else if (busy) reason = 'running…';
 
   const toggle = (id: string) => setPicked(selected.includes(id) ? selected.filter((x) => x !== id) : [...selected, id].slice(-MAX_IMAGES));
   const run = () => {
     if (!ds) return;
+    if (over !== 'images') return void runSplitPredictions({ runId: chosenRun, split: over, compare, maxNewTokens, datasetId: runRec?.datasetId ?? ds.id, config });
     void runPredictions({ runId: chosenRun, compare, maxNewTokens, dataset: currentDataset() ?? ds, images: labelled.filter((r) => selected.includes(r.id)), config });
   };
   const mA = meanIou(results, 'adapter'), mB = meanIou(results, 'base');
@@ -78,6 +90,20 @@ export function Predictions() {
             </select>
             <span className="field-help">{runs.length ? "A run's last checkpoint." : 'No runs yet: train one on the Train screen.'}</span>
           </label>
+          <label className="field">
+            <span className="field-label">Predict over</span>
+            <select value={over} onChange={(e) => setOver(e.target.value as typeof over)} name="predictOver" data-testid="predict-over">
+              <option value="images">images I choose</option>
+              <option value="eval">the eval split (held-out images)</option>
+              <option value="train">the train split</option>
+              <option value="all">the whole dataset</option>
+            </select>
+            <span className="field-help">
+              {over === 'images'
+                ? 'Every question of the chosen images.'
+                : `Every grounding question, greedy; the split is the one ${runRec ? 'the run' : 'the Train settings'} made (eval split ${evalSplit}, seed ${(runRec?.config ?? config).optim.seed}).`}
+            </span>
+          </label>
           <label className="field toggle">
             <span className="field-label">Before / after</span>
             <span>
@@ -97,19 +123,30 @@ export function Predictions() {
             box answers were trained in; predicted boxes are mapped back to the original pixels.
           </p>
         )}
-        <div className="pick-grid" data-testid="predict-images">
-          {labelled.length === 0 && <span className="muted">No labelled images in this dataset yet.</span>}
-          {labelled.map((r) => (
-            <PickTile key={r.id} id={r.id} name={r.name} checked={selected.includes(r.id)} onToggle={() => toggle(r.id)} question={questionsOf(r).map((q) => q.question).join('\n')} />
-          ))}
-        </div>
+        {over === 'images' && (
+          <div className="pick-grid" data-testid="predict-images">
+            {labelled.length === 0 && <span className="muted">No labelled images in this dataset yet.</span>}
+            {labelled.map((r) => (
+              <PickTile key={r.id} id={r.id} name={r.name} checked={selected.includes(r.id)} onToggle={() => toggle(r.id)} question={questionsOf(r).map((q) => q.question).join('\n')} />
+            ))}
+          </div>
+        )}
         <div className="run-buttons">
           <span title={reason ?? 'Run predictions'}>
             <button className="primary" disabled={reason !== undefined} data-testid="predict-button" onClick={run}>
               Run predictions
             </button>
           </span>
-          {running ? (
+          {split.running ? (
+            <>
+              <span className="muted small" data-testid="split-progress">
+                {split.total ? `${split.done} / ${split.total} questions…` : 'preparing the split…'}
+              </span>
+              <button onClick={() => void cancelSplitPredictions()} disabled={split.cancelling} data-testid="predict-cancel">
+                {split.cancelling ? 'Cancelling…' : 'Cancel'}
+              </button>
+            </>
+          ) : running ? (
             <span className="muted small" data-testid="predict-progress">
               {done} / {total} images…
             </span>
@@ -117,13 +154,28 @@ export function Predictions() {
             reason && <span className="muted small">{reason.charAt(0).toUpperCase() + reason.slice(1)}.</span>
           )}
         </div>
-        {error && (
+        {(over === 'images' ? error : split.error) && (
           <p className="error-text" role="alert" data-testid="predict-error">
-            {error}
+            {over === 'images' ? error : split.error}
           </p>
         )}
       </section>
-      {results.length > 0 && (
+      {over !== 'images' && (split.questions.length > 0 || split.info) && (
+        <section className="card" data-testid="split-results">
+          <div className="card-head">
+            <h2>Predictions over {split.info ? SPLIT_NAMES[split.info.split] : 'the split'}</h2>
+            {split.info && (
+              <span className="muted small" data-testid="split-info">
+                {split.info.dataset}: {split.info.total} grounding question{split.info.total === 1 ? '' : 's'} on {split.info.images} image{split.info.images === 1 ? '' : 's'}
+                {split.skipped ? `, ${split.skipped} other record${split.skipped === 1 ? '' : 's'} left out` : ''}
+                {split.cancelled ? ` — cancelled after ${split.questions.length}` : ''}
+              </span>
+            )}
+          </div>
+          {split.info?.total === 0 ? <p className="muted">No grounding questions (answers with boxes) in this split.</p> : <SplitResults questions={split.questions} adapterLabel={split.adapterLabel} />}
+        </section>
+      )}
+      {over === 'images' && results.length > 0 && (
         <section className="card" data-testid="predict-results">
           <div className="card-head">
             <h2>Results</h2>
@@ -145,6 +197,8 @@ export function Predictions() {
     </div>
   );
 }
+
+const SPLIT_NAMES: Record<SplitChoice, string> = { eval: 'the eval split', train: 'the train split', all: 'the whole dataset' };
 
 const fmtIou = (v: number | null | undefined) => (v === null || v === undefined ? '–' : v.toFixed(3));
 
