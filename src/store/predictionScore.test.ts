@@ -42,6 +42,9 @@ describe('scoring an answer', () => {
     expect(matchedIou([[0, 0, 10, 10], [20, 20, 30, 30]], [[20, 20, 30, 30]])).toBeCloseTo(0.5, 12);
     expect(matchedIou([[0, 0, 10, 10]], [[0, 0, 10, 10], [0, 0, 10, 10]])).toBe(1);
     expect(matchedIou([], [[0, 0, 1, 1]])).toBeNull();
+    // as the evaluation scores it: extra boxes cost too, and one labelled box takes the first box answered
+    expect(matchedIou([[0, 0, 10, 10], [20, 20, 30, 30]], [[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]])).toBeCloseTo(2 / 3, 12);
+    expect(matchedIou([[0, 0, 10, 10]], [[50, 50, 60, 60], [0, 0, 10, 10]])).toBe(0);
   });
   it('the mean covers every question of every image, unscored ones left out', () => {
     const r = [

@@ -1,6 +1,7 @@
 // Scoring of predictions, pure (no stores, no worker) so it is unit-tested in Node: the questions of
 // an image, an answer's IoU against the labelled boxes of its question, the mean over answers.
-import { matchedIouSum, type Box as XYXY } from '../data/bbox.ts';
+import type { Box as XYXY } from '../data/bbox.ts';
+import { boxesIou } from '../train/rewards.ts';
 import { boxQuestion, type ImageRecord } from '../data/formats/types.ts';
 import type { GenerateResult } from '../worker/api.ts';
 
@@ -8,12 +9,13 @@ import type { GenerateResult } from '../worker/api.ts';
 export type Scored = GenerateResult & { iou: number | null; noBox: boolean };
 
 /**
- * Mean IoU of the labelled boxes, each matched to a distinct predicted box (greedy, best pairs first;
- * an unmatched labelled box scores 0). null when nothing is labelled.
+ * IoU of an answer's boxes against the labelled ones, as training's IoU reward and evaluation score
+ * it (train/rewards.ts boxesIou): one labelled box, the first predicted box's IoU; several, matched
+ * one to one, summed IoU over the larger count (missing and extra boxes both cost). null when
+ * nothing is labelled.
  */
 export function matchedIou(labelled: XYXY[], predicted: XYXY[]): number | null {
-  if (!labelled.length) return null;
-  return matchedIouSum(labelled, predicted) / labelled.length;
+  return labelled.length ? boxesIou(labelled, predicted) : null;
 }
 
 /**

@@ -39,7 +39,11 @@ export interface RewardsResult {
 export function iouReward(completion: string, ref: RewardReference): number {
   const gt = ref.boxes;
   if (!gt || gt.length === 0) return NaN;
-  const pred = parseGroundings(completion).map((g) => g.bbox);
+  return boxesIou(gt, parseGroundings(completion).map((g) => g.bbox));
+}
+
+/** iouReward's score of predicted boxes against reference boxes (≥ 1), for callers that hold boxes, not text (the studio's per-image predictions). */
+export function boxesIou(gt: readonly Box[], pred: readonly Box[]): number {
   if (pred.length === 0) return 0;
   if (gt.length === 1) return iou(pred[0], gt[0]);
   return matchedIouSum(gt, pred) / Math.max(gt.length, pred.length);
