@@ -71,6 +71,7 @@ describe('predictions over a split', () => {
     await page.locator('input[name="maxNewTokens"]').fill('8');
     await page.getByTestId('predict-button').click();
     await page.getByTestId('split-progress').waitFor({ timeout: 30_000 });
+    expect(await page.getByTestId('predict-cancel').isVisible()).toBe(true); // Cancel while it runs
     await expect.poll(() => page.getByTestId('split-progress').count(), { timeout: 180_000 }).toBe(0);
     expect(await page.getByTestId('predict-error').count()).toBe(0);
     expect(await page.getByTestId('split-info').textContent()).toMatch(/2 grounding questions on 2 images/);
@@ -121,6 +122,7 @@ describe('predictions over a split', () => {
       }
     }
     await mkdir(join(ROOT, 'docs', 'screenshots'), { recursive: true });
+    await page.evaluate(() => window.scrollTo(0, 0)); // the sticky header stays on top of the full-page shot
     await page.screenshot({ path: join(ROOT, 'docs', 'screenshots', 'predictions-split.png'), fullPage: true });
     lap('checked');
     expect(errors).toEqual([]);

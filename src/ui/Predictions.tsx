@@ -73,7 +73,9 @@ export function Predictions() {
         </div>
         <p className="help">
           Runs the model on labelled images of the current dataset and draws the predicted boxes (dashed) over the labelled ones (solid), with the
-          IoU per image and the mean. With comparison on, the base model (LoRA off) answers the same questions: before / after.
+          IoU per image and the mean. With comparison on, the base model (LoRA off) answers the same questions: before / after. Over a split (the run's
+          held-out images, its training images or the whole dataset) every grounding question is answered, with the numbers training's evaluation logs,
+          an IoU histogram, a sortable table and the worst examples.
         </p>
         <div className="grid">
           <label className="field">

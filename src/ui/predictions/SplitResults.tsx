@@ -2,7 +2,7 @@
 // histogram for the adapter and the base model side by side, a sortable per-question table (a row
 // opens the question), and the worst-IoU questions as a gallery with the labelled and predicted
 // boxes drawn in original pixels. The numbers are the ones training's evaluation logs (store/splitStats.ts).
-import { useMemo, useState } from 'react';
+import { useEffect, useMemo, useRef, useState } from 'react';
 import type { SplitAnswer, SplitQuestion } from '../../worker/api.ts';
 import { histogram, iousOf, sortQuestions, summary, worstK, type Sort, type SortKey, type Summary, type Who } from '../../store/splitStats.ts';
 import { useUrl } from '../dataset/urls.ts';
@@ -18,6 +18,9 @@ export function SplitResults({ questions, adapterLabel }: { questions: SplitQues
   const sums = useMemo(() => Object.fromEntries(who.map((w) => [w, summary(questions, w)])) as Partial<Record<Who, Summary | null>>, [questions, who.join()]);
   const name = (w: Who) => (w === 'adapter' ? adapterLabel || 'adapter' : 'base model');
   const opened = questions.find((q) => q.index === open);
+  const detail = useRef<HTMLDivElement>(null);
+  // a row far down the table opens the question above it: bring it into view
+  useEffect(() => detail.current?.scrollIntoView?.({ block: 'nearest', behavior: 'smooth' }), [open]);
   const worstOf: Who = who[0] ?? 'adapter';
   return (
     <>
@@ -52,7 +55,7 @@ export function SplitResults({ questions, adapterLabel }: { questions: SplitQues
         <Histogram questions={questions} who={who} means={Object.fromEntries(who.map((w) => [w, sums[w]?.meanIou]))} name={name} />
       </div>
       {opened && (
-        <div className="split-detail" data-testid="split-detail">
+        <div className="split-detail" data-testid="split-detail" ref={detail}>
           <div className="card-head">
             <h3>
               {opened.name} — {opened.question}
