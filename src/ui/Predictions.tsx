@@ -43,7 +43,7 @@ export function Predictions() {
   const busy = running || split.running;
   // the run's own settings decide its split (the engine recomputes it from them)
   const runRec = runs.find((r) => r.id === chosenRun);
-  const evalSplit = (runRec?.config ?? config).eval.evalSplit;
+  const { evalSplit, evalMaxNewTokens } = (runRec?.config ?? config).eval;
 
   let reason: string | undefined;
   if (gpu.status === 'unavailable') reason = 'WebGPU unavailable: see the message at the top';
@@ -94,7 +94,17 @@ export function Predictions() {
           </label>
           <label className="field">
             <span className="field-label">Predict over</span>
-            <select value={over} onChange={(e) => setOver(e.target.value as typeof over)} name="predictOver" data-testid="predict-over">
+            <select
+              value={over}
+              onChange={(e) => {
+                const v = e.target.value as typeof over;
+                // over a split, decode as the run's evaluation does, so the numbers are comparable with its eval metrics
+                if (v !== 'images' && over === 'images') setMaxNewTokens(evalMaxNewTokens);
+                setOver(v);
+              }}
+              name="predictOver"
+              data-testid="predict-over"
+            >
               <option value="images">images I choose</option>
               <option value="eval">the eval split (held-out images)</option>
               <option value="train">the train split</option>
@@ -116,7 +126,9 @@ export function Predictions() {
           <label className="field">
             <span className="field-label">Max new tokens</span>
             <input name="maxNewTokens" inputMode="numeric" value={maxNewTokens} onChange={(e) => setMaxNewTokens(Math.max(1, Math.floor(Number(e.target.value) || 1)))} />
-            <span className="field-help">Greedy decoding; one box answer is ~30 tokens.</span>
+            <span className="field-help">
+              Greedy decoding; one box answer is ~30 tokens.{over !== 'images' && ` The run's evaluation decodes ${evalMaxNewTokens}: the same gives its numbers.`}
+            </span>
           </label>
         </div>
         {ds && (

@@ -13,6 +13,11 @@ import { newDataset, type DatasetMeta, type ImageRecord } from '../data/formats/
 import { DEFAULT_CONFIG, type TrainConfig } from '../config/config.ts';
 import { splitByImage } from '../session/split.ts';
 import { resizedSize } from '../session/checks.ts';
+import { prepareExamples } from '../session/examples.ts';
+import { evaluate } from '../session/eval.ts';
+import type { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
+import type { QwenTokenizer } from '../data/tokenizer.ts';
+import { summary } from '../store/splitStats.ts';
 import { Engine, type EngineDeps } from './engine.ts';
 import type { PredictSplitEvent } from './api.ts';
 
@@ -104,6 +109,22 @@ describe('predictions over a split', () => {
     expect([...names(ev), ...names(tr)].sort()).toEqual(names(all).sort());
     expect(all.questions).toHaveLength(6);
     expect(all.questions.every((q) => q.base && !q.adapter)).toBe(true);
+  }, 300_000);
+
+  it("gives the numbers evaluate() gives on the split the CLI's path makes", async () => {
+    const c = config();
+    const r = await engine.predictSplit({ datasetId: ds.id, runId: 'rp', config: c, split: 'eval', adapter: true, base: false }, () => {}); // decodes evalMaxNewTokens
+    // src/cli/train.ts: the records the method takes → splitByImage → prepareExamples → Run.evaluate
+    const { model, tokenizer } = (engine as unknown as { loaded: { model: Qwen2_5_VL; tokenizer: QwenTokenizer } }).loaded;
+    const sources = stored.flatMap((s) => s.records.map((record) => ({ where: s.name, record, images: [{ name: s.name, image: pixels.get(s.blob)! }] })));
+    const split = splitByImage(sources, c.eval, c.optim.seed);
+    const examples = prepareExamples(split.eval, { method: 'sft', data: { minPixels: ds.minPixels, maxPixels: ds.maxPixels, maxLength: c.data.maxLength }, tokenizer }).examples;
+    const ev = await evaluate({ model, tokenizer, examples, config: c, pixels: ds });
+    expect(r.questions.map((q) => q.adapter!.text)).toEqual(ev.questions.map((q) => q.completion));
+    expect(summary(r.questions, 'adapter')).toEqual({
+      n: ev.questions.length, parseRate: ev.metrics['eval_grounding/parse_rate'], meanIou: ev.metrics['eval_grounding/mean_iou'],
+      acc50: ev.metrics['eval_grounding/acc_iou50'], acc75: ev.metrics['eval_grounding/acc_iou75'],
+    });
   }, 300_000);
 
   it('cancels after the question in progress, keeping the ones done', async () => {
