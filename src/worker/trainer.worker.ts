@@ -188,7 +188,7 @@ const api: TrainerApi = {
   deleteRun: (runId) => engine.deleteRun(runId),
   checkpointStep: (runId) => engine.checkpointStep(runId),
   useAdapter: (choice) => engine.useAdapter(choice),
-  generate: (images, prompt, opts) => engine.generate(images, prompt, opts),
+  generate: (images, prompt, opts, onToken) => engine.generate(images, prompt, opts, onToken),
   async exportAdapter(layout, runId) {
     const files = await engine.exportAdapter(layout, runId);
     return Comlink.transfer(files, [...new Set(files.map((f) => f.bytes.buffer as ArrayBuffer))]);
@@ -198,6 +198,7 @@ const api: TrainerApi = {
     const b = await engine.clusterBundle(config, datasetId);
     return Comlink.transfer(b, [b.bytes.buffer as ArrayBuffer]);
   },
+  cancelGenerate: () => engine.cancelGenerate(),
 };
 
 Comlink.expose(api);
