@@ -2,16 +2,18 @@
 // model never answers with a box, so the adapter is a real one: trained by the CLI on the fixture's
 // one grounding example until its greedy answer reproduces the box (scripts/playground_adapter.ts,
 // e2e/fixtures/playground/), imported on the Export screen. Then, on the Playground: the fixture's
-// PNG chosen from disk, its question asked with the adapter on and off side by side. The answer text
+// PNG dropped in, its question asked with the adapter on and off side by side. The answer text
 // grows token by token (recorded in the page by a MutationObserver: several distinct texts, not one
 // final write); the box appears on the image while the answer is still streaming, at the answer's
 // box mapped from the resized frame (112×84) back to the 120×90 original; the base model answers in
-// its own pane. Stop cancels an answer mid-stream and the next question is answered in full again.
+// its own pane. Stop cancels an answer mid-stream and the next question is answered in full again;
+// the same PNG added to a dataset and picked there gets the same answer.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { launch, ROOT, serveDist, watchErrors, type Browser, type StaticServer } from './harness.ts';
 import { boxToOriginal, parseGroundings } from '../src/data/bbox.ts';
+import { dropFiles } from './datasetUtil.ts';
 
 const FIX = join(ROOT, 'e2e', 'fixtures', 'playground');
 const QUESTION = 'Where is the red square?';
@@ -63,7 +65,9 @@ describe('playground', () => {
 
     // ---- the image from disk, the question, both sides, greedy, 40 tokens
     await page.getByTestId('tab-playground').click();
-    await page.getByTestId('pg-file').setInputFiles(join(FIX, 'square.png'));
+    const square = await readFile(join(FIX, 'square.png'));
+    await dropFiles(page, '[data-testid="pg-drop"]', [{ name: 'square.png', bytes: square, type: 'image/png' }]);
+    await page.getByTestId('pg-results').waitFor();
     await page.getByTestId('pg-question').fill(QUESTION);
     expect(await page.getByTestId('pg-mode-both').isChecked()).toBe(true);
     expect(await page.getByTestId('pg-greedy').isChecked()).toBe(true);
@@ -122,6 +126,21 @@ describe('playground', () => {
     expect(await page.getByTestId('pg-text-adapter').textContent()).toBe(text);
     expect(await page.getByTestId('pg-answer-base').count()).toBe(0);
     lap('asked again');
+
+    // ---- the same image picked from a dataset (its min / max pixels: the defaults, so the same frame)
+    await page.getByTestId('tab-dataset').click();
+    await page.getByTestId('drop-zone').waitFor();
+    await dropFiles(page, '[data-testid="drop-zone"]', [{ name: 'square.png', bytes: square, type: 'image/png' }]);
+    await expect.poll(() => page.getByTestId('thumb').count(), { timeout: 15_000 }).toBe(1);
+    await page.getByTestId('tab-playground').click();
+    await page.getByTestId('pg-pick').click();
+    await expect.poll(() => page.locator('[data-testid="pg-pick"].on').count()).toBe(1);
+    expect(await page.getByTestId('pg-answer-adapter').getAttribute('data-status')).toBe('none'); // a new image clears the answers
+    await askBtn.click();
+    await expect.poll(() => status(page, 'adapter'), { timeout: 120_000 }).toBe('done');
+    expect(await page.getByTestId('pg-text-adapter').textContent()).toBe(text);
+    expect(await page.getByTestId('pg-box-adapter').count()).toBe(1);
+    lap('dataset image');
     expect(errors).toEqual([]);
     await page.close();
   });
