@@ -68,6 +68,7 @@ describe('playground', () => {
     const square = await readFile(join(FIX, 'square.png'));
     await dropFiles(page, '[data-testid="pg-drop"]', [{ name: 'square.png', bytes: square, type: 'image/png' }]);
     await page.getByTestId('pg-results').waitFor();
+    expect(await page.getByTestId('pg-image').textContent()).toBe('square.png — 120×90 px');
     await page.getByTestId('pg-question').fill(QUESTION);
     expect(await page.getByTestId('pg-mode-both').isChecked()).toBe(true);
     expect(await page.getByTestId('pg-greedy').isChecked()).toBe(true);
@@ -141,6 +142,17 @@ describe('playground', () => {
     expect(await page.getByTestId('pg-text-adapter').textContent()).toBe(text);
     expect(await page.getByTestId('pg-box-adapter').count()).toBe(1);
     lap('dataset image');
+
+    // ---- a bad setting is named and disables Ask; Reset brings back the defaults
+    await page.getByTestId('pg-greedy').uncheck();
+    await page.getByTestId('pg-topP').fill('1.5');
+    expect(await page.locator('.pg-sampling .field-error').textContent()).toMatch(/Top-p must be greater than 0 and at most 1/);
+    expect(await askBtn.isEnabled()).toBe(false);
+    await page.getByTestId('pg-defaults').click();
+    expect(await page.getByTestId('pg-topP').inputValue()).toBe('1');
+    expect(await page.getByTestId('pg-maxNewTokens').inputValue()).toBe('128');
+    expect(await page.getByTestId('pg-greedy').isChecked()).toBe(true);
+    expect(await askBtn.isEnabled()).toBe(true);
     expect(errors).toEqual([]);
     await page.close();
   });

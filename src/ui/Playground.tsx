@@ -150,6 +150,12 @@ export function Playground() {
       </section>
       {pg.image && (
         <section className="card" data-testid="pg-results">
+          <div className="card-head">
+            <h2>Answers</h2>
+            <span className="muted small" data-testid="pg-image">
+              {pg.image.name} — {pg.image.width}×{pg.image.height} px{pg.image.kind === 'dataset' ? ' (dataset image)' : ''}
+            </span>
+          </div>
           <div className={`pg-panes${Object.keys(pg.answers).length > 1 ? ' two' : ''}`}>
             {(Object.keys(pg.answers).length ? (Object.keys(pg.answers) as Side[]) : sidesOf(pg.mode).slice(0, 1)).map((side) => (
               <Pane key={side} side={side} image={pg.image!} answer={pg.answers[side]} />
@@ -229,17 +235,27 @@ function SamplingForm({ s }: { s: Sampling }) {
       <NumField k="topP" label="Top-p" s={s} disabled={s.greedy} help={`${def('topP')}; 1 keeps all`} error={problems.topP} />
       <NumField k="maxNewTokens" label="Max new tokens" s={s} help={def('maxNewTokens')} error={problems.maxNewTokens} />
       <NumField k="seed" label="Seed" s={s} disabled={s.greedy} help={`${def('seed')}; same seed, same answer`} error={problems.seed} />
+      <div className="field">
+        <span className="field-label">&nbsp;</span>
+        <button type="button" onClick={() => setSampling(SAMPLING_DEFAULTS)} data-testid="pg-defaults">
+          Reset to defaults
+        </button>
+      </div>
     </div>
   );
 }
 
+/** The number typed ('' is no number: NaN, which the checks name). */
+const parseNum = (t: string) => (t.trim() === '' ? NaN : Number(t));
+
 function NumField({ k, label, s, help, error, disabled }: { k: Exclude<keyof Sampling, 'greedy'>; label: string; s: Sampling; help: string; error?: string; disabled?: boolean }) {
   // the typed text is kept while it does not parse ("0.", ""), the number goes to the store
   const [text, setText] = useState(String(s[k]));
+  const value = s[k];
   useEffect(() => {
-    if (Number(text) !== s[k]) setText(String(s[k]));
+    if (!Object.is(parseNum(text), value)) setText(String(value)); // changed elsewhere (a reset)
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [s[k]]);
+  }, [value]);
   return (
     <label className={`field${error && !disabled ? ' has-error' : ''}`}>
       <span className="field-label">{label}</span>
@@ -251,7 +267,7 @@ function NumField({ k, label, s, help, error, disabled }: { k: Exclude<keyof Sam
         data-testid={`pg-${k}`}
         onChange={(e) => {
           setText(e.target.value);
-          setSampling({ [k]: e.target.value.trim() === '' ? NaN : Number(e.target.value) });
+          setSampling({ [k]: parseNum(e.target.value) });
         }}
       />
       {error && !disabled ? <span className="field-error">{error}</span> : <span className="field-help">{help}</span>}
