@@ -146,13 +146,14 @@ describe('playground', () => {
     // ---- a bad setting is named and disables Ask; Reset brings back the defaults
     await page.getByTestId('pg-greedy').uncheck();
     await page.getByTestId('pg-topP').fill('1.5');
-    expect(await page.locator('.pg-sampling .field-error').textContent()).toMatch(/Top-p must be greater than 0 and at most 1/);
-    expect(await askBtn.isEnabled()).toBe(false);
+    await expect.poll(() => page.locator('.pg-sampling .field-error').textContent()).toMatch(/Top-p must be greater than 0 and at most 1/);
+    await expect.poll(() => askBtn.isEnabled()).toBe(false);
     await page.getByTestId('pg-defaults').click();
-    expect(await page.getByTestId('pg-topP').inputValue()).toBe('1');
-    expect(await page.getByTestId('pg-maxNewTokens').inputValue()).toBe('128');
-    expect(await page.getByTestId('pg-greedy').isChecked()).toBe(true);
-    expect(await askBtn.isEnabled()).toBe(true);
+    // the fields follow the store in an effect after the click's render: poll
+    await expect.poll(() => page.getByTestId('pg-topP').inputValue()).toBe('1');
+    await expect.poll(() => page.getByTestId('pg-maxNewTokens').inputValue()).toBe('128');
+    await expect.poll(() => page.getByTestId('pg-greedy').isChecked()).toBe(true);
+    await expect.poll(() => askBtn.isEnabled()).toBe(true);
     expect(errors).toEqual([]);
     await page.close();
   });
