@@ -11,6 +11,7 @@
 //     (ops/cpu/sample.ts); defaultSampler() picks by adapter. Rows the GPU kernel hands back
 //     (top-k > SAMPLE_KMAX, a top-p nucleus wider than that) use the CPU sampler, same uniform.
 //   a stop id ends its sequence (and is returned)
+//   onToken (optional) sees each step's chosen tokens as they come (streaming) and may end them all
 import { encoder } from '../gpu/kernel.ts';
 import { gpu } from '../gpu/device.ts';
 import { empty, fromData, readI32, readMany, type Tensor } from '../gpu/tensor.ts';
@@ -43,6 +44,13 @@ export interface GenerateOptions {
   lora?: boolean;
   /** where sampled tokens are drawn: 'gpu' (logits never leave the GPU) or 'cpu' (the earlier path); default defaultSampler() */
   sampler?: 'gpu' | 'cpu';
+  /**
+   * Called after every step with the tokens it chose, one per sequence still generating (its prompt
+   * index, the id, its log-prob as in Generated), in the order they join the outputs; the stop id
+   * of a sequence comes too. Return true to end every sequence there (what was generated so far is
+   * returned). It draws no random number and sees only chosen tokens, so the outputs are unchanged.
+   */
+  onToken?: (tokens: { prompt: number; id: number; logprob: number }[]) => boolean | void | Promise<boolean | void>;
 }
 
 /** New tokens per prompt and, for sampled generation, log p of each under log_softmax(logits / temperature). */
@@ -110,6 +118,7 @@ function checkOptions(o: GenerateOptions): void {
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new Error(`generate: topP must be in (0, 1], got ${o.topP}`);
   if (!Array.isArray(o.stopIds)) throw new Error('generate: stopIds must be a list of token ids');
   if (o.sampler !== undefined && o.sampler !== 'gpu' && o.sampler !== 'cpu') throw new Error(`generate: sampler must be 'gpu' or 'cpu', got ${o.sampler}`);
+  if (o.onToken !== undefined && typeof o.onToken !== 'function') throw new Error('generate: onToken must be a function');
 }
 
 const copyRows = (src: Tensor, srcRow: number, dst: Tensor, dstRow: number, rowBytes: number, rows = 1) => {
@@ -305,4 +314,5 @@ async function choose(ctx: TextCtx, hs: Tensor, seqs: Seq[], opts: GenerateOptio
     // the last token is never fed back, so a full cache only ends the sequence at the next step
     if (stop.has(next[i]) || s.out.length >= opts.maxNewTokens || s.len >= s.cap) s.done = true;
   });
+  if (opts.onToken && (await opts.onToken(seqs.map((s, i) => ({ prompt: s.prompt, id: next[i], logprob: lps[i] }))))) for (const s of seqs) s.done = true;
 }

@@ -1,9 +1,10 @@
-// The studio shell: header (product, screens, GPU badge), the GPU problem banner, and the four
+// The studio shell: header (product, screens, GPU badge), the GPU problem banner, and the five
 // screens. The current screen lives in the URL hash (#train ...) so reload and links keep it.
 import { useEffect, useState } from 'react';
 import { DatasetScreen } from './dataset/DatasetScreen.tsx';
 import { TrainPanel } from './TrainPanel.tsx';
 import { Predictions } from './Predictions.tsx';
+import { Playground } from './Playground.tsx';
 import { Export } from './Export.tsx';
 import { GpuBadge, GpuProblemBanner } from './GpuInfo.tsx';
 import { useRuntime } from '../store/runtime.ts';
@@ -12,6 +13,7 @@ const SCREENS = [
   { id: 'dataset', label: 'Dataset', hint: 'Images, boxes and questions' },
   { id: 'train', label: 'Train', hint: 'Model, method, LoRA, live charts' },
   { id: 'predictions', label: 'Predictions', hint: 'Run the adapter on images' },
+  { id: 'playground', label: 'Playground', hint: 'Ask any question about any image, streamed' },
   { id: 'export', label: 'Export', hint: 'Adapter, dataset, cluster recipe' },
 ] as const;
 type ScreenId = (typeof SCREENS)[number]['id'];
@@ -62,6 +64,7 @@ export function App() {
         {screen === 'dataset' && <DatasetScreen />}
         {screen === 'train' && <TrainPanel />}
         {screen === 'predictions' && <Predictions />}
+        {screen === 'playground' && <Playground />}
         {screen === 'export' && <Export />}
       </main>
     </div>

@@ -189,6 +189,21 @@ export interface GenerateOptions {
   maxPixels: number;
   /** the images' original sizes (default: their decoded sizes), for mapping boxes back */
   original?: { width: number; height: number }[];
+  /** sampling (model/generate.ts): absent or 0 = greedy; else temperature → top-k (0: all) → top-p (1: all), seeded (default seed 0) */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+}
+
+/** What a streamed generate() reports after each token: the settled answer so far and its boxes (as in GenerateResult). */
+export interface GenerateStream {
+  text: string;
+  /** tokens generated so far (a stop token included) */
+  tokens: number;
+  boxes: GenerateResult['boxes'];
+  resizedBoxes: GenerateResult['resizedBoxes'];
+  resized: GenerateResult['resized'];
 }
 
 export interface GenerateResult {
@@ -201,6 +216,8 @@ export interface GenerateResult {
   resized: { width: number; height: number }[];
   tokens: number;
   ms: number;
+  /** cancelGenerate() ended it early: the answer so far */
+  stopped?: boolean;
 }
 
 /** The adapter generate() applies. */
@@ -303,8 +320,8 @@ export interface TrainerApi {
 
   /** Put a run's adapter (its last checkpoint) on the loaded model, loading the run's model if needed. */
   useAdapter(choice: AdapterChoice): Promise<AdapterInfo>;
-  /** Greedy answer for images + prompt with the current adapter (or the base model), boxes mapped to original pixels. */
-  generate(images: Blob[], prompt: string, opts: GenerateOptions): Promise<GenerateResult>;
+  /** An answer for images + prompt with the current adapter (or the base model), greedy unless sampling is set, boxes mapped to original pixels; `onToken` (a `Comlink.proxy`) streams it. */
+  generate(images: Blob[], prompt: string, opts: GenerateOptions, onToken?: (e: GenerateStream) => void): Promise<GenerateResult>;
   /** peft files of a run (from its checkpoint, no GPU needed) or of the adapter on the model. */
   exportAdapter(layout: 'peft' | 'peft-legacy', runId?: string): Promise<AdapterFile[]>;
   /** Load a peft adapter (adapter_config.json + adapter_model.safetensors) onto the model, to evaluate or continue training. */
@@ -315,4 +332,6 @@ export interface TrainerApi {
   predictSplit(req: PredictSplitRequest, onEvent: (e: PredictSplitEvent) => void): Promise<PredictSplitResult>;
   /** Stop predictSplit after the question in progress (its result holds the questions done). */
   cancelPredictSplit(): Promise<void>;
+  /** Stop the streamed generate() answers in flight after their current token (they resolve with `stopped`); the model stays usable. */
+  cancelGenerate(): Promise<void>;
 }

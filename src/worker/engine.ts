@@ -24,6 +24,7 @@ import { loadAdapterFiles } from '../model/adapterFiles.ts';
 import type { QwenTokenizer } from '../data/tokenizer.ts';
 import { DEFAULT_IMAGE_CONFIG, preprocessImage, smartResize, stackImages, type RawImage } from '../data/image.ts';
 import { buildPrompt, type ChatMessage } from '../data/template.ts';
+import { IncrementalDecoder } from '../data/streamDecode.ts';
 import { boxToOriginal, parseGroundings } from '../data/bbox.ts';
 import { exportDataset } from '../data/formats/export.ts';
 import type { TaskRecord } from '../data/formats/records.ts';
@@ -38,7 +39,7 @@ import { memoryReport, stepFlops } from '../session/estimate.ts';
 import { Run } from '../session/run.ts';
 import {
   RUN_LOCKED,
-  type AdapterChoice, type AdapterFile, type AdapterInfo, type EstimateResult, type GenerateOptions, type GenerateResult,
+  type AdapterChoice, type AdapterFile, type AdapterInfo, type EstimateResult, type GenerateOptions, type GenerateResult, type GenerateStream,
   type LoadProgress, type LoraSettings, type ModelInfo, type ModelSpec, type RunState, type RunSummary,
   type TrainEvent, type TrainRequest,
   type PredictSplitEvent, type PredictSplitRequest, type PredictSplitResult, type SplitAnswer, type SplitQuestion,
@@ -593,31 +594,41 @@ export class Engine {
     return { label: a.label, runId: a.runId, step: a.step, modules: mods.length, params: mods.reduce((s, m) => s + m.r * (m.inFeatures + m.outFeatures), 0), r: a.lora.r };
   }
 
-  async generate(images: Blob[], prompt: string, opts: GenerateOptions): Promise<GenerateResult> {
+  /**
+   * One answer for images + prompt, greedy unless opts.temperature > 0 (then seeded sampling with
+   * top-k / top-p). `onToken` (optional, a comlink proxy from the page) streams it: after each token,
+   * the settled text so far and the boxes in it; cancelGenerate() stops such a streamed answer.
+   */
+  async generate(images: Blob[], prompt: string, opts: GenerateOptions, onToken?: (e: GenerateStream) => void): Promise<GenerateResult> {
     this.idle('run predictions', true);
     const l = this.alive();
     if (!l) throw new Error('No model is loaded: train a run first, or pick a run whose adapter to use.');
     const t0 = performance.now();
+    const epoch = this.generateEpoch;
     const raws = await Promise.all(images.map((b) => this.deps.decodeImage(b)));
     const cfg = { ...DEFAULT_IMAGE_CONFIG, minPixels: opts.minPixels, maxPixels: opts.maxPixels };
     const processed = raws.map((r) => preprocessImage(r, cfg));
     const tok = l.tokenizer;
     const p = buildPrompt({ messages: [userTurn(prompt, processed.length)], images: processed.map((x) => ({ gridThw: x.imageGridThw })), tokenizer: tok });
+    const resized = processed.map((x) => ({ width: x.width, height: x.height }));
+    const orig = opts.original?.[0] ?? (raws[0] ? { width: raws[0].width, height: raws[0].height } : undefined);
+    let stopped = false;
+    const dec = onToken && new IncrementalDecoder((x) => tok.decode(x, { skipSpecialTokens: true }));
+    const stream = dec && ((toks: { id: number }[]) => {
+      const text = dec.push(toks[0].id);
+      const r = onToken!({ text, tokens: dec.tokens, ...answerBoxes(text, resized[0], orig), resized }) as unknown;
+      if (r instanceof Promise) r.catch(() => {}); // the page went away: generation goes on, unseen
+      if (this.generateEpoch !== epoch) stopped = true;
+      return stopped;
+    });
     const [out] = await l.model.generate([{ inputIds: p.inputIds, images: processed.length ? stackImages(processed) : undefined }], {
       maxNewTokens: opts.maxNewTokens ?? 128, stopIds: [tok.special.imEnd, tok.special.endOfText], lora: (opts.adapter ?? true) && !!l.adapter,
+      temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed, onToken: stream,
     });
     const ids = Array.from(out);
     if (ids.length && (ids[ids.length - 1] === tok.special.imEnd || ids[ids.length - 1] === tok.special.endOfText)) ids.pop();
     const text = tok.decode(ids, { skipSpecialTokens: true });
-    const resized = processed.map((x) => ({ width: x.width, height: x.height }));
-    const groundings = parseGroundings(text);
-    const orig = opts.original?.[0] ?? (raws[0] ? { width: raws[0].width, height: raws[0].height } : undefined);
-    return {
-      text,
-      resizedBoxes: groundings.map((g) => g.bbox),
-      boxes: resized[0] && orig ? groundings.map((g) => ({ bbox: boxToOriginal(g.bbox, resized[0], orig), ...(g.label ? { label: g.label } : {}) })) : [],
-      resized, tokens: out.length, ms: performance.now() - t0,
-    };
+    return { text, ...answerBoxes(text, resized[0], orig), resized, tokens: out.length, ms: performance.now() - t0, ...(stopped ? { stopped } : {}) };
   }
 
   async exportAdapter(layout: 'peft' | 'peft-legacy', runId?: string): Promise<AdapterFile[]> {
@@ -760,6 +771,16 @@ export class Engine {
   cancelPredictSplit(): void {
     if (this.predicting) this.predicting.cancel = true;
   }
+
+  // ---- playground: cancelling a streamed answer ------------------------------------------------
+
+  /** bumped by cancelGenerate(): streamed answers begun before it stop after their current token */
+  private generateEpoch = 0;
+
+  /** Stop the streamed answers in flight (generate with onToken): each returns its text so far, `stopped`; the model stays loaded and usable. */
+  async cancelGenerate(): Promise<void> {
+    this.generateEpoch++;
+  }
 }
 
 class StopBeforeStart extends Error {}
@@ -767,6 +788,19 @@ class StopBeforeStart extends Error {}
 /** Same key = same weights on the GPU (the spec, and the quantisation they were loaded with). */
 function modelKey(spec: ModelSpec, quant: { quantize?: 'nf4'; quantizeVision?: boolean }): string {
   return specKey(spec) + (quant.quantize ? `|${quant.quantize}${quant.quantizeVision === false ? ':text' : ''}` : '');
+}
+
+/**
+ * The parsed bbox_2d boxes of an answer: as written (the resized frame of the first image) and
+ * mapped back to its original pixels (boxToOriginal). Predictions, the Playground and its stream
+ * all take their boxes from here.
+ */
+function answerBoxes(text: string, resized: { width: number; height: number } | undefined, orig: { width: number; height: number } | undefined): Pick<GenerateResult, 'boxes' | 'resizedBoxes'> {
+  const groundings = parseGroundings(text);
+  return {
+    resizedBoxes: groundings.map((g) => g.bbox),
+    boxes: resized && orig ? groundings.map((g) => ({ bbox: boxToOriginal(g.bbox, resized, orig), ...(g.label ? { label: g.label } : {}) })) : [],
+  };
 }
 
 function gpuLostReason(): string | undefined {

@@ -188,7 +188,14 @@ const api: TrainerApi = {
   deleteRun: (runId) => engine.deleteRun(runId),
   checkpointStep: (runId) => engine.checkpointStep(runId),
   useAdapter: (choice) => engine.useAdapter(choice),
-  generate: (images, prompt, opts) => engine.generate(images, prompt, opts),
+  async generate(images, prompt, opts, onToken) {
+    try {
+      return await engine.generate(images, prompt, opts, onToken);
+    } finally {
+      // the page's callback port lives until released: one per streamed answer otherwise
+      (onToken as { [Comlink.releaseProxy]?: () => void } | undefined)?.[Comlink.releaseProxy]?.();
+    }
+  },
   async exportAdapter(layout, runId) {
     const files = await engine.exportAdapter(layout, runId);
     return Comlink.transfer(files, [...new Set(files.map((f) => f.bytes.buffer as ArrayBuffer))]);
@@ -200,6 +207,7 @@ const api: TrainerApi = {
   },
   predictSplit: (req, onEvent) => engine.predictSplit(req, onEvent),
   cancelPredictSplit: async () => engine.cancelPredictSplit(),
+  cancelGenerate: () => engine.cancelGenerate(),
 };
 
 Comlink.expose(api);

@@ -1,0 +1,58 @@
+// The Playground's sampling settings: their defaults (and where each comes from), the checks that
+// refuse a bad value (a sentence naming the field, or null), and the generate() options they give.
+// Pure: no React, no worker.
+import type { GenerateOptions } from '../worker/api.ts';
+
+export interface Sampling {
+  /** greedy decoding (argmax); false = sample with temperature → top-k → top-p */
+  greedy: boolean;
+  temperature: number;
+  /** 0 = all tokens */
+  topK: number;
+  /** 1 = all tokens */
+  topP: number;
+  maxNewTokens: number;
+  /** seeds the sampler's RNG: the same seed, settings, image and question give the same answer */
+  seed: number;
+}
+
+/**
+ * Defaults, each as transformers' GenerationConfig or our generate code sets it:
+ * - greedy: GenerationConfig do_sample=False (and the tiny model's generation_config.json);
+ *   model/generate.ts is greedy without a temperature too;
+ * - temperature 1.0, top_k 50, top_p 1.0: GenerationConfig's defaults, used once sampling is on
+ *   (model/generate.ts itself defaults to top-k off, 0; top-p 1 is the same);
+ * - max new tokens 128: Engine.generate's default (GenerationConfig's max_length 20 counts the
+ *   prompt, which alone is longer here);
+ * - seed 0: model/generate.ts's default seed.
+ */
+export const SAMPLING_DEFAULTS: Sampling = { greedy: true, temperature: 1.0, topK: 50, topP: 1.0, maxNewTokens: 128, seed: 0 };
+
+/** Where each default comes from, as the form says it. */
+export const DEFAULT_SOURCES: Record<keyof Sampling, string> = {
+  greedy: 'transformers do_sample=False',
+  temperature: 'transformers',
+  topK: 'transformers',
+  topP: 'transformers',
+  maxNewTokens: "the engine's",
+  seed: "our generate's",
+};
+
+/** Every problem with the settings, by field (empty when they can run). Only what sampling uses is checked when greedy. */
+export function samplingProblems(s: Sampling): Partial<Record<keyof Sampling, string>> {
+  const p: Partial<Record<keyof Sampling, string>> = {};
+  if (!(Number.isInteger(s.maxNewTokens) && s.maxNewTokens >= 1 && s.maxNewTokens <= 4096)) p.maxNewTokens = 'Max new tokens must be a whole number from 1 to 4096.';
+  if (!s.greedy) {
+    if (!(s.temperature > 0 && s.temperature <= 10)) p.temperature = 'Temperature must be greater than 0 and at most 10 (greedy decoding is the checkbox).';
+    if (!(Number.isInteger(s.topK) && s.topK >= 0)) p.topK = 'Top-k must be a whole number ≥ 0 (0 keeps every token).';
+    if (!(s.topP > 0 && s.topP <= 1)) p.topP = 'Top-p must be greater than 0 and at most 1 (1 keeps every token).';
+    if (!(Number.isInteger(s.seed) && s.seed >= 0 && s.seed <= 0xffffffff)) p.seed = 'Seed must be a whole number from 0 to 4294967295.';
+  }
+  return p;
+}
+
+/** The generate() options of the settings: greedy has no temperature (so no random number is drawn). */
+export function samplingOptions(s: Sampling): Pick<GenerateOptions, 'maxNewTokens' | 'temperature' | 'topK' | 'topP' | 'seed'> {
+  if (s.greedy) return { maxNewTokens: s.maxNewTokens };
+  return { maxNewTokens: s.maxNewTokens, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: s.seed };
+}
