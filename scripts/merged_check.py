@@ -21,7 +21,14 @@ e.g. for the demo (tiny) model:
    --shard-size): its model.safetensors.index.json weight_map / shard names must equal ours, and the
    max |Δ weight| between the two merges is printed in BF16 ulps (peft adds the delta in BF16, we in
    f32 then round once, so ours is the nearer one; a few ulps apart are expected).
---write-index FILE writes transformers' index (step 4) to FILE (the test fixture of src/export/merged.test.ts).
+--write-index FILE writes transformers' index (step 4) to FILE.
+
+    python3 scripts/merged_check.py --save-index BASE_DIR SIZE FILE
+
+only saves BASE_DIR with save_pretrained(max_shard_size=SIZE) and writes its index to FILE: a merge
+has the base's names and sizes, so this is the index a merged export must write. It made the
+fixture src/export/fixtures/merged/golden-tiny.index.50KB.json (src/export/merged.test.ts):
+    python3 scripts/merged_check.py --save-index ../shared/golden/tiny-qwen2_5_vl 50KB src/export/fixtures/merged/golden-tiny.index.50KB.json
 """
 import argparse
 import json
@@ -35,6 +42,16 @@ from peft import PeftModel
 from PIL import Image
 from safetensors import safe_open
 from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+if len(sys.argv) == 5 and sys.argv[1] == "--save-index":
+    _, _, base_dir, size, out = sys.argv
+    m = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.bfloat16)
+    with tempfile.TemporaryDirectory() as tmp:
+        m.save_pretrained(tmp, max_shard_size=size)
+        with open(out, "w") as f:
+            f.write(open(os.path.join(tmp, "model.safetensors.index.json")).read())
+    print("wrote", out)
+    sys.exit(0)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("merged")

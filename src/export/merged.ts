@@ -20,7 +20,7 @@ import { parseAdapter, type LoraAdapter, type LoraModule } from '../model/lora.t
 import { bytesToF32, safetensorsHeader, type StDType } from '../model/safetensors.ts';
 import { MissingFileError, type ModelSource } from '../model/sources/source.ts';
 import { expectedWeights, layoutName, readHeader, shardPlan, canonicalName, WeightsError, type StTensorInfo, type TensorLayout } from '../model/weights.ts';
-import { qwenPreprocessorConfig } from '../model/tiny.ts';
+import { QWEN2_5_VL_CHAT_TEMPLATE, qwenPreprocessorConfig } from '../model/tiny.ts';
 
 /** transformers ≥ 5's save_pretrained default (4.x: "5GB"). */
 export const DEFAULT_MAX_SHARD_SIZE = '50GB';
@@ -243,7 +243,10 @@ export async function exportMerged(base: ModelSource, adapter: LoraAdapter, sink
     const tc = small.find((s) => s.name === 'tokenizer_config.json');
     const tmpl = tc ? (JSON.parse(new TextDecoder().decode(tc.bytes)) as { chat_template?: unknown }).chat_template : undefined;
     if (typeof tmpl === 'string') small.push({ name: 'chat_template.json', bytes: json({ chat_template: tmpl }) });
-    else notes.push('the base has no chat template (chat_template.json / tokenizer_config.json): none written');
+    else {
+      small.push({ name: 'chat_template.json', bytes: json({ chat_template: QWEN2_5_VL_CHAT_TEMPLATE }) });
+      notes.push("the base has no chat template (chat_template.json / tokenizer_config.json): Qwen2.5-VL-Instruct's is written");
+    }
   }
   if (!has('tokenizer_config.json')) notes.push('the base has no tokenizer_config.json: none written (transformers falls back to tokenizer.json alone)');
   if (!has('preprocessor_config.json')) {
