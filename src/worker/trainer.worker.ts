@@ -198,6 +198,7 @@ const api: TrainerApi = {
     const b = await engine.clusterBundle(config, datasetId);
     return Comlink.transfer(b, [b.bytes.buffer as ArrayBuffer]);
   },
+  exportMerged: (req, onFile, onProgress) => engine.exportMerged(req, onFile, onProgress),
 };
 
 Comlink.expose(api);
