@@ -17,7 +17,7 @@
 import { f32ToBf16 } from '../gpu/bf16.ts';
 import { parseConfig, type QwenVLConfig } from '../model/config.ts';
 import { parseAdapter, type LoraAdapter, type LoraModule } from '../model/lora.ts';
-import { bytesToF32, safetensorsHeader, type StDType } from '../model/safetensors.ts';
+import { DTYPE_BYTES, bytesToF32, safetensorsHeader, type StDType } from '../model/safetensors.ts';
 import { MissingFileError, type ModelSource } from '../model/sources/source.ts';
 import { expectedWeights, layoutName, readHeader, shardPlan, canonicalName, WeightsError, type StTensorInfo, type TensorLayout } from '../model/weights.ts';
 import { QWEN2_5_VL_CHAT_TEMPLATE, qwenPreprocessorConfig } from '../model/tiny.ts';
@@ -72,6 +72,8 @@ export interface MergedOptions {
   extraFiles?: Record<string, Uint8Array>;
   onProgress?(p: MergedProgress): void;
   signal?: AbortSignal;
+  /** largest read of a tensor that is copied, not merged (default 64 MiB) */
+  chunkBytes?: number;
 }
 
 export interface MergedFile {
@@ -93,6 +95,7 @@ export interface MergedSummary {
 }
 
 const enc = (s: string) => new TextEncoder().encode(s);
+const CHUNK = 64 << 20;
 const json = (o: unknown) => enc(JSON.stringify(o, null, 2) + '\n');
 
 /** peft files (adapter_config.json + adapter_model.safetensors, either key layout) → the adapter, checked against the model. */
@@ -211,7 +214,9 @@ export async function exportMerged(base: ModelSource, adapter: LoraAdapter, sink
     for (const [name, info] of h.tensors) {
       if (plan.index && plan.index.get(name) !== file) continue; // ignored as the loader and transformers do
       if (name.startsWith('model.language_model.') || name.startsWith('model.visual.')) tfNames++;
-      located.set(canonicalName(name), { file, info });
+      const canonical = canonicalName(name), prev = located.get(canonical);
+      if (prev) problems.push(`${file}: tensor "${name}" duplicates "${prev.info.name}" in ${prev.file} (both name layouts present?)`);
+      located.set(canonical, { file, info });
     }
   }
   const layout: TensorLayout = tfNames > 0 ? 'transformers' : 'hub';
@@ -286,18 +291,24 @@ export async function exportMerged(base: ModelSource, adapter: LoraAdapter, sink
       yield header;
       done += header.byteLength;
       for (const t of f.tensors) {
-        opts.signal?.throwIfAborted();
-        const raw = await base.readRange(t.file, t.info.begin, t.info.end);
-        if (raw.byteLength !== t.info.end - t.info.begin) throw new WeightsError(`${base.id}: ${t.file}`, `read ${raw.byteLength} bytes of tensor "${t.info.name}", expected ${t.info.end - t.info.begin} (truncated?)`);
         const m = byModule.get(t.canonical);
-        let bits: Uint8Array;
-        if (m) {
-          bits = u8(mergeLinear(bytesToF32(raw, t.info.dtype), m));
-          mergedCount++;
-        } else if (t.info.dtype === 'BF16') bits = raw;
-        else bits = u8(f32ToBf16(bytesToF32(raw, t.info.dtype)));
-        yield bits;
-        done += bits.byteLength;
+        // a LoRA target is merged whole; any other tensor (the 0.6 GB embedding of a 3B model) is
+        // copied or converted in pieces of at most CHUNK bytes, so no read is larger than that
+        const size = DTYPE_BYTES[t.info.dtype];
+        const step = m ? t.info.end - t.info.begin : Math.max(size, Math.floor((opts.chunkBytes ?? CHUNK) / size) * size);
+        for (let at = t.info.begin; at < t.info.end; at += step) {
+          opts.signal?.throwIfAborted();
+          const end = Math.min(at + step, t.info.end);
+          const raw = await base.readRange(t.file, at, end);
+          if (raw.byteLength !== end - at) throw new WeightsError(`${base.id}: ${t.file}`, `read ${raw.byteLength} bytes of tensor "${t.info.name}" at ${at}, expected ${end - at} (truncated?)`);
+          let bits: Uint8Array;
+          if (m) bits = u8(mergeLinear(bytesToF32(raw, t.info.dtype), m));
+          else if (t.info.dtype === 'BF16') bits = raw;
+          else bits = u8(f32ToBf16(bytesToF32(raw, t.info.dtype)));
+          yield bits;
+          done += bits.byteLength;
+        }
+        if (m) mergedCount++;
         progress(f.name, t.name);
       }
     }
