@@ -118,10 +118,15 @@ export function mergeLinear(w: Float32Array, m: Pick<LoraModule, 'A' | 'B' | 'r'
   const s = Math.fround(scaling);
   for (let i = 0; i < o; i++) {
     acc.fill(0);
-    for (let k = 0; k < r; k++) {
-      const b = B[i * r + k];
-      if (b === 0) continue;
-      const row = k * n;
+    let k = 0;
+    // four ranks per pass over the row: a quarter of the accumulator traffic
+    for (; k + 4 <= r; k += 4) {
+      const b0 = B[i * r + k], b1 = B[i * r + k + 1], b2 = B[i * r + k + 2], b3 = B[i * r + k + 3];
+      const r0 = k * n, r1 = r0 + n, r2 = r1 + n, r3 = r2 + n;
+      for (let j = 0; j < n; j++) acc[j] += b0 * A[r0 + j] + b1 * A[r1 + j] + b2 * A[r2 + j] + b3 * A[r3 + j];
+    }
+    for (; k < r; k++) {
+      const b = B[i * r + k], row = k * n;
       for (let j = 0; j < n; j++) acc[j] += b * A[row + j];
     }
     const base = i * n;
