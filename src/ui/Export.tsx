@@ -148,7 +148,11 @@ export function Export() {
           <pre data-testid="adapter-config">{preview}</pre>
         </details>
       </section>
-      <MergedExport run={run} reason={reason ?? (methods.includes('exportMerged') ? undefined : 'engine not loaded yet')} />
+      <MergedExport
+        run={run}
+        engineReason={gpu.status === 'unavailable' || gpu.status === 'starting' || !methods.includes('exportMerged') ? (reason ?? 'engine not loaded yet') : undefined}
+        runReason={reason}
+      />
       <ImportAdapter disabled={!engineOk || !methods.includes('importAdapter') || (active !== null && active.state !== 'paused')} />
       <DatasetExport />
       <ClusterExport runConfig={run?.config} />
@@ -163,7 +167,11 @@ type DirPicker = (o?: { mode?: 'read' | 'readwrite'; id?: string }) => Promise<F
  * NF4 base), a complete transformers folder. With the File System Access API the worker writes
  * straight into a folder the user picks, file by file; otherwise each file is downloaded in turn.
  */
-function MergedExport({ run, reason }: { run?: RunRecord; reason?: string }) {
+function MergedExport({ run, engineReason, runReason }: { run?: RunRecord; engineReason?: string; runReason?: string }) {
+  const imported = useTraining((s) => s.imported);
+  const [fromPick, setFrom] = useState<'run' | 'imported'>('run');
+  const from = imported ? fromPick : 'run';
+  const reason = engineReason ?? (from === 'run' ? runReason : undefined);
   const [maxShard, setMaxShard] = useState('5GB');
   const [busy, setBusy] = useState(false);
   const [progress, setProgress] = useState<MergedProgress | null>(null);
@@ -175,7 +183,7 @@ function MergedExport({ run, reason }: { run?: RunRecord; reason?: string }) {
   } catch (e) {
     shardError = (e as Error).message;
   }
-  const m = run?.config.model;
+  const m = from === 'run' ? run?.config.model : undefined;
   const hub = m?.source === 'hub' ? m.hubId.trim() : undefined;
   const fp = hub ? fullPrecisionBaseId(hub) : undefined;
   const nf4 = m?.quantize === 'nf4' || (hub !== undefined && fp !== hub);
@@ -183,7 +191,7 @@ function MergedExport({ run, reason }: { run?: RunRecord; reason?: string }) {
 
   async function go(toFolder: boolean) {
     const api = trainer();
-    if (!api || !run) return;
+    if (!api || (from === 'run' && !run)) return;
     setNote(null);
     let dir: FileSystemDirectoryHandle | undefined;
     if (toFolder) {
@@ -197,7 +205,7 @@ function MergedExport({ run, reason }: { run?: RunRecord; reason?: string }) {
     setProgress(null);
     try {
       const r = await api.exportMerged(
-        { runId: run.id, maxShardSize: maxShard.trim(), dir },
+        { runId: from === 'run' ? run!.id : undefined, maxShardSize: maxShard.trim(), dir },
         dir ? undefined : callback(async (f: { name: string; blob: Blob }) => download(f.name, f.blob)),
         callback((p: MergedProgress) => setProgress(p)),
       );
@@ -230,6 +238,15 @@ function MergedExport({ run, reason }: { run?: RunRecord; reason?: string }) {
         </p>
       )}
       <div className="grid">
+        {imported && (
+          <label className="field">
+            <span className="field-label">Adapter</span>
+            <select name="merged-from" value={from} onChange={(e) => setFrom(e.target.value as 'run' | 'imported')} data-testid="export-merged-from">
+              <option value="run">the run chosen above{run ? ` (${run.name})` : ''}</option>
+              <option value="imported">the adapter on the model now ({imported.label})</option>
+            </select>
+          </label>
+        )}
         <label className="field">
           <span className="field-label">Max shard size</span>
           <input name="max-shard-size" value={maxShard} onChange={(e) => setMaxShard(e.target.value)} data-testid="export-merged-shard" />

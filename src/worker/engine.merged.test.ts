@@ -9,7 +9,7 @@ import { loadDefaultTokenizer } from '../data/tokenizer.ts';
 import { Rng } from '../base/rng.ts';
 import { initLora, saveAdapter, targetRegex } from '../model/lora.ts';
 import { memorySource } from '../model/sources/source.ts';
-import { loadModel } from '../model/weights.ts';
+import { loadModel, loadTokenizer } from '../model/weights.ts';
 import { tinyConfig, tinySource } from '../model/tiny.ts';
 import { adapterFromPeftFiles, exportMerged, type MergedSink } from '../export/merged.ts';
 import { Engine } from './engine.ts';
@@ -89,8 +89,13 @@ describe('Engine.exportMerged', () => {
     const sink: MergedSink = { async writeFile(name, _s, chunks) { const p: Uint8Array[] = []; for await (const c of chunks) p.push(c.slice()); want.set(name, new Uint8Array(await new Blob(p as BlobPart[]).arrayBuffer())); } };
     await exportMerged(tinySource(), adapterFromPeftFiles(peft as unknown as Record<string, Uint8Array>, cfg), sink, { maxShardSize: '20MB', extraFiles: { 'tokenizer.json': got.get('tokenizer.json')! } });
     for (const [n, b] of want) expect(same(got.get(n), b), n).toBe(true);
-    const reloaded = await loadModel(memorySource(Object.fromEntries(got)), { keep: false });
+    const folder0 = memorySource(Object.fromEntries(got));
+    const reloaded = await loadModel(folder0, { keep: false });
     expect(reloaded.files.length).toBe(3);
+    // the folder is a model the studio and CLI load as any other: its tokenizer and chat template too
+    const tok = await loadTokenizer(folder0, reloaded.config);
+    expect(tok.special.imEnd).toBe(151645);
+    expect(tok.encode('<|im_start|>user')[0]).toBe(151644);
 
     // a picked folder holding an earlier export with more shards: the leftovers go, the rest is the new export
     const folder = new Map<string, Uint8Array>([['model-00007-of-00009.safetensors', new Uint8Array(4)], ['config.json', new Uint8Array(2)], ['notes.txt', new Uint8Array(1)]]);
