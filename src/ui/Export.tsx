@@ -11,7 +11,7 @@ import { exportCurrent, initDatasets, useDatasetStore } from '../store/dataset.t
 import { EXPORT_FORMATS, type ExportFormat } from '../data/formats/export.ts';
 import type { AdapterFile, MergedProgress } from '../worker/api.ts';
 import { callback } from '../worker/client.ts';
-import { parseShardSize } from '../export/merged.ts';
+import { parseShardSize } from '../export/shardSize.ts';
 import { fullPrecisionBaseId } from '../model/quant.ts';
 import type { RunRecord } from '../store/runs.ts';
 import { adapterConfig, type AdapterLayout } from './recipe.ts';
