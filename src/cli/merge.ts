@@ -7,10 +7,10 @@
 // ("…-bnb-4bit") is merged into its full-precision original. The folder is written atomically
 // (cli/files.ts writeFolderAtomic): OUT becomes a link to a complete version folder only at the
 // end, so a crash never leaves a half-written folder that looks complete.
-import { existsSync, lstatSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join, resolve, sep } from 'node:path';
+import { basename, join, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DEFAULT_MAX_SHARD_SIZE, adapterFromPeftFiles, exportMerged, parseShardSize, type MergedSink } from '../export/merged.ts';
 import { readModelConfig } from '../model/qwen2_5_vl.ts';
@@ -120,7 +120,9 @@ export async function mergeCli(argv: string[], io: Io = { log: console.log, erro
     if (adapterDir && inside(out, adapterDir)) problems.push(`--out ${flags.out} overlaps the adapter folder: write the merged model to a folder of its own`);
     if (spec?.source === 'folder' && inside(out, spec.path)) problems.push(`--out ${flags.out} overlaps the base model folder: write the merged model to a folder of its own`);
     // an earlier export is a link to its version folder; anything else that exists is the user's
-    if (existsSync(out) && !lstatSync(out).isSymbolicLink() && (!statSync(out).isDirectory() || readdirSync(out).length)) {
+    const link = lstatSync(out, { throwIfNoEntry: false });
+    const ours = link?.isSymbolicLink() && basename(readlinkSync(out)).startsWith(`.${basename(out)}.v-`);
+    if (link && !ours && (link.isSymbolicLink() || !link.isDirectory() || readdirSync(out).length)) {
       problems.push(`--out ${flags.out} exists and is not an earlier merge export: choose a new folder (nothing of yours is overwritten)`);
     }
   }

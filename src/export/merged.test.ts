@@ -313,6 +313,15 @@ describe('CLI', () => {
       expect(bad).toMatch(/adapter_config\.json is missing/);
       expect(bad).toMatch(/--max-shard-size/);
       expect(bad).toMatch(/exists and is not an earlier merge export/);
+      // a link of the user's (not to one of our version folders) is not followed and replaced either
+      const { symlink } = await import('node:fs/promises');
+      await symlink(baseDir, join(dir, 'elsewhere'));
+      const viaLink = await mergeCli(['--adapter', join(dir, 'adapter'), '--out', join(dir, 'elsewhere')], io).catch((e: Error) => e.message);
+      expect(viaLink).toMatch(/exists and is not an earlier merge export/);
+      // an earlier export is replaced
+      expect(await mergeCli(['--adapter', join(dir, 'adapter'), '--out', out], io)).toBe(0);
+      expect((await readdir(out)).filter((f) => f.includes('safetensors'))).toEqual(['model.safetensors']);
+      expect((await readdir(dir)).filter((f) => f.startsWith('.merged.v-')).length).toBe(1);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
