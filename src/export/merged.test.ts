@@ -308,6 +308,22 @@ describe('CLI', () => {
       expect((await readdir(dir)).filter((f) => f.startsWith('.merged.v-')).length).toBe(1); // the half version is gone
       expect((await lstat(out)).isSymbolicLink()).toBe(true);
 
+      // the same base from the hub (a local stand-in), read by ranges: the same folder, byte for byte
+      const { serveModelFolders } = await import('../model/sources/node.ts');
+      const { hubSource } = await import('../model/sources/hub.ts');
+      const { memoryCache } = await import('../model/sources/cache.ts');
+      await writeFiles(join(dir, 'hub', 'test', 'tiny'), { 'config.json': await base.read('config.json'), 'model.safetensors': await base.read('model.safetensors'), 'tokenizer.json': TOKENIZER });
+      const server = await serveModelFolders(join(dir, 'hub'));
+      try {
+        const viaHub = memorySink();
+        await exportMerged(hubSource('test/tiny', { endpoint: server.endpoint, cache: memoryCache() }), a, viaHub, { maxShardSize: '50KB' });
+        expect([...viaHub.files.keys()]).toEqual([...mem.sink.files.keys()]);
+        for (const [f, b] of viaHub.files) expect(Buffer.from(b).equals(Buffer.from(mem.sink.files.get(f)!)), f).toBe(true);
+        expect(server.log.some((r) => r.range)).toBe(true); // tensors by range, not the whole file
+      } finally {
+        await server.close();
+      }
+
       // refusals: all problems at once, nothing of the user's overwritten
       const bad = await mergeCli(['--adapter', join(dir, 'nope'), '--out', baseDir, '--max-shard-size', '5GiB'], io).catch((e: Error) => e.message);
       expect(bad).toMatch(/adapter_config\.json is missing/);
