@@ -5,10 +5,10 @@ Not run by CI (CI has no Python): a manual check, see README "Merged model expor
     python3 scripts/merged_check.py MERGED_DIR BASE_DIR ADAPTER_DIR [--shard-size SIZE] [--write-index FILE]
 
 e.g. for the demo (tiny) model:
-    npx tsx src/cli/makeTinyModel.ts /tmp/tiny              # the base as a folder
-    npm run train -- --model /tmp/tiny --data synthetic:12 --steps 20 --out /tmp/run
-    npm run merge -- --adapter /tmp/run/adapter --out /tmp/merged --max-shard-size 20MB
-    python3 scripts/merged_check.py /tmp/merged /tmp/tiny /tmp/run/adapter --shard-size 20MB
+    npx tsx src/cli/makeTinyModel.ts TINY              # the base as a folder
+    npm run train -- --model TINY --data synthetic:12 --steps 20 --out RUN
+    npm run merge -- --adapter RUN/adapter --out MERGED --max-shard-size 20MB
+    python3 scripts/merged_check.py MERGED TINY RUN/adapter --shard-size 20MB
 
 1. Loads MERGED_DIR alone with Qwen2_5_VLForConditionalGeneration (torch CPU, float32 compute of
    the BF16 weights) and its processor (tokenizer, chat template, image processor): it must load
