@@ -1,7 +1,8 @@
 // Files on disk for the Node front end, written so that nothing saved is ever lost:
 //   fileKV(dir)                 the checkpoint store (the KV of src/train/checkpoint.ts) as one file
 //                               per key, each written to a temp name, fsynced, then renamed;
-//   writeFilesAtomic(dir, files) the adapter export: config and tensors replaced together.
+//   writeFilesAtomic(dir, files) the adapter export: config and tensors replaced together;
+//   writeFolderAtomic(dir, fill) the same for a folder written as streams (the merged model).
 // A kill at any moment or a full disk (ENOSPC) leaves the previous files intact. Node-only (node:fs).
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
@@ -11,6 +12,24 @@ import type { KV } from '../train/checkpoint.ts';
 
 /** Writes `bytes` to a new file at `path` and makes them durable (tests inject failures here). */
 export type FileWriter = (path: string, bytes: Uint8Array) => Promise<void>;
+
+/** A new file at `path` from a stream of chunks, fsynced (the merged model's shards: never held whole). */
+export async function writeStreamDurable(path: string, chunks: AsyncIterable<Uint8Array>): Promise<number> {
+  if (!PLAIN.test(basename(path))) throw new Error(`writeStreamDurable: "${basename(path)}" is not a plain file name`);
+  const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
+  let total = 0;
+  try {
+    for await (const bytes of chunks) {
+      let off = 0;
+      while (off < bytes.byteLength) off += (await fh.write(bytes, off, bytes.byteLength - off)).bytesWritten;
+      total += bytes.byteLength;
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return total;
+}
 
 export const writeDurable: FileWriter = async (path, bytes) => {
   const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
@@ -136,9 +155,22 @@ export function fileKV(dir: string, write: FileWriter = writeDurable): FileKV {
  * (e.g. checkpoints) is ever swept with an old version.
  */
 export async function writeFilesAtomic(dir: string, files: { name: string; bytes: Uint8Array }[], write: FileWriter = writeDurable): Promise<void> {
+  for (const f of files) if (!PLAIN.test(f.name)) throw new Error(`writeFilesAtomic: "${f.name}" is not a plain file name`);
+  await writeFolderAtomic(dir, async (vdir) => {
+    for (const f of files) await write(join(vdir, f.name), f.bytes);
+  });
+}
+
+const PLAIN = /^[A-Za-z0-9_][A-Za-z0-9_.\-]*$/;
+
+/**
+ * writeFilesAtomic for files too big to hold: `fill(vdir)` writes the new version's files into the
+ * fresh folder `vdir` (each made durable by the caller, e.g. with writeStreamDurable); the folder
+ * swap is the same. A throw from `fill` removes the half-written version and keeps the old one.
+ */
+export async function writeFolderAtomic(dir: string, fill: (vdir: string) => Promise<void>): Promise<void> {
   dir = resolve(dir);
   const parent = dirname(dir), base = basename(dir);
-  for (const f of files) if (!/^[A-Za-z0-9_][A-Za-z0-9_.\-]*$/.test(f.name)) throw new Error(`writeFilesAtomic: "${f.name}" is not a plain file name`);
   await mkdir(parent, { recursive: true });
   const prefix = `.${base}.v-`;
   let current = await currentVersion(dir);
@@ -168,7 +200,7 @@ export async function writeFilesAtomic(dir: string, files: { name: string; bytes
   const vdir = join(parent, version);
   try {
     await mkdir(vdir);
-    for (const f of files) await write(join(vdir, f.name), f.bytes);
+    await fill(vdir);
     await syncDir(vdir);
   } catch (e) {
     await rm(vdir, { recursive: true, force: true }).catch(() => undefined);

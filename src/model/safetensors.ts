@@ -162,25 +162,40 @@ export interface StWriteTensor {
   data: Float32Array | Int32Array | Uint16Array | Uint8Array;
 }
 
-/** Serialize tensors (sorted by name, 8-byte aligned data start), as safetensors' own writer does. */
-export function writeSafetensors(tensors: StWriteTensor[], metadata?: Record<string, string>): Uint8Array {
-  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+/**
+ * The header block of a safetensors file (8-byte length + JSON padded with spaces to 8 bytes) for
+ * tensors written in the given order, as safetensors' own writer lays it out. The data of the
+ * tensors follows it back to back, so a writer can stream them after it.
+ */
+export function safetensorsHeader(tensors: { name: string; dtype: StDType; shape: number[] }[], metadata?: Record<string, string>): Uint8Array {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let off = 0;
-  for (const t of sorted) {
+  for (const t of tensors) {
     const n = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
-    if (t.data.byteLength !== n) throw new Error(`writeSafetensors: "${t.name}" ${t.dtype}[${t.shape}] needs ${n} bytes, got ${t.data.byteLength}`);
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + n] };
     off += n;
   }
   let json = JSON.stringify(header);
   while ((8 + json.length) % 8 !== 0) json += ' ';
   const hb = new TextEncoder().encode(json);
-  const out = new Uint8Array(8 + hb.byteLength + off);
+  const out = new Uint8Array(8 + hb.byteLength);
   new DataView(out.buffer).setBigUint64(0, BigInt(hb.byteLength), true);
   out.set(hb, 8);
-  let p = 8 + hb.byteLength;
+  return out;
+}
+
+/** Serialize tensors (sorted by name, 8-byte aligned data start), as safetensors' own writer does. */
+export function writeSafetensors(tensors: StWriteTensor[], metadata?: Record<string, string>): Uint8Array {
+  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const t of sorted) {
+    const n = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
+    if (t.data.byteLength !== n) throw new Error(`writeSafetensors: "${t.name}" ${t.dtype}[${t.shape}] needs ${n} bytes, got ${t.data.byteLength}`);
+  }
+  const head = safetensorsHeader(sorted, metadata);
+  const out = new Uint8Array(head.byteLength + sorted.reduce((a, t) => a + t.data.byteLength, 0));
+  out.set(head, 0);
+  let p = head.byteLength;
   for (const t of sorted) {
     out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), p);
     p += t.data.byteLength;

@@ -234,7 +234,8 @@ export interface LoadedModel extends LoadedWeights {
 
 interface Located { file: string; info: StTensorInfo; canonical: string }
 
-async function readHeader(src: ModelSource, file: string): Promise<StHeader> {
+/** One safetensors file's header, read by range and validated. */
+export async function readHeader(src: ModelSource, file: string): Promise<StHeader> {
   const where = `${src.id}: ${file}`;
   const size = await src.size(file);
   if (size < 8) throw new WeightsError(where, `file is ${size} bytes, too short for a safetensors header`);
@@ -244,7 +245,7 @@ async function readHeader(src: ModelSource, file: string): Promise<StHeader> {
 }
 
 /** The shard list: from model.safetensors.index.json when present, else the single model.safetensors. */
-async function shardPlan(src: ModelSource): Promise<{ files: string[]; index?: Map<string, string> }> {
+export async function shardPlan(src: ModelSource): Promise<{ files: string[]; index?: Map<string, string> }> {
   let indexBytes: Uint8Array | undefined;
   try {
     indexBytes = await src.read('model.safetensors.index.json');

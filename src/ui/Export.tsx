@@ -1,5 +1,6 @@
 // The Export screen: a run's adapter in peft's layout (adapter_model.safetensors + adapter_config.json),
-// importing a peft adapter, the dataset, and "train on a cluster" (dataset + train.py + configs).
+// the merged model (the adapter added into the base, a whole Hugging Face folder), importing a peft
+// adapter, the dataset, and "train on a cluster" (dataset + train.py + configs).
 import { useEffect, useMemo, useState } from 'react';
 import { zipSync } from 'fflate';
 import { useTrainConfig } from '../store/runConfig.ts';
@@ -8,7 +9,11 @@ import { trainer, useRuntime } from '../store/runtime.ts';
 import { modelSpec, useTraining } from '../store/training.ts';
 import { exportCurrent, initDatasets, useDatasetStore } from '../store/dataset.ts';
 import { EXPORT_FORMATS, type ExportFormat } from '../data/formats/export.ts';
-import type { AdapterFile } from '../worker/api.ts';
+import type { AdapterFile, MergedProgress } from '../worker/api.ts';
+import { callback } from '../worker/client.ts';
+import { parseShardSize } from '../export/shardSize.ts';
+import { fullPrecisionBaseId } from '../model/quant.ts';
+import type { RunRecord } from '../store/runs.ts';
 import { adapterConfig, type AdapterLayout } from './recipe.ts';
 import { fmtBytes } from './GpuInfo.tsx';
 
@@ -143,10 +148,141 @@ export function Export() {
           <pre data-testid="adapter-config">{preview}</pre>
         </details>
       </section>
+      <MergedExport
+        run={run}
+        engineReason={gpu.status === 'unavailable' || gpu.status === 'starting' || !methods.includes('exportMerged') ? (reason ?? 'engine not loaded yet') : undefined}
+        runReason={reason}
+      />
       <ImportAdapter disabled={!engineOk || !methods.includes('importAdapter') || (active !== null && active.state !== 'paused')} />
       <DatasetExport />
       <ClusterExport runConfig={run?.config} />
     </div>
+  );
+}
+
+type DirPicker = (o?: { mode?: 'read' | 'readwrite'; id?: string }) => Promise<FileSystemDirectoryHandle>;
+
+/**
+ * "Export merged model": the run's adapter added into its base (full precision, also for a run on an
+ * NF4 base), a complete transformers folder. With the File System Access API the worker writes
+ * straight into a folder the user picks, file by file; otherwise each file is downloaded in turn.
+ */
+function MergedExport({ run, engineReason, runReason }: { run?: RunRecord; engineReason?: string; runReason?: string }) {
+  const imported = useTraining((s) => s.imported);
+  const [fromPick, setFrom] = useState<'run' | 'imported'>('run');
+  const from = imported ? fromPick : 'run';
+  const reason = engineReason ?? (from === 'run' ? runReason : undefined);
+  const [maxShard, setMaxShard] = useState('5GB');
+  const [busy, setBusy] = useState(false);
+  const [progress, setProgress] = useState<MergedProgress | null>(null);
+  const [note, setNote] = useState<{ level: 'ok' | 'error'; text: string } | null>(null);
+  const picker = (window as Window & { showDirectoryPicker?: DirPicker }).showDirectoryPicker;
+  let shardError: string | undefined;
+  try {
+    parseShardSize(maxShard);
+  } catch (e) {
+    shardError = (e as Error).message;
+  }
+  const m = from === 'run' ? run?.config.model : undefined;
+  const hub = m?.source === 'hub' ? m.hubId.trim() : undefined;
+  const fp = hub ? fullPrecisionBaseId(hub) : undefined;
+  const nf4 = m?.quantize === 'nf4' || (hub !== undefined && fp !== hub);
+  const disabled = reason !== undefined || busy || shardError !== undefined;
+
+  async function go(toFolder: boolean) {
+    const api = trainer();
+    if (!api || (from === 'run' && !run)) return;
+    setNote(null);
+    let dir: FileSystemDirectoryHandle | undefined;
+    if (toFolder) {
+      try {
+        dir = await picker!({ mode: 'readwrite', id: 'patchwork-merged' });
+      } catch {
+        return; // the user closed the picker
+      }
+    }
+    setBusy(true);
+    setProgress(null);
+    try {
+      const r = await api.exportMerged(
+        { runId: from === 'run' ? run!.id : undefined, maxShardSize: maxShard.trim(), dir },
+        dir ? undefined : callback(async (f: { name: string; blob: Blob }) => download(f.name, f.blob)),
+        callback((p: MergedProgress) => setProgress(p)),
+      );
+      const shards = r.files.filter((f) => f.name.endsWith('.safetensors')).length;
+      setNote({
+        level: 'ok',
+        text: `${dir ? `Wrote ${r.files.length} files into the folder "${dir.name}"` : `Downloaded ${r.files.length} files (put them in one folder)`}: ${(r.totalParameters / 1e6).toFixed(1)} M parameters, ${fmtBytes(r.totalSize)} BF16 in ${shards} shard${shards > 1 ? 's' : ''}, ${r.merged} layers merged into ${r.base}.${r.notes.length ? ` Note: ${r.notes.join('; ')}.` : ''} Load it with Qwen2_5_VLForConditionalGeneration.from_pretrained(folder).`,
+      });
+    } catch (e) {
+      setNote({ level: 'error', text: (e as Error).message });
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <section className="card" data-testid="export-merged">
+      <div className="card-head">
+        <h2>Merged model</h2>
+      </div>
+      <p className="help">
+        The run's adapter added into the base weights (W + (lora_alpha / r)·B·A, as peft's <code>merge_and_unload()</code>), saved as transformers saves a model: BF16{' '}
+        <code>model-0000i-of-0000n.safetensors</code> shards with <code>model.safetensors.index.json</code>, <code>config.json</code>, the tokenizer,{' '}
+        <code>chat_template.json</code> and <code>preprocessor_config.json</code>. It loads with no adapter and no peft. Streamed one tensor at a time: the whole model is never in
+        memory. {picker ? 'Pick an empty folder (or an earlier export to replace).' : 'This browser cannot write into a folder: the files download one by one (allow multiple downloads).'}
+      </p>
+      {nf4 && (
+        <p className="muted small" data-testid="export-merged-nf4">
+          Trained on a 4-bit (NF4) base: the adapter is merged into the full-precision weights{fp ? ` of ${fp}` : ''}, as peft merges a QLoRA adapter.
+        </p>
+      )}
+      <div className="grid">
+        {imported && (
+          <label className="field">
+            <span className="field-label">Adapter</span>
+            <select name="merged-from" value={from} onChange={(e) => setFrom(e.target.value as 'run' | 'imported')} data-testid="export-merged-from">
+              <option value="run">the run chosen above{run ? ` (${run.name})` : ''}</option>
+              <option value="imported">the adapter on the model now ({imported.label})</option>
+            </select>
+          </label>
+        )}
+        <label className="field">
+          <span className="field-label">Max shard size</span>
+          <input name="max-shard-size" value={maxShard} onChange={(e) => setMaxShard(e.target.value)} data-testid="export-merged-shard" />
+          <span className={shardError ? 'error-text small' : 'field-help'}>{shardError ?? 'As transformers\' max_shard_size ("5GB" = 5·10⁹ bytes; transformers 5 defaults to "50GB"). Smaller shards download more easily.'}</span>
+        </label>
+      </div>
+      <div className="run-buttons">
+        {picker && (
+          <span title={reason ?? 'Write the merged model into a folder you pick'}>
+            <button className="primary" disabled={disabled} data-testid="export-merged-folder" onClick={() => void go(true)}>
+              {busy ? 'Exporting…' : 'Export merged model to a folder…'}
+            </button>
+          </span>
+        )}
+        <span title={reason ?? 'Download the merged model file by file'}>
+          <button className={picker ? '' : 'primary'} disabled={disabled} data-testid="export-merged-download" onClick={() => void go(false)}>
+            {busy && !picker ? 'Exporting…' : 'Download merged model files'}
+          </button>
+        </span>
+        {reason && <span className="muted small">{reason.charAt(0).toUpperCase() + reason.slice(1)}.</span>}
+      </div>
+      {busy && progress && (
+        <div data-testid="export-merged-progress">
+          <progress max={progress.total} value={progress.bytes} />
+          <span className="muted small">
+            {' '}file {Math.min(progress.filesDone + 1, progress.files)} of {progress.files}: {progress.file || 'done'}
+            {progress.tensor ? ` (${progress.tensor})` : ''} — {fmtBytes(progress.bytes)} of {fmtBytes(progress.total)}
+          </span>
+        </div>
+      )}
+      {note && (
+        <p className={note.level === 'error' ? 'error-text' : 'muted'} data-testid="export-merged-note" role={note.level === 'error' ? 'alert' : undefined}>
+          {note.text}
+        </p>
+      )}
+    </section>
   );
 }
 

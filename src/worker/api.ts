@@ -10,7 +10,8 @@ import type { TrainConfig } from '../config/config.ts';
 import type { ModelSpec, LoraSettings, LoadProgress } from '../session/model.ts';
 import type { MemoryReport } from '../session/estimate.ts';
 import type { AdapterFile } from '../export/peft.ts';
-export type { ModelSpec, LoraSettings, LoadProgress, MemoryReport, AdapterFile };
+import type { MergedProgress, MergedSummary } from '../export/merged.ts';
+export type { ModelSpec, LoraSettings, LoadProgress, MemoryReport, AdapterFile, MergedProgress };
 import type { TaskRecord } from '../data/formats/records.ts';
 import type { VariantInfo } from '../gpu/selftest.ts';
 
@@ -334,4 +335,25 @@ export interface TrainerApi {
   cancelPredictSplit(): Promise<void>;
   /** Stop the streamed generate() answers in flight after their current token (they resolve with `stopped`); the model stays usable. */
   cancelGenerate(): Promise<void>;
+  /**
+   * The merged model (LoRA added into the full-precision base) as a Hugging Face folder, written
+   * into `req.dir` file by file, or handed to `onFile` one file at a time (pass both callbacks
+   * wrapped in Comlink.proxy).
+   */
+  exportMerged(req: MergedRequest, onFile?: (f: { name: string; blob: Blob }) => Promise<void>, onProgress?: (p: MergedProgress) => void): Promise<MergedResult>;
+}
+
+/** What exportMerged merges and where it writes. */
+export interface MergedRequest {
+  /** a run's last checkpoint; absent: the adapter on the model now */
+  runId?: string;
+  /** per shard, as transformers ("5GB", "500MB", bytes); default export/merged.ts DEFAULT_MAX_SHARD_SIZE */
+  maxShardSize?: string;
+  /** a folder the user picked (File System Access API, readwrite); absent: files go to onFile */
+  dir?: FileSystemDirectoryHandle;
+}
+
+export interface MergedResult extends MergedSummary {
+  /** the base the adapter was merged into */
+  base: string;
 }

@@ -20,8 +20,10 @@ import { TrainingFault } from '../train/trainer.ts';
 import { deleteRun, loadLatestCheckpoint, loadNewestValidCheckpoint, type KV } from '../train/checkpoint.ts';
 import { clusterBundle } from '../export/cluster.ts';
 import { checkpointAdapterFiles, modelAdapterFiles } from '../export/peft.ts';
+import { adapterFromPeftFiles, exportMerged, type MergedSink } from '../export/merged.ts';
+import { fullPrecisionBaseId } from '../model/quant.ts';
 import { loadAdapterFiles } from '../model/adapterFiles.ts';
-import type { QwenTokenizer } from '../data/tokenizer.ts';
+import { defaultTokenizerJson, type QwenTokenizer } from '../data/tokenizer.ts';
 import { DEFAULT_IMAGE_CONFIG, preprocessImage, smartResize, stackImages, type RawImage } from '../data/image.ts';
 import { buildPrompt, type ChatMessage } from '../data/template.ts';
 import { IncrementalDecoder } from '../data/streamDecode.ts';
@@ -41,7 +43,7 @@ import {
   RUN_LOCKED,
   type AdapterChoice, type AdapterFile, type AdapterInfo, type EstimateResult, type GenerateOptions, type GenerateResult, type GenerateStream,
   type LoadProgress, type LoraSettings, type ModelInfo, type ModelSpec, type RunState, type RunSummary,
-  type TrainEvent, type TrainRequest,
+  type TrainEvent, type TrainRequest, type MergedRequest, type MergedProgress, type MergedResult,
   type PredictSplitEvent, type PredictSplitRequest, type PredictSplitResult, type SplitAnswer, type SplitQuestion,
 } from './api.ts';
 import { splitSide } from '../session/split.ts';
@@ -780,6 +782,83 @@ export class Engine {
   /** Stop the streamed answers in flight (generate with onToken): each returns its text so far, `stopped`; the model stays loaded and usable. */
   async cancelGenerate(): Promise<void> {
     this.generateEpoch++;
+  }
+
+  /**
+   * The merged model (export/merged.ts): a run's adapter (its last checkpoint) or the adapter on
+   * the model now, added into the full-precision base and written file by file — into `req.dir`
+   * (a folder the user picked with the File System Access API; each file streamed tensor by
+   * tensor), or else handed to `onFile` one Blob at a time for the page to download. config.json
+   * is written last, so a folder cut short is not a loadable model.
+   */
+  async exportMerged(req: MergedRequest, onFile?: (f: { name: string; blob: Blob }) => Promise<void>, onProgress?: (p: MergedProgress) => void): Promise<MergedResult> {
+    this.idle('export the merged model', true);
+    let spec: ModelSpec, lora: LoraConfig, adapterFiles: AdapterFile[];
+    const l = this.alive();
+    if (req.runId) {
+      const kv = await this.deps.kv();
+      const [meta, ck] = [await kv.get<RunMeta>(metaKey(req.runId)), await loadLatestCheckpoint(kv, req.runId)];
+      if (!meta || !ck) throw new Error(`Run ${req.runId} has no checkpoint in this browser: nothing to merge yet.`);
+      // a local folder's Files are only known for the folder loaded in this session
+      spec = meta.model.source === 'local' && l?.spec.source === 'local' && l.spec.name === meta.model.name ? l.spec : meta.model;
+      lora = meta.lora;
+      adapterFiles = checkpointAdapterFiles(ck, meta.lora, meta.baseModel);
+    } else {
+      if (!l?.adapter) throw new Error('No adapter on the model: choose a run to merge.');
+      spec = l.spec;
+      lora = l.adapter.lora;
+      adapterFiles = await modelAdapterFiles(l.model);
+    }
+    // an adapter trained on a 4-bit base merges into the full-precision weights
+    if (spec.source === 'hub') spec = { ...spec, repo: fullPrecisionBaseId(spec.repo) };
+    const source = await sourceOf(spec, this.host);
+    const config = await readModelConfig(source);
+    const adapter = adapterFromPeftFiles(adapterFiles, config, `adapter (r ${lora.r})`);
+    const extraFiles = spec.source === 'tiny' ? { 'tokenizer.json': new TextEncoder().encode(JSON.stringify(await defaultTokenizerJson())) } : undefined;
+    const dir = req.dir as (FileSystemDirectoryHandle & { values?(): AsyncIterable<FileSystemHandle> }) | undefined;
+    if (!dir && !onFile) throw new Error('exportMerged: pass a folder or an onFile callback');
+    if (dir) {
+      // an earlier export in the folder stops looking complete before anything is replaced
+      for (const f of ['config.json', 'model.safetensors.index.json']) await dir.removeEntry(f).catch(() => undefined);
+    }
+    const written = new Set<string>();
+    const sink: MergedSink = {
+      async writeFile(name, size, chunks) {
+        if (dir) {
+          const w = await (await dir.getFileHandle(name, { create: true })).createWritable();
+          try {
+            for await (const c of chunks) await w.write(c as Uint8Array<ArrayBuffer>);
+            await w.close(); // the browser swaps the file in only now
+          } catch (e) {
+            await w.abort().catch(() => undefined);
+            throw e;
+          }
+        } else {
+          const parts: BlobPart[] = [];
+          for await (const c of chunks) parts.push(c.slice() as Uint8Array<ArrayBuffer>);
+          const blob = new Blob(parts, { type: name.endsWith('.json') ? 'application/json' : 'application/octet-stream' });
+          if (blob.size !== size) throw new Error(`${name}: ${blob.size} bytes, planned ${size} (internal error)`);
+          await onFile!({ name, blob });
+        }
+        written.add(name);
+      },
+    };
+    let last = -1, lastFile = '';
+    const s = await exportMerged(source, adapter, sink, {
+      maxShardSize: req.maxShardSize, extraFiles,
+      onProgress: (p) => {
+        // at most ~200 messages across the thread boundary
+        const step = Math.floor((200 * p.bytes) / Math.max(1, p.total));
+        if (step !== last || p.file !== lastFile) onProgress?.(p);
+        last = step;
+        lastFile = p.file;
+      },
+    });
+    if (dir?.values) {
+      // shards of an earlier export with another shard count would sit beside the new ones
+      for await (const h of dir.values()) if (h.kind === 'file' && /^model(-\d{5}-of-\d{5})?\.safetensors$/.test(h.name) && !written.has(h.name)) await dir.removeEntry(h.name);
+    }
+    return { ...s, base: source.id };
   }
 }
 

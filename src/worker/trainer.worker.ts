@@ -208,6 +208,7 @@ const api: TrainerApi = {
   predictSplit: (req, onEvent) => engine.predictSplit(req, onEvent),
   cancelPredictSplit: async () => engine.cancelPredictSplit(),
   cancelGenerate: () => engine.cancelGenerate(),
+  exportMerged: (req, onFile, onProgress) => engine.exportMerged(req, onFile, onProgress),
 };
 
 Comlink.expose(api);
