@@ -4,16 +4,8 @@
 // Pixels come in as RGB or RGBA bytes (browser ImageData or any Node decoder).
 
 // Files → pixels (header, pixel limit, EXIF orientation, PNG/JPEG decoding): imageFile.ts.
-export { checkPixelLimit, decodeImageFile, exifTranspose, ImageError, MAX_IMAGE_PIXELS, readImageHeader, type DecodeOptions, type ImageFormat, type ImageHeader } from './imageFile.ts';
-
-export interface RawImage {
-  /** Row-major pixels, `channels` bytes per pixel. */
-  data: Uint8Array | Uint8ClampedArray;
-  width: number;
-  height: number;
-  /** 3 (RGB) or 4 (RGBA); inferred from data.length when absent. */
-  channels?: 3 | 4;
-}
+export { checkPixelLimit, decodeImageFile, exifTranspose, ImageError, MAX_IMAGE_PIXELS, readImageHeader, type DecodeOptions, type ImageFormat, type ImageHeader, type RawImage } from './imageFile.ts';
+import type { RawImage } from './imageFile.ts';
 
 export interface ImageProcessorConfig {
   patchSize: number;

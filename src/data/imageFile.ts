@@ -17,8 +17,17 @@
 import { unzlibSync } from 'fflate';
 // The decoder half of jpeg-js only: its index also pulls the encoder, which needs Node's Buffer.
 import decodeJpegJs from 'jpeg-js/lib/decoder.js';
-import type { RawImage } from './image.ts';
 import { crc32 } from '../base/crc32.ts';
+
+/** Decoded pixels. */
+export interface RawImage {
+  /** Row-major pixels, `channels` bytes per pixel. */
+  data: Uint8Array | Uint8ClampedArray;
+  width: number;
+  height: number;
+  /** 3 (RGB) or 4 (RGBA); inferred from data.length when absent. */
+  channels?: 3 | 4;
+}
 
 /** PIL's Image.MAX_IMAGE_PIXELS. */
 export const MAX_IMAGE_PIXELS = Math.floor(1024 * 1024 * 1024 / 4 / 3);

@@ -6,7 +6,6 @@
 // the entry point has params), storage buffers follow at the binding numbers the caller gives.
 // Pipelines use layout 'auto', so a dispatch binds exactly what its entry point uses.
 import { gpu, GpuError, throwPendingErrors, type Gpu } from './device.ts';
-import type { Tensor } from './tensor.ts';
 
 export interface Kernel {
   /** shader file name, for messages */
@@ -143,11 +142,14 @@ export function flush(): void {
 // time outside every pass (submits, copies, readbacks, CPU work between dispatches) is what is
 // left of the wall time: stopProfile reports it as `gaps`.
 
+/** What a dispatch binds: a raw buffer, or a tensor's view of one (gpu/tensor.ts; structural, so this file needs no import of it). */
+export type Binding = GPUBuffer | { readonly buffer: GPUBuffer; readonly bindSize: number; readonly name: string };
+
 export type OpKind = 'matmul' | 'attention' | 'norm' | 'lm_head' | 'optimizer' | 'other';
 export const OP_KINDS: OpKind[] = ['matmul', 'attention', 'norm', 'lm_head', 'optimizer', 'other'];
 
 /** The op kind of a dispatch: by shader file, and a matmul that reads vocabulary rows counts as lm_head. */
-export function opKind(file: string, bindings: (Tensor | GPUBuffer | undefined)[]): OpKind {
+export function opKind(file: string, bindings: (Binding | undefined)[]): OpKind {
   if (/softmax_gather|lm_head|sample/.test(file)) return 'lm_head';
   if (/matmul/.test(file)) {
     for (const b of bindings) if (b && 'name' in b && /embed_tokens|lm_head/.test(b.name)) return 'lm_head';
@@ -265,7 +267,7 @@ export type ParamFormat = string; // one char per value: u = u32, i = i32, f = f
  */
 export function dispatch(
   k: Kernel,
-  bindings: (Tensor | GPUBuffer | undefined)[],
+  bindings: (Binding | undefined)[],
   workgroups: number | [number, number?, number?],
   params?: number[],
   format?: ParamFormat,

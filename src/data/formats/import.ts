@@ -20,17 +20,10 @@ import { isDataUri, resolveImagePath } from './paths.ts';
 import { IMAGE_EXT, baseName, boxQuestion, emptyLabels, mimeOf, naturalCompare, stemName, uid, type Box, type Labels, type TaskKind } from './types.ts';
 import { isClassNamesFile, parseClassNames, parseYoloLabels, yoloImageFor } from './yolo.ts';
 import { unzipFiles } from './zip.ts';
+import type { SourceFile } from './types.ts';
 
-export interface SourceFile {
-  /** relative path ('folder/a.png'); unique within one import */
-  path: string;
-  size: number;
-  /** MIME type when known */
-  type: string;
-  bytes(): Promise<Uint8Array>;
-  /** the browser File/Blob when there is one (saves a copy) */
-  blob?: Blob;
-}
+export type { SourceFile };
+
 
 export function sourceFromBytes(path: string, data: Uint8Array, type = ''): SourceFile {
   return { path, size: data.length, type: type || mimeOf(path), bytes: async () => data };

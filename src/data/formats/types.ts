@@ -182,3 +182,15 @@ export function mimeOf(path: string): string {
   const ext = /\.([^./]+)$/.exec(path)?.[1]?.toLowerCase() ?? '';
   return MIME[ext] ?? '';
 }
+
+/** One file offered to an import (a dropped file, a folder entry, a zip member). */
+export interface SourceFile {
+  /** relative path ('folder/a.png'); unique within one import */
+  path: string;
+  size: number;
+  /** MIME type when known */
+  type: string;
+  bytes(): Promise<Uint8Array>;
+  /** the browser File/Blob when there is one (saves a copy) */
+  blob?: Blob;
+}

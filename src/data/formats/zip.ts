@@ -3,8 +3,7 @@
 
 import { strToU8, unzipSync, zipSync, type Zippable } from 'fflate';
 import type { ExportFile } from './export.ts';
-import type { SourceFile } from './import.ts';
-import { mimeOf } from './types.ts';
+import { mimeOf, type SourceFile } from './types.ts';
 
 /** Members of a zip as SourceFiles (folders and macOS metadata dropped). */
 export function unzipFiles(data: Uint8Array): SourceFile[] {
