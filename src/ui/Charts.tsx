@@ -1,6 +1,8 @@
 // Live metric charts on uPlot: each run's raw series (faint) and its TensorBoard-style debiased
 // EMA (solid), several runs overlaid, one shared smoothing slider. uPlot redraws 10k points in a
-// few ms, so a chart takes new data on every step without throttling.
+// few ms, so a chart takes new data on every step without throttling. A held-out evaluation's line
+// (ui/chartSeries.ts) is smoothed by the same rule, dashed, with its points shown: it has a point
+// every eval.evalSteps steps only, and a single point draws no line.
 import { useEffect, useMemo, useRef, useState } from 'react';
 import uPlot from 'uplot';
 import { debiasedEma } from './smoothing.ts';
@@ -11,6 +13,8 @@ export interface ChartSeries {
   color: string;
   step: number[];
   value: number[];
+  /** a held-out evaluation's line: dashed, points shown */
+  eval?: boolean;
 }
 
 /** Align several (step, value) series on the union of their steps; missing points are null. */
@@ -69,15 +73,16 @@ export function MetricChart({ title, series, smoothing, height = 200, smooth = t
   const smoothed = useMemo(() => ys.map((y) => (showRaw ? debiasedEma(y, smoothing) : y)), [ys, smoothing, showRaw]);
   const data = useMemo<uPlot.AlignedData>(() => [x, ...ys.flatMap((y, i) => (showRaw ? [y, smoothed[i]] : [y]))], [x, ys, smoothed, showRaw]);
   // Rebuild the plot only when the set of lines changes; new points go through setData.
-  const shape = `${live.map((s) => `${s.id}:${s.color}`).join(',')}|${showRaw}|${logY}`;
+  const shape = `${live.map((s) => `${s.id}:${s.color}:${!!s.eval}`).join(',')}|${showRaw}|${logY}`;
 
   useEffect(() => {
     const el = box.current;
     if (!el || !live.length) return;
     const lines: uPlot.Series[] = [{}];
     for (const s of live) {
-      if (showRaw) lines.push({ label: `${s.label} raw`, stroke: withAlpha(s.color, 0.28), width: 1, spanGaps: true, points: { show: false } });
-      lines.push({ label: s.label, stroke: s.color, width: 2, spanGaps: true, points: { show: false } });
+      const dash = s.eval ? { dash: [6, 4] } : {};
+      if (showRaw) lines.push({ label: `${s.label} raw`, stroke: withAlpha(s.color, 0.28), width: 1, spanGaps: true, points: { show: false }, ...dash });
+      lines.push({ label: s.label, stroke: s.color, width: 2, spanGaps: true, points: s.eval ? { show: true, size: 6, fill: s.color } : { show: false }, ...dash });
     }
     const u = new uPlot(
       {
@@ -136,8 +141,8 @@ export function MetricChart({ title, series, smoothing, height = 200, smooth = t
       {live.length > 0 && (
         <ul className="chart-legend">
           {live.map((s, i) => (
-            <li key={s.id}>
-              <span className="swatch" style={{ background: s.color }} />
+            <li key={s.id} data-eval={s.eval ? 'true' : undefined}>
+              <span className={s.eval ? 'swatch swatch-eval' : 'swatch'} style={s.eval ? { borderColor: s.color } : { background: s.color }} />
               <span className="legend-name">{s.label}</span>
               <span className="legend-value" title={showRaw ? 'smoothed (raw)' : 'value'}>
                 {fmtValue(lastAtOrBefore(smoothed[i], idx))}
