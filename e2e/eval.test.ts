@@ -58,6 +58,23 @@ function storedEvals(page: Page, runId: string) {
   }, runId);
 }
 
+/** The run record's status as persisted in 'patchwork-runs'. */
+function storedStatus(page: Page, runId: string) {
+  return page.evaluate(async (runId) => {
+    return new Promise<string | undefined>((ok, bad) => {
+      const r = indexedDB.open('patchwork-runs');
+      r.onerror = () => bad(r.error);
+      r.onsuccess = () => {
+        const g = r.result.transaction('kv').objectStore('kv').get('runs');
+        g.onsuccess = () => {
+          r.result.close();
+          ok((g.result as { state?: { runs?: { id: string; status: string }[] } })?.state?.runs?.find((x) => x.id === runId)?.status);
+        };
+      };
+    });
+  }, runId);
+}
+
 const legend = (page: Page, metric: string) => page.locator(`figure[data-metric="${metric}"] .chart-legend li`).allTextContents();
 
 describe('evaluation in the studio', () => {
@@ -128,7 +145,9 @@ describe('evaluation in the studio', () => {
     const evalKeys = ['eval_grounding/acc_iou50', 'eval_grounding/acc_iou75', 'eval_grounding/mean_iou', 'eval_grounding/parse_rate', 'eval_loss', 'eval_mean_token_accuracy'];
     expect(await storedEvals(page, runId)).toEqual([{ step: 2, keys: evalKeys }, { step: 4, keys: evalKeys }]);
 
-    // a reload draws the same from IndexedDB
+    // a reload draws the same from IndexedDB (the run record's status is written throttled, once a
+    // second: wait for it, as train.test.ts does, so the reload does not race that write)
+    await expect.poll(() => storedStatus(page, runId), { timeout: 15_000 }).toBe('done');
     await page.reload();
     await page.getByTestId('tab-train').click();
     const row = page.locator(`[data-run="${runId}"]`);
