@@ -1,7 +1,8 @@
 // The studio's held-out evaluation in the engine (Dawn, the tiny model): the dataset is split by
 // image before the checks, the split is evaluated every eval.evalSteps steps and at the end (progress
-// first, then trl's eval_ metrics), an impossible split is refused up front, and a resumed run keeps
-// the images it held out: by the seed with the same dataset, by its saved list when the dataset changed.
+// first, then trl's eval_ metrics), Stop cuts an evaluation short and Resume redoes it, an impossible
+// split is refused up front, and a resumed run keeps the images it held out: by the seed with the
+// same dataset, by its saved list when the dataset changed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeGpu } from '../gpu/node.ts';
 import { MemoryKV } from '../train/checkpoint.ts';
@@ -70,14 +71,14 @@ afterAll(async () => {
 describe('engine: the held-out evaluation', () => {
   let firstHeld: string[] = [];
 
-  it('splits by image, evaluates every evalSteps and at the end, and tells the page while it does', { timeout: 240_000 }, async () => {
+  it('splits by image before the checks, and Stop cuts the evaluation after step 2 short', { timeout: 240_000 }, async () => {
     const evs: TrainEvent[] = [];
-    // stop once the evaluation after step 2 is in: the loop checks for stop only after it
+    // Stop as soon as the evaluation after step 2 starts: it ends between examples, the run is stopped
     const sum = await engine.train({ runId: 'ev1', config: config(), data: { datasetId: ds.id } }, (e) => {
       evs.push(e);
-      if (e.type === 'eval' && e.step === 2) void engine.stop();
+      if (e.type === 'eval-progress' && e.step === 2) void engine.stop();
     });
-    expect(sum).toMatchObject({ status: 'stopped', step: 2 });
+    expect(sum).toMatchObject({ status: 'stopped', step: 2, checkpointStep: 2 });
     const data = of(evs, 'data')[0];
     // 4 images, 5 questions: one image held out with all its questions
     expect(data.evalImages).toHaveLength(1);
@@ -89,34 +90,33 @@ describe('engine: the held-out evaluation', () => {
     // it is the seeded split of session/split.ts
     expect(splitByImage(shown.flatMap((s) => s.records.map((record) => ({ where: s.name, record, images: [{ name: s.name }] }))), config().eval, config().optim.seed).evalImages).toEqual([heldName]);
     firstHeld = data.evalImages!;
-
-    // order: step 2, then progress 0..n, then the metrics, and no step 3
     const seq = evs.filter((e) => ['step', 'eval', 'eval-progress'].includes(e.type)).map((e) => `${e.type}:${(e as { step: number }).step}`);
-    expect(seq.filter((x, i) => x !== seq[i - 1])).toEqual(['step:1', 'step:2', 'eval-progress:2', 'eval:2']);
-    const prog = of(evs, 'eval-progress');
-    expect(prog[0]).toEqual({ type: 'eval-progress', step: 2, done: 0, total: heldQuestions });
-    expect(prog.at(-1)).toEqual({ type: 'eval-progress', step: 2, done: heldQuestions, total: heldQuestions });
-    const ev = of(evs, 'eval')[0];
-    // SFT on box answers: eval loss and token accuracy, and the grounding scores of the greedy answers
-    expect(Object.keys(ev.metrics).sort()).toEqual(['eval_grounding/acc_iou50', 'eval_grounding/acc_iou75', 'eval_grounding/mean_iou', 'eval_grounding/parse_rate', 'eval_loss', 'eval_mean_token_accuracy']);
-    expect(ev.metrics.eval_loss).toBeGreaterThan(0);
-    for (const k of ['eval_grounding/parse_rate', 'eval_grounding/mean_iou', 'eval_grounding/acc_iou50']) expect(ev.metrics[k]).toBeGreaterThanOrEqual(0);
+    expect(seq).toEqual(['step:1', 'step:2', 'eval-progress:2']);
+    expect((await kv.get<{ lastEvalStep?: number }>('run/ev1/meta'))!.lastEvalStep).toBeUndefined();
   });
 
-  it('a resume keeps the split and evaluates at the end; one that lands on an eval step the page never got evaluates it first', { timeout: 240_000 }, async () => {
-    // the page never got the evaluation of step 2 (say the tab closed during it)
-    const meta = (await kv.get<{ lastEvalStep?: number }>('run/ev1/meta'))!;
-    expect(meta.lastEvalStep).toBe(2);
-    await kv.set('run/ev1/meta', { ...meta, lastEvalStep: 0 });
+  it('a resume keeps the split, evaluates the step whose evaluation was cut short first, then every evalSteps and at the end', { timeout: 240_000 }, async () => {
     const fresh = new Engine(deps); // a reload
     const evs: TrainEvent[] = [];
     const sum = await fresh.resumeRun('ev1', (e) => evs.push(e));
     expect(sum).toMatchObject({ status: 'done', step: 4 });
     expect(of(evs, 'resumed')[0].step).toBe(2);
     expect(of(evs, 'data')[0].evalImages).toEqual(firstHeld);
-    const seq = evs.filter((e) => e.type === 'step' || e.type === 'eval').map((e) => `${e.type}:${(e as { step: number }).step}`);
-    expect(seq).toEqual(['eval:2', 'step:3', 'step:4', 'eval:4']);
-    // evaluations of one adapter state agree (no dropout, greedy): the checkpoint's step 2 is the one evaluated before
+    const seq = evs.filter((e) => ['step', 'eval', 'eval-progress'].includes(e.type)).map((e) => `${e.type}:${(e as { step: number }).step}`);
+    expect(seq.filter((x, i) => x !== seq[i - 1])).toEqual(['eval-progress:2', 'eval:2', 'step:3', 'step:4', 'eval-progress:4', 'eval:4']);
+    const n = of(evs, 'data')[0].evalExamples!;
+    const prog = of(evs, 'eval-progress').filter((e) => e.step === 2);
+    expect(prog[0]).toEqual({ type: 'eval-progress', step: 2, done: 0, total: n });
+    expect(prog.at(-1)).toEqual({ type: 'eval-progress', step: 2, done: n, total: n });
+    // SFT on box answers: eval loss and token accuracy, and the grounding scores of the greedy answers
+    for (const ev of of(evs, 'eval')) {
+      expect(Object.keys(ev.metrics).sort()).toEqual(['eval_grounding/acc_iou50', 'eval_grounding/acc_iou75', 'eval_grounding/mean_iou', 'eval_grounding/parse_rate', 'eval_loss', 'eval_mean_token_accuracy']);
+      expect(ev.metrics.eval_loss).toBeGreaterThan(0);
+      for (const k of ['eval_grounding/parse_rate', 'eval_grounding/mean_iou', 'eval_grounding/acc_iou50']) expect(ev.metrics[k]).toBeGreaterThanOrEqual(0);
+    }
+    // training moved the adapter between the two evaluations
+    const [e2, e4] = of(evs, 'eval');
+    expect(e4.metrics.eval_loss).not.toBe(e2.metrics.eval_loss);
     expect((await kv.get<{ lastEvalStep?: number }>('run/ev1/meta'))!.lastEvalStep).toBe(4);
   });
 

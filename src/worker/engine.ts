@@ -377,14 +377,25 @@ export class Engine {
         ...(data.evalExamples.length ? { evalExamples: data.evalExamples } : {}),
       }));
       // the held-out split after a step (every eval.evalSteps and at the end): progress first, so the
-      // page can say why no step comes, then the metrics; the meta remembers the step, for a resume
+      // page can say why no step comes, then the metrics; the meta remembers the step, for a resume.
+      // Stop cuts an evaluation short between examples (a pause waits for it): the run then ends
+      // 'stopped', and Resume evaluates that step again before the next.
+      let evalCut = false;
       const evaluate = async () => {
         const at = r.step;
         emit({ type: 'eval-progress', step: at, done: 0, total: data.evalExamples.length });
-        const res = await r.evaluate((done, total) => emit({ type: 'eval-progress', step: at, done, total }));
-        emit({ type: 'eval', step: res.step, metrics: res.metrics });
-        meta.lastEvalStep = res.step;
-        await kv.set(metaKey(req.runId), meta);
+        try {
+          const res = await r.evaluate((done, total) => {
+            if (active.control === 'stop') throw new EvalStopped();
+            emit({ type: 'eval-progress', step: at, done, total });
+          });
+          emit({ type: 'eval', step: res.step, metrics: res.metrics });
+          meta.lastEvalStep = res.step;
+          await kv.set(metaKey(req.runId), meta);
+        } catch (e) {
+          if (!(e instanceof EvalStopped)) throw e;
+          evalCut = true;
+        }
       };
       r.onCheckpoint = (step) => {
         checkpointStep = step;
@@ -426,7 +437,7 @@ export class Engine {
         if (r.evalDue) await evaluate();
       }
       await r.save();
-      status = r.done ? 'done' : 'stopped';
+      status = r.done && !evalCut ? 'done' : 'stopped';
     } catch (e) {
       // A destroyed device fails the next call before its `lost` promise settles: give it a moment.
       const dev = this.loaded?.device;
@@ -720,6 +731,8 @@ export class Engine {
 }
 
 class StopBeforeStart extends Error {}
+/** Thrown from an evaluation's progress callback when Stop was pressed: the evaluation ends there. */
+class EvalStopped extends Error {}
 
 /**
  * A resumed run keeps the images it held out at its start. The split is seeded, so with the same
