@@ -4,10 +4,13 @@
 // the grounding metrics get charts of their own, the run's latest eval figures are shown, the eval
 // rows reach IndexedDB (patchwork-evals), and after a reload the curves and figures are still there.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { launch, serveDist, watchErrors, type Browser, type StaticServer } from './harness.ts';
+import { launch, ROOT, serveDist, watchErrors, type Browser, type StaticServer } from './harness.ts';
 import { dragBox, dropFiles, imagePoint, scene, storedRecords } from './datasetUtil.ts';
 
+const SHOTS = join(ROOT, 'docs', 'screenshots');
 let server: StaticServer;
 let browser: Browser;
 
@@ -142,6 +145,8 @@ describe('evaluation in the studio', () => {
     const charts = ['Loss', 'Eval parse rate', 'Eval mean IoU', 'Eval acc@IoU 0.5', 'Eval acc@IoU 0.75', 'mean_token_accuracy'];
     for (const m of charts) expect(await page.locator(`figure[data-metric="${m}"] canvas`).count(), m).toBe(1);
     expect(await page.locator('figure[data-metric="Eval mean IoU"] .chart-step').textContent()).toBe('step 4');
+    await mkdir(SHOTS, { recursive: true });
+    await page.locator('.charts-card').screenshot({ path: join(SHOTS, 'train-eval.png') }); // the charts with the eval lines
     const evalKeys = ['eval_grounding/acc_iou50', 'eval_grounding/acc_iou75', 'eval_grounding/mean_iou', 'eval_grounding/parse_rate', 'eval_loss', 'eval_mean_token_accuracy'];
     expect(await storedEvals(page, runId)).toEqual([{ step: 2, keys: evalKeys }, { step: 4, keys: evalKeys }]);
 

@@ -60,9 +60,11 @@ interface MetricChartProps {
   /** apply smoothing (off for e.g. the learning rate, which is not noisy) */
   smooth?: boolean;
   logY?: boolean;
+  /** a fixed y range (shares such as the eval parse rate: [0, 1]) */
+  range?: [number, number];
 }
 
-export function MetricChart({ title, series, smoothing, height = 200, smooth = true, logY = false }: MetricChartProps) {
+export function MetricChart({ title, series, smoothing, height = 200, smooth = true, logY = false, range }: MetricChartProps) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const [cursorIdx, setCursorIdx] = useState<number | null>(null);
@@ -73,7 +75,7 @@ export function MetricChart({ title, series, smoothing, height = 200, smooth = t
   const smoothed = useMemo(() => ys.map((y) => (showRaw ? debiasedEma(y, smoothing) : y)), [ys, smoothing, showRaw]);
   const data = useMemo<uPlot.AlignedData>(() => [x, ...ys.flatMap((y, i) => (showRaw ? [y, smoothed[i]] : [y]))], [x, ys, smoothed, showRaw]);
   // Rebuild the plot only when the set of lines changes; new points go through setData.
-  const shape = `${live.map((s) => `${s.id}:${s.color}:${!!s.eval}`).join(',')}|${showRaw}|${logY}`;
+  const shape = `${live.map((s) => `${s.id}:${s.color}:${!!s.eval}`).join(',')}|${showRaw}|${logY}|${range ?? ''}`;
 
   useEffect(() => {
     const el = box.current;
@@ -91,7 +93,7 @@ export function MetricChart({ title, series, smoothing, height = 200, smooth = t
         series: lines,
         legend: { show: false },
         cursor: { drag: { x: true, y: false }, points: { size: 6 } },
-        scales: { x: { time: false }, y: logY ? { distr: 3 } : {} },
+        scales: { x: { time: false }, y: logY ? { distr: 3 } : range ? { range: [range[0], range[1]] } : {} },
         axes: [
           { stroke: '#6b7280', grid: { stroke: '#eef0f3' }, ticks: { stroke: '#e5e7eb' }, size: 32 },
           {

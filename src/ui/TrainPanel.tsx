@@ -780,7 +780,7 @@ export function RunCharts() {
       {runs.length === 0 && <p className="muted">No runs yet. Each run's loss, learning rate, grad norm and throughput (and, with an eval split, its held-out evaluations, dashed) are drawn here live and kept after a reload.</p>}
       <div className="charts">
         {charts.map((c) => (
-          <MetricChart key={c.key} title={c.title} series={c.series} smoothing={c.smooth ? smoothing : 0} smooth={c.smooth} logY={c.logY} />
+          <MetricChart key={c.key} title={c.title} series={c.series} smoothing={c.smooth ? smoothing : 0} smooth={c.smooth} logY={c.logY} range={c.range} />
         ))}
       </div>
     </section>

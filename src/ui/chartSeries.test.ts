@@ -28,8 +28,9 @@ describe('charts of runs with held-out evaluations', () => {
       // no training counterpart in these runs: a chart of its own, last
       ['eval_logps/chosen', null],
     ]);
-    // the learning rate is not smoothed, the rest is (eval lines by the same rule)
+    // the learning rate is not smoothed, the rest is (eval lines by the same rule); the grounding shares are drawn on [0, 1]
     expect(specs.filter((c) => !c.smooth).map((c) => c.key)).toEqual(['lr']);
+    expect(specs.filter((c) => c.range).map((c) => [c.key, c.range])).toEqual(['parse_rate', 'mean_iou', 'acc_iou50', 'acc_iou75'].map((k) => [`eval_grounding/${k}`, [0, 1]]));
   });
 
   it('a run without evaluations draws the same charts as before', () => {

@@ -25,6 +25,8 @@ export interface ChartSpec {
   logY?: boolean;
   /** the eval metric drawn with it */
   evalKey?: string;
+  /** a fixed y range (the grounding shares: [0, 1]) */
+  range?: [number, number];
 }
 
 export interface ChartRun {
@@ -43,10 +45,10 @@ export const STANDARD_CHARTS: ChartSpec[] = [
 
 /** The grounding evaluation: no training counterpart, a chart each, in this order. */
 export const GROUNDING_CHARTS: ChartSpec[] = [
-  { key: 'eval_grounding/parse_rate', title: 'Eval parse rate', smooth: true },
-  { key: 'eval_grounding/mean_iou', title: 'Eval mean IoU', smooth: true },
-  { key: 'eval_grounding/acc_iou50', title: 'Eval acc@IoU 0.5', smooth: true },
-  { key: 'eval_grounding/acc_iou75', title: 'Eval acc@IoU 0.75', smooth: true },
+  { key: 'eval_grounding/parse_rate', title: 'Eval parse rate', smooth: true, range: [0, 1] },
+  { key: 'eval_grounding/mean_iou', title: 'Eval mean IoU', smooth: true, range: [0, 1] },
+  { key: 'eval_grounding/acc_iou50', title: 'Eval acc@IoU 0.5', smooth: true, range: [0, 1] },
+  { key: 'eval_grounding/acc_iou75', title: 'Eval acc@IoU 0.75', smooth: true, range: [0, 1] },
 ];
 
 /** eval metrics whose training counterpart has another name (the first one a run reports wins) */
