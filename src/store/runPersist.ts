@@ -21,6 +21,11 @@ if (typeof document !== 'undefined') {
   });
 }
 
+/** Write whatever the throttled stores hold now (a run that ended: its status must not wait for the timer). */
+export function flushStores(): void {
+  for (const f of flushers) f();
+}
+
 /** Called with a readable message when a write fails (quota exceeded, private mode). */
 export let onPersistError: (message: string) => void = (m) => console.error(m);
 export function setPersistErrorHandler(fn: (message: string) => void): void {

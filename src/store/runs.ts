@@ -9,7 +9,7 @@
 // checkpoints live in the worker's IndexedDB store (patchwork-checkpoints), keyed by the run id.
 import { create } from 'zustand';
 import { persist } from 'zustand/middleware';
-import { deleteSteps, evalDb, idbStorage, loadAllSteps, onPersistError, putStep, putSteps, rowsOf, seriesOf, type StepRow } from './runPersist.ts';
+import { deleteSteps, evalDb, flushStores, idbStorage, loadAllSteps, onPersistError, putStep, putSteps, rowsOf, seriesOf, type StepRow } from './runPersist.ts';
 import type { PersistStorage } from 'zustand/middleware';
 import type { Method, TrainConfig } from './runConfig.ts';
 
@@ -134,7 +134,11 @@ export const useRuns = create<RunsStore>()(
         }));
       },
       setCheckpoint: (id, step) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, checkpointStep: step } : r)) })),
-      setStatus: (id, status, error) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, status, error } : r)) })),
+      setStatus: (id, status, error) => {
+        set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, status, error } : r)) }));
+        // an ended run is written now, not a second later: a reload right after shows it ended as it did
+        if (status !== 'running' && status !== 'paused') flushStores();
+      },
       rename: (id, name) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, name } : r)) })),
       toggleVisible: (id) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, visible: !r.visible } : r)) })),
       remove: (id) => {
