@@ -61,17 +61,18 @@ function storedEvals(page: Page, runId: string) {
   }, runId);
 }
 
-/** The run record's status as persisted in 'patchwork-runs'. */
-function storedStatus(page: Page, runId: string) {
+/** The run record as persisted in 'patchwork-runs'. */
+function storedRun(page: Page, runId: string) {
   return page.evaluate(async (runId) => {
-    return new Promise<string | undefined>((ok, bad) => {
+    type Run = { id: string; status: string; evalImageIds?: string[] };
+    return new Promise<Run | undefined>((ok, bad) => {
       const r = indexedDB.open('patchwork-runs');
       r.onerror = () => bad(r.error);
       r.onsuccess = () => {
         const g = r.result.transaction('kv').objectStore('kv').get('runs');
         g.onsuccess = () => {
           r.result.close();
-          ok((g.result as { state?: { runs?: { id: string; status: string }[] } })?.state?.runs?.find((x) => x.id === runId)?.status);
+          ok((g.result as { state?: { runs?: Run[] } })?.state?.runs?.find((x) => x.id === runId));
         };
       };
     });
@@ -152,7 +153,12 @@ describe('evaluation in the studio', () => {
 
     // a reload draws the same from IndexedDB (the run record's status is written throttled, once a
     // second: wait for it, as train.test.ts does, so the reload does not race that write)
-    await expect.poll(() => storedStatus(page, runId), { timeout: 15_000 }).toBe('done');
+    await expect.poll(async () => (await storedRun(page, runId))?.status, { timeout: 15_000 }).toBe('done');
+    // the run names the image it held out (one of the two)
+    const imageIds = (await storedRecords<{ id: string }>(page, 'images')).map((r) => r.id);
+    const held = (await storedRun(page, runId))?.evalImageIds;
+    expect(held).toHaveLength(1);
+    expect(imageIds).toContain(held![0]);
     await page.reload();
     await page.getByTestId('tab-train').click();
     const row = page.locator(`[data-run="${runId}"]`);

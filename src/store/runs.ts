@@ -33,6 +33,8 @@ export interface RunRecord {
   error?: string;
   /** step of its last checkpoint (what Resume continues from); null or absent: none yet */
   checkpointStep?: number | null;
+  /** the dataset images it holds out for evaluation (ids; absent: no eval split) */
+  evalImageIds?: string[];
   /** the step series (trl names) and, under their eval_ names, the held-out evaluations' */
   metrics: Record<string, Series>;
   /** drawn on the charts */
@@ -57,6 +59,7 @@ interface RunsStore {
   truncateMetrics(id: string, step: number): void;
   setStatus(id: string, status: RunStatus, error?: string): void;
   setCheckpoint(id: string, step: number | null): void;
+  setEvalImages(id: string, imageIds: string[]): void;
   rename(id: string, name: string): void;
   toggleVisible(id: string): void;
   remove(id: string): void;
@@ -133,6 +136,7 @@ export const useRuns = create<RunsStore>()(
           }),
         }));
       },
+      setEvalImages: (id, imageIds) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, evalImageIds: imageIds } : r)) })),
       setCheckpoint: (id, step) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, checkpointStep: step } : r)) })),
       setStatus: (id, status, error) => {
         set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, status, error } : r)) }));

@@ -132,6 +132,8 @@ function onEvent(runId: string): (e: TrainEvent) => void {
           const held = e.evalExamples ? { evalExamples: e.evalExamples, evalImages: e.evalImages?.length, datasetImages: e.datasetImages } : {};
           set({ active: { ...mine, data: { examples: e.examples, minPixels: e.minPixels, maxPixels: e.maxPixels, ...held } } });
         }
+        // which images the run never trains on (the Predictions screen can score them)
+        if (e.evalImageIds?.length) runs.setEvalImages(runId, e.evalImageIds);
         break;
       case 'warning':
         if (!get().warnings.includes(e.message)) set({ warnings: [...get().warnings, e.message] });

@@ -156,8 +156,11 @@ export type TrainEvent =
   | { type: 'status'; status: RunState; message?: string; step?: number }
   | { type: 'progress'; progress: LoadProgress }
   | { type: 'model'; info: ModelInfo }
-  /** `evalExamples` / `evalImages`: the held-out split (session/split.ts, by image, seeded by optim.seed), when there is one */
-  | { type: 'data'; examples: number; skipped: number; minPixels: number; maxPixels: number; evalExamples?: number; evalImages?: string[]; datasetImages?: number }
+  /**
+   * `evalExamples` / `evalImages` (image names) / `datasetImages`: the held-out split (session/split.ts, by image, seeded by
+   * optim.seed) out of the images with examples, when there is one; `evalImageIds`: its images' ids in a stored dataset
+   */
+  | { type: 'data'; examples: number; skipped: number; minPixels: number; maxPixels: number; evalExamples?: number; evalImages?: string[]; datasetImages?: number; evalImageIds?: string[] }
   | { type: 'warning'; message: string }
   /** the run continues from a checkpoint: steps after `step` in the page's history are void */
   | { type: 'resumed'; step: number }

@@ -87,6 +87,7 @@ describe('engine: the held-out evaluation', () => {
     const heldQuestions = shown.find((s) => s.name === heldName)!.records.length;
     expect(data.evalExamples).toBe(heldQuestions);
     expect(data.examples).toBe(5 - heldQuestions);
+    expect(data.evalImageIds).toEqual([shown.find((s) => s.name === heldName)!.imageId]);
     // it is the seeded split of session/split.ts
     expect(splitByImage(shown.flatMap((s) => s.records.map((record) => ({ where: s.name, record, images: [{ name: s.name }] }))), config().eval, config().optim.seed).evalImages).toEqual([heldName]);
     firstHeld = data.evalImages!;

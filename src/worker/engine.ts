@@ -343,6 +343,7 @@ export class Engine {
       emit({
         type: 'data', examples: data.examples.length, skipped: data.skipped, minPixels: data.minPixels, maxPixels: data.maxPixels,
         ...(data.evalExamples.length ? { evalExamples: data.evalExamples.length, evalImages: data.evalImages, datasetImages: data.datasetImages } : {}),
+        ...(data.evalImageIds.length ? { evalImageIds: data.evalImageIds } : {}),
       });
       for (const w of data.warnings) emit({ type: 'warning', message: w });
       const sized = validate(c, { datasetSize: data.examples.length, datasetImages: data.datasetImages, modelSource: false });
@@ -480,6 +481,8 @@ export class Engine {
     const c = req.config, method = c.method;
     let minPixels: number, maxPixels: number, name = 'the examples';
     const sources: ExampleSource[] = [];
+    /** a stored dataset's image ids by image key (the image's name: images of one name are one image to the split) */
+    const idsOf = new Map<string, string[]>();
     const decode = async (blob: Blob, label: string) => {
       try {
         return { name: label, image: await this.deps.decodeImage(blob) };
@@ -498,6 +501,7 @@ export class Engine {
         onProgress({ phase: 'data', loaded: i, total: samples.length, label: 'decoding images' });
         const wanted = s.records.filter((r) => takesRecord(r, method));
         const images = wanted.length ? [await decode(s.blob, s.name)] : [];
+        if (wanted.length) idsOf.set(s.name, [...(idsOf.get(s.name) ?? []), s.imageId]);
         s.records.forEach((r, k) => sources.push({ where: `image "${s.name}"${s.records.length > 1 ? ` (question ${k + 1})` : ''}`, record: r, images }));
       }
     } else {
@@ -547,6 +551,7 @@ export class Engine {
     if (p.otherKind) warnings.push(`${p.otherKind} record${p.otherKind > 1 ? 's' : ''} of another kind than ${method.toUpperCase()} takes ${p.otherKind > 1 ? 'were' : 'was'} left out.`);
     return {
       examples: p.examples, evalExamples: evalP?.examples ?? [], evalImages: evalP ? split.evalImages : [], datasetImages,
+      evalImageIds: evalP ? split.evalImages.flatMap((k) => idsOf.get(k) ?? []) : [],
       skipped: p.otherKind + p.problems.length + (evalP?.problems.length ?? 0), minPixels, maxPixels, warnings, plan: p.plan.images.length ? p.plan : { ...DEFAULT_PLAN, textTokens: p.plan.textTokens },
     };
   }
