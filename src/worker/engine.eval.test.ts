@@ -150,6 +150,21 @@ describe('engine: the held-out evaluation', () => {
     }
   });
 
+  it('evaluating does not change the training: the same steps as a run on the train side alone', { timeout: 240_000 }, async () => {
+    const losses = (evs: TrainEvent[]) => of(evs, 'step').map((e) => [e.metrics.loss, e.metrics.grad_norm]);
+    const a: TrainEvent[] = [];
+    await engine.train({ runId: 'ev4', config: config(), data: { datasetId: ds.id } }, (e) => a.push(e));
+    expect(of(a, 'eval').map((e) => e.step)).toEqual([2, 4]);
+    const heldName = of(a, 'data')[0].evalImages![0];
+    // the same records and images, in the same order, without the held-out image and without evaluation
+    const rest = shown.filter((s) => s.name !== heldName).flatMap((s) => s.records.map((record) => ({ images: [s.blob], record })));
+    const b: TrainEvent[] = [];
+    await engine.train({ runId: 'ev5', config: config({ evalSplit: 0 }), data: { examples: rest, minPixels: ds.minPixels, maxPixels: ds.maxPixels } }, (e) => b.push(e));
+    expect(of(b, 'eval')).toEqual([]);
+    expect(losses(a)).toHaveLength(4);
+    expect(losses(a)).toEqual(losses(b));
+  });
+
   it('refuses, before any step, a split that leaves no image to train on', async () => {
     const evs: TrainEvent[] = [];
     const sum = await engine.train({ runId: 'ev3', config: config({ evalSplit: 4 }), data: { datasetId: ds.id } }, (e) => evs.push(e));
