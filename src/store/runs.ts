@@ -2,11 +2,11 @@
 // charts come back after a reload. The engine's progress callback (store/training.ts) records one
 // row of metrics per optimizer step through `recordStep`: the row is committed to its own
 // append-only store (runPersist.ts, patchwork-metrics) before the step is drawn, so a closed or
-// crashed tab loses no step the charts showed and a resumed run's chart has no gap. The run records
-// The held-out evaluations go the same way through `recordEval`, into their own store
-// (patchwork-evals), and join the run's series under their eval_ names (eval_loss, ...). The run records
-// themselves (settings, status, checkpoint step) are written throttled to 'patchwork-runs'. The
-// checkpoints live in the worker's IndexedDB store (patchwork-checkpoints), keyed by the run id.
+// crashed tab loses no step the charts showed and a resumed run's chart has no gap. The held-out
+// evaluations go the same way through `recordEval`, into their own store (patchwork-evals), and join
+// the run's series under their eval_ names (eval_loss, ...). The run records themselves (settings,
+// status, checkpoint step) are written throttled to 'patchwork-runs'. The checkpoints live in the
+// worker's IndexedDB store (patchwork-checkpoints), keyed by the run id.
 import { create } from 'zustand';
 import { persist } from 'zustand/middleware';
 import { deleteSteps, evalDb, flushStores, idbStorage, loadAllSteps, onPersistError, putStep, putSteps, rowsOf, seriesOf, type StepRow } from './runPersist.ts';

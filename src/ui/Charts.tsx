@@ -6,16 +6,10 @@
 import { useEffect, useMemo, useRef, useState } from 'react';
 import uPlot from 'uplot';
 import { debiasedEma } from './smoothing.ts';
+import type { ChartLine } from './chartSeries.ts';
 
-export interface ChartSeries {
-  id: string;
-  label: string;
-  color: string;
-  step: number[];
-  value: number[];
-  /** a held-out evaluation's line: dashed, points shown */
-  eval?: boolean;
-}
+/** One line: a run's metric (chartSeries.ts makes them; `eval`: a held-out evaluation's line, dashed, points shown). */
+export type ChartSeries = ChartLine;
 
 /** Align several (step, value) series on the union of their steps; missing points are null. */
 export function alignSeries(series: ChartSeries[]): { x: number[]; ys: (number | null)[][] } {
