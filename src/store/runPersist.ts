@@ -21,6 +21,11 @@ if (typeof document !== 'undefined') {
   });
 }
 
+/** Write whatever the throttled stores hold now (a run that ended: its status must not wait for the timer). */
+export function flushStores(): void {
+  for (const f of flushers) f();
+}
+
 /** Called with a readable message when a write fails (quota exceeded, private mode). */
 export let onPersistError: (message: string) => void = (m) => console.error(m);
 export function setPersistErrorHandler(fn: (message: string) => void): void {
@@ -77,20 +82,28 @@ export function metricsDb(): UseStore {
   return (mdb ??= createStore('patchwork-metrics', 'steps'));
 }
 
-const runRange = (runId: string, after = -Infinity) => IDBKeyRange.bound([runId, after], [runId, Infinity], after !== -Infinity, false);
-
-/** Resolves once the row is committed. */
-export function putStep(row: StepRow): Promise<void> {
-  return set([row.runId, row.step], row, metricsDb());
+// The held-out evaluations (eval_loss, eval_grounding/mean_iou, ...) are rows of the same shape in a
+// database of their own: an evaluation runs after the step it is keyed by, so it cannot share that
+// step's row, and its own transaction commits before the page draws it, as a step's does.
+let edb: UseStore | undefined;
+export function evalDb(): UseStore {
+  return (edb ??= createStore('patchwork-evals', 'steps'));
 }
 
-export function putSteps(rows: StepRow[]): Promise<void> {
-  return setMany(rows.map((r) => [[r.runId, r.step], r]), metricsDb());
+const runRange = (runId: string, after = -Infinity) => IDBKeyRange.bound([runId, after], [runId, Infinity], after !== -Infinity, false);
+
+/** Resolves once the row is committed (`db`: metricsDb, or evalDb for an evaluation). */
+export function putStep(row: StepRow, db = metricsDb()): Promise<void> {
+  return set([row.runId, row.step], row, db);
+}
+
+export function putSteps(rows: StepRow[], db = metricsDb()): Promise<void> {
+  return setMany(rows.map((r) => [[r.runId, r.step], r]), db);
 }
 
 /** Every stored row, grouped by run, in step order (keys sort by run id, then step). */
-export async function loadAllSteps(): Promise<Map<string, StepRow[]>> {
-  const rows = await metricsDb()('readonly', (s) => promisifyRequest(s.getAll() as IDBRequest<StepRow[]>));
+export async function loadAllSteps(db = metricsDb()): Promise<Map<string, StepRow[]>> {
+  const rows = await db('readonly', (s) => promisifyRequest(s.getAll() as IDBRequest<StepRow[]>));
   const out = new Map<string, StepRow[]>();
   for (const r of rows) {
     const list = out.get(r.runId);
@@ -101,8 +114,8 @@ export async function loadAllSteps(): Promise<Map<string, StepRow[]>> {
 }
 
 /** Drop a run's rows after `step` (all of them when `step` is omitted). */
-export function deleteSteps(runId: string, after?: number): Promise<void> {
-  return metricsDb()('readwrite', (s) => {
+export function deleteSteps(runId: string, after?: number, db = metricsDb()): Promise<void> {
+  return db('readwrite', (s) => {
     s.delete(runRange(runId, after));
     return promisifyRequest(s.transaction);
   });

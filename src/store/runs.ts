@@ -2,12 +2,14 @@
 // charts come back after a reload. The engine's progress callback (store/training.ts) records one
 // row of metrics per optimizer step through `recordStep`: the row is committed to its own
 // append-only store (runPersist.ts, patchwork-metrics) before the step is drawn, so a closed or
-// crashed tab loses no step the charts showed and a resumed run's chart has no gap. The run records
-// themselves (settings, status, checkpoint step) are written throttled to 'patchwork-runs'. The
-// checkpoints live in the worker's IndexedDB store (patchwork-checkpoints), keyed by the run id.
+// crashed tab loses no step the charts showed and a resumed run's chart has no gap. The held-out
+// evaluations go the same way through `recordEval`, into their own store (patchwork-evals), and join
+// the run's series under their eval_ names (eval_loss, ...). The run records themselves (settings,
+// status, checkpoint step) are written throttled to 'patchwork-runs'. The checkpoints live in the
+// worker's IndexedDB store (patchwork-checkpoints), keyed by the run id.
 import { create } from 'zustand';
 import { persist } from 'zustand/middleware';
-import { deleteSteps, idbStorage, loadAllSteps, onPersistError, putStep, putSteps, rowsOf, seriesOf, type StepRow } from './runPersist.ts';
+import { deleteSteps, evalDb, flushStores, idbStorage, loadAllSteps, onPersistError, putStep, putSteps, rowsOf, seriesOf, type StepRow } from './runPersist.ts';
 import type { PersistStorage } from 'zustand/middleware';
 import type { Method, TrainConfig } from './runConfig.ts';
 
@@ -31,6 +33,9 @@ export interface RunRecord {
   error?: string;
   /** step of its last checkpoint (what Resume continues from); null or absent: none yet */
   checkpointStep?: number | null;
+  /** the dataset images it holds out for evaluation (ids; absent: no eval split) */
+  evalImageIds?: string[];
+  /** the step series (trl names) and, under their eval_ names, the held-out evaluations' */
   metrics: Record<string, Series>;
   /** drawn on the charts */
   visible: boolean;
@@ -48,10 +53,13 @@ interface RunsStore {
   appendMetrics(id: string, step: number, values: Record<string, number>): void;
   /** persist a step's metrics, then append them (resolves once both are done) */
   recordStep(id: string, step: number, values: Record<string, number>): Promise<void>;
+  /** persist an evaluation's metrics (eval_ names) after `step`, then append them */
+  recordEval(id: string, step: number, values: Record<string, number>): Promise<void>;
   /** drop points after `step` (a run resumed from its checkpoint at `step` redoes them) */
   truncateMetrics(id: string, step: number): void;
   setStatus(id: string, status: RunStatus, error?: string): void;
   setCheckpoint(id: string, step: number | null): void;
+  setEvalImages(id: string, imageIds: string[]): void;
   rename(id: string, name: string): void;
   toggleVisible(id: string): void;
   remove(id: string): void;
@@ -105,8 +113,17 @@ export const useRuns = create<RunsStore>()(
         }
         get().appendMetrics(id, step, values);
       },
+      async recordEval(id, step, values) {
+        try {
+          await putStep({ runId: id, step, values }, evalDb());
+        } catch (e) {
+          onPersistError(`Could not save the evaluation of step ${step}: ${(e as Error)?.message ?? String(e)}`);
+        }
+        get().appendMetrics(id, step, values);
+      },
       truncateMetrics(id, step) {
         void deleteSteps(id, step).catch(() => undefined);
+        void deleteSteps(id, step, evalDb()).catch(() => undefined);
         set((s) => ({
           runs: s.runs.map((r) => {
             if (r.id !== id) return r;
@@ -119,12 +136,18 @@ export const useRuns = create<RunsStore>()(
           }),
         }));
       },
+      setEvalImages: (id, imageIds) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, evalImageIds: imageIds } : r)) })),
       setCheckpoint: (id, step) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, checkpointStep: step } : r)) })),
-      setStatus: (id, status, error) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, status, error } : r)) })),
+      setStatus: (id, status, error) => {
+        set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, status, error } : r)) }));
+        // an ended run is written now, not a second later: a reload right after shows it ended as it did
+        if (status !== 'running' && status !== 'paused') flushStores();
+      },
       rename: (id, name) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, name } : r)) })),
       toggleVisible: (id) => set((s) => ({ runs: s.runs.map((r) => (r.id === id ? { ...r, visible: !r.visible } : r)) })),
       remove: (id) => {
         void deleteSteps(id).catch(() => undefined);
+        void deleteSteps(id, undefined, evalDb()).catch(() => undefined);
         set((s) => ({ runs: s.runs.filter((r) => r.id !== id) }));
       },
     }),
@@ -152,12 +175,14 @@ function withStepRows(inner: PersistStorage<{ runs: RunRecord[] }>): PersistStor
   return {
     ...inner,
     getItem: async (name) => {
-      const [v, rows] = await Promise.all([inner.getItem(name), loadAllSteps().catch(() => new Map<string, StepRow[]>())]);
+      const none = () => new Map<string, StepRow[]>();
+      const [v, rows, evals] = await Promise.all([inner.getItem(name), loadAllSteps().catch(none), loadAllSteps(evalDb()).catch(none)]);
       if (!v?.state?.runs) return v;
       const legacy: StepRow[] = [];
       const runs = v.state.runs.map((r) => {
         const mine = rows.get(r.id);
-        if (mine?.length) return { ...r, metrics: seriesOf(mine) };
+        // the evaluations' names (eval_…) never clash with a step's
+        if (mine?.length) return { ...r, metrics: { ...seriesOf(mine), ...seriesOf(evals.get(r.id) ?? []) } };
         if (r.metrics && Object.keys(r.metrics).length) legacy.push(...rowsOf(r.id, r.metrics));
         return { ...r, metrics: r.metrics ?? {} };
       });

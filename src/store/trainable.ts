@@ -11,19 +11,23 @@ export interface Trainable {
   kinds: Partial<Record<TaskRecord['kind'], number>>;
   /** records the method trains on */
   examples: number;
+  /** images with at least one record the method trains on (what an eval split divides, by image) */
+  exampleImages: number;
 }
 
 /** The dataset's records counted against the method. */
 export function countTrainable(perImage: readonly (readonly TaskRecord[])[], method: Method): Trainable {
   const kinds: Trainable['kinds'] = {};
-  let examples = 0;
+  let examples = 0, exampleImages = 0;
   for (const recs of perImage) {
+    const before = examples;
     for (const r of recs) {
       kinds[r.kind] = (kinds[r.kind] ?? 0) + 1;
       if (methodTakes(r.kind, method)) examples++;
     }
+    if (examples > before) exampleImages++;
   }
-  return { images: perImage.length, kinds, examples };
+  return { images: perImage.length, kinds, examples, exampleImages };
 }
 
 /** Why Train is disabled for this dataset, or undefined when it has something to train on. */

@@ -28,8 +28,10 @@ export interface ActiveRun {
   startedAt: number;
   /** wall time of the last step, for the ETA */
   secPerStep?: number;
-  /** the examples and the image bounds the engine trains with (a dataset's own min/max pixels) */
-  data?: { examples: number; minPixels: number; maxPixels: number };
+  /** the examples and the image bounds the engine trains with (a dataset's own min/max pixels); the held-out split's size */
+  data?: { examples: number; minPixels: number; maxPixels: number; evalExamples?: number; evalImages?: number; datasetImages?: number };
+  /** the held-out split being evaluated after `step` (training waits for it); absent otherwise */
+  evaluating?: { step: number; done: number; total: number };
 }
 
 interface TrainingStore {
@@ -91,6 +93,13 @@ export function chartMetrics(m: Record<string, number>): Record<string, number> 
   return out;
 }
 
+/** An evaluation's metrics (session/eval.ts: trl names, eval_ prefixed) → the series kept with the run: the finite ones. */
+export function evalChartMetrics(m: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(m)) if (k.startsWith('eval_') && Number.isFinite(v)) out[k] = v;
+  return out;
+}
+
 function runStatus(s: RunState): RunStatus {
   switch (s) {
     case 'paused': return 'paused';
@@ -119,7 +128,12 @@ function onEvent(runId: string): (e: TrainEvent) => void {
         set({ model: e.info });
         break;
       case 'data':
-        if (mine) set({ active: { ...mine, data: { examples: e.examples, minPixels: e.minPixels, maxPixels: e.maxPixels } } });
+        if (mine) {
+          const held = e.evalExamples ? { evalExamples: e.evalExamples, evalImages: e.evalImages?.length, datasetImages: e.datasetImages } : {};
+          set({ active: { ...mine, data: { examples: e.examples, minPixels: e.minPixels, maxPixels: e.maxPixels, ...held } } });
+        }
+        // which images the run never trains on (the Predictions screen can score them)
+        if (e.evalImageIds?.length) runs.setEvalImages(runId, e.evalImageIds);
         break;
       case 'warning':
         if (!get().warnings.includes(e.message)) set({ warnings: [...get().warnings, e.message] });
@@ -143,6 +157,16 @@ function onEvent(runId: string): (e: TrainEvent) => void {
       }
       case 'checkpoint':
         runs.setCheckpoint(runId, e.step);
+        break;
+      case 'eval-progress':
+        if (mine) set({ active: { ...mine, evaluating: { step: e.step, done: e.done, total: e.total } } });
+        break;
+      case 'eval':
+        // drawn once committed, as a step is
+        void runs.recordEval(runId, e.step, evalChartMetrics(e.metrics)).then(() => {
+          const cur = get().active;
+          if (cur?.runId === runId && cur.evaluating?.step === e.step) set({ active: { ...cur, evaluating: undefined } });
+        });
         break;
     }
   };
@@ -170,7 +194,7 @@ async function drive(runId: string, start: () => Promise<RunSummary>, retrySkipp
 /** The stored dataset's records counted against the method, and why it cannot train (undefined: it can). */
 export async function trainableOf(datasetId: string, method: TrainConfig['method']): Promise<Trainable & { name: string; reason?: string }> {
   const [ds, images] = await Promise.all([getDataset(datasetId), listImages(datasetId)]);
-  if (!ds || ds.deletedAt) return { name: '', images: 0, kinds: {}, examples: 0, reason: 'choose a dataset' };
+  if (!ds || ds.deletedAt) return { name: '', images: 0, kinds: {}, examples: 0, exampleImages: 0, reason: 'choose a dataset' };
   const t = countTrainable(images.filter((r) => !r.deletedAt).map((r) => taskRecords(ds, r)), method);
   return { ...t, name: ds.name, reason: untrainableReason(ds.name, t, method) };
 }

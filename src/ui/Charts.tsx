@@ -1,17 +1,15 @@
 // Live metric charts on uPlot: each run's raw series (faint) and its TensorBoard-style debiased
 // EMA (solid), several runs overlaid, one shared smoothing slider. uPlot redraws 10k points in a
-// few ms, so a chart takes new data on every step without throttling.
+// few ms, so a chart takes new data on every step without throttling. A held-out evaluation's line
+// (ui/chartSeries.ts) is smoothed by the same rule, dashed, with its points shown: it has a point
+// every eval.evalSteps steps only, and a single point draws no line.
 import { useEffect, useMemo, useRef, useState } from 'react';
 import uPlot from 'uplot';
 import { debiasedEma } from './smoothing.ts';
+import type { ChartLine } from './chartSeries.ts';
 
-export interface ChartSeries {
-  id: string;
-  label: string;
-  color: string;
-  step: number[];
-  value: number[];
-}
+/** One line: a run's metric (chartSeries.ts makes them; `eval`: a held-out evaluation's line, dashed, points shown). */
+export type ChartSeries = ChartLine;
 
 /** Align several (step, value) series on the union of their steps; missing points are null. */
 export function alignSeries(series: ChartSeries[]): { x: number[]; ys: (number | null)[][] } {
@@ -56,9 +54,11 @@ interface MetricChartProps {
   /** apply smoothing (off for e.g. the learning rate, which is not noisy) */
   smooth?: boolean;
   logY?: boolean;
+  /** a fixed y range (shares such as the eval parse rate: [0, 1]) */
+  range?: [number, number];
 }
 
-export function MetricChart({ title, series, smoothing, height = 200, smooth = true, logY = false }: MetricChartProps) {
+export function MetricChart({ title, series, smoothing, height = 200, smooth = true, logY = false, range }: MetricChartProps) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const [cursorIdx, setCursorIdx] = useState<number | null>(null);
@@ -69,15 +69,16 @@ export function MetricChart({ title, series, smoothing, height = 200, smooth = t
   const smoothed = useMemo(() => ys.map((y) => (showRaw ? debiasedEma(y, smoothing) : y)), [ys, smoothing, showRaw]);
   const data = useMemo<uPlot.AlignedData>(() => [x, ...ys.flatMap((y, i) => (showRaw ? [y, smoothed[i]] : [y]))], [x, ys, smoothed, showRaw]);
   // Rebuild the plot only when the set of lines changes; new points go through setData.
-  const shape = `${live.map((s) => `${s.id}:${s.color}`).join(',')}|${showRaw}|${logY}`;
+  const shape = `${live.map((s) => `${s.id}:${s.color}:${!!s.eval}`).join(',')}|${showRaw}|${logY}|${range ?? ''}`;
 
   useEffect(() => {
     const el = box.current;
     if (!el || !live.length) return;
     const lines: uPlot.Series[] = [{}];
     for (const s of live) {
-      if (showRaw) lines.push({ label: `${s.label} raw`, stroke: withAlpha(s.color, 0.28), width: 1, spanGaps: true, points: { show: false } });
-      lines.push({ label: s.label, stroke: s.color, width: 2, spanGaps: true, points: { show: false } });
+      const dash = s.eval ? { dash: [6, 4] } : {};
+      if (showRaw) lines.push({ label: `${s.label} raw`, stroke: withAlpha(s.color, 0.28), width: 1, spanGaps: true, points: { show: false }, ...dash });
+      lines.push({ label: s.label, stroke: s.color, width: 2, spanGaps: true, points: s.eval ? { show: true, size: 6, fill: s.color } : { show: false }, ...dash });
     }
     const u = new uPlot(
       {
@@ -86,7 +87,7 @@ export function MetricChart({ title, series, smoothing, height = 200, smooth = t
         series: lines,
         legend: { show: false },
         cursor: { drag: { x: true, y: false }, points: { size: 6 } },
-        scales: { x: { time: false }, y: logY ? { distr: 3 } : {} },
+        scales: { x: { time: false }, y: logY ? { distr: 3 } : range ? { range: [range[0], range[1]] } : {} },
         axes: [
           { stroke: '#6b7280', grid: { stroke: '#eef0f3' }, ticks: { stroke: '#e5e7eb' }, size: 32 },
           {
@@ -136,8 +137,8 @@ export function MetricChart({ title, series, smoothing, height = 200, smooth = t
       {live.length > 0 && (
         <ul className="chart-legend">
           {live.map((s, i) => (
-            <li key={s.id}>
-              <span className="swatch" style={{ background: s.color }} />
+            <li key={s.id} data-eval={s.eval ? 'true' : undefined}>
+              <span className={s.eval ? 'swatch swatch-eval' : 'swatch'} style={s.eval ? { borderColor: s.color } : { background: s.color }} />
               <span className="legend-name">{s.label}</span>
               <span className="legend-value" title={showRaw ? 'smoothed (raw)' : 'value'}>
                 {fmtValue(lastAtOrBefore(smoothed[i], idx))}

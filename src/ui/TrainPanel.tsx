@@ -24,7 +24,9 @@ import {
 } from '../store/training.ts';
 import { formErrors, trainWarnings, type FieldMessages } from './trainWarnings.ts';
 import type { EstimateResult } from '../worker/api.ts';
-import { MetricChart, SmoothingSlider, fmtValue, useSmoothing, type ChartSeries } from './Charts.tsx';
+import { MetricChart, SmoothingSlider, fmtValue, useSmoothing } from './Charts.tsx';
+import { chartLines, chartSpecs, latestEval } from './chartSeries.ts';
+import { DEFAULT_CONFIG, evalImageCount } from '../config/config.ts';
 import { GpuInfo, fmtBytes } from './GpuInfo.tsx';
 
 // ---- small form pieces ----------------------------------------------------------------------
@@ -451,6 +453,46 @@ function DataSettings({ c, errors, update }: { c: TrainConfig; errors: Record<st
   );
 }
 
+/**
+ * eval.*: the held-out split (by image, seeded by the seed), how often it is evaluated, and the greedy
+ * decoding length of the grounding / reward evaluation; each field names its default. `images`: the
+ * chosen dataset's images with examples for the method (undefined until known).
+ */
+function EvalSettings({ c, errors, warnings, update, images }: { c: TrainConfig; errors: Record<string, string>; warnings: FieldMessages; update: Update; images?: number }) {
+  const e = c.eval, d = DEFAULT_CONFIG.eval;
+  const held = images ? evalImageCount(e, images) : 0;
+  const decodes = c.method !== 'dpo'; // DPO's evaluation scores the pairs, it generates nothing
+  let split: string;
+  if (!(e.evalSplit > 0)) split = 'No evaluation (the default, 0).';
+  else if (!images) split = e.evalSplit < 1 ? `${Math.round(e.evalSplit * 100)} % of the images held out.` : `${Math.floor(e.evalSplit)} image${e.evalSplit >= 2 ? 's' : ''} held out.`;
+  else split = `${held} of the dataset's ${images} image${images > 1 ? 's' : ''} held out, ${images - held} to train on.`;
+  return (
+    <Section title="Evaluation">
+      <div className="grid">
+        <Field
+          label="Eval split"
+          error={errors['eval.evalSplit']}
+          help={`${split} 0 = none (default ${d.evalSplit}); below 1 a fraction of the images (0.2 = 20 %), else a number of images. By image: every question about an image stays on one side; drawn by the seed.`}
+        >
+          <NumInput name="eval.evalSplit" value={e.evalSplit} onChange={(v) => update({ eval: { evalSplit: v } })} />
+        </Field>
+        <Field label="Evaluate every" error={errors['eval.evalSteps']} warn={warnings['eval.evalSteps']} help={`Optimizer steps between evaluations, and always at the end; 0 = at the end only (default ${d.evalSteps}).`}>
+          <NumInput name="eval.evalSteps" value={e.evalSteps} onChange={(v) => update({ eval: { evalSteps: v } })} />
+        </Field>
+        {decodes && (
+          <Field label="Eval max new tokens" error={errors['eval.evalMaxNewTokens']} help={`Greedy answer length for the box / reward scores (default ${d.evalMaxNewTokens}; a box answer is ~30 tokens).`}>
+            <NumInput name="eval.evalMaxNewTokens" value={e.evalMaxNewTokens} onChange={(v) => update({ eval: { evalMaxNewTokens: v } })} />
+          </Field>
+        )}
+      </div>
+      <p className="help">
+        The held-out images are never trained on. Each evaluation reports {c.method === 'sft' ? 'eval loss and token accuracy' : c.method === 'dpo' ? 'eval loss and the DPO rewards, accuracies and margins' : 'the mean eval reward'}
+        {decodes ? '; with box labels, a greedy answer per question scored by parse rate, mean IoU and accuracy at IoU ≥ 0.5 / 0.75' : ''}. Training waits while it runs.
+      </p>
+    </Section>
+  );
+}
+
 // ---- run controls, charts, history -------------------------------------------------------------
 
 function fmtDuration(sec: number): string {
@@ -477,9 +519,16 @@ function RunStatusLine({ a }: { a: ActiveRun }) {
     );
   }
   const left = a.totalSteps > a.step && a.secPerStep ? (a.totalSteps - a.step) * a.secPerStep : undefined;
+  const ev = a.evaluating;
   return (
     <div className="run-status" data-testid="run-state" data-state={a.state}>
       <span className={`status status-${a.state === 'paused' ? 'paused' : 'running'}`}>{STATE_TEXT[a.state] ?? a.state}</span>
+      {ev && (
+        <span data-testid="eval-progress" title="Training waits while the held-out split is evaluated">
+          evaluating the held-out split after step {ev.step}: {ev.done} / {ev.total}
+          <progress max={Math.max(1, ev.total)} value={ev.done} />
+        </span>
+      )}
       <span>
         step <b data-testid="current-step">{a.step}</b>
         {a.totalSteps ? ` / ${a.totalSteps}` : ''}
@@ -496,10 +545,33 @@ function RunStatusLine({ a }: { a: ActiveRun }) {
         <span className="muted small run-data">
           {a.data.examples} example{a.data.examples === 1 ? '' : 's'}; images resized within the dataset's {a.data.minPixels.toLocaleString('en-US')}–
           {a.data.maxPixels.toLocaleString('en-US')} pixels
+          {a.data.evalExamples ? `; ${a.data.evalExamples} held out for evaluation (${a.data.evalImages} of ${a.data.datasetImages} images)` : ''}
         </span>
       )}
+      <LatestEval runId={a.runId} />
     </div>
   );
+}
+
+/** A run's latest evaluation, as figures (the run summary and the history row). */
+function EvalFigures({ metrics, testId }: { metrics: RunRecord['metrics']; testId?: string }) {
+  const ev = useMemo(() => latestEval(metrics), [metrics]);
+  if (!ev) return null;
+  return (
+    <span className="eval-figures" data-testid={testId} data-step={ev.step}>
+      <span className="muted">eval @ {ev.step}:</span>
+      {ev.figures.map((f) => (
+        <span key={f.key} data-metric={f.key}>
+          {f.label} <b>{fmtValue(f.value)}</b>
+        </span>
+      ))}
+    </span>
+  );
+}
+
+function LatestEval({ runId }: { runId: string }) {
+  const metrics = useRuns((s) => s.runs.find((r) => r.id === runId)?.metrics);
+  return metrics ? <EvalFigures metrics={metrics} testId="run-eval" /> : null;
 }
 
 function RunControls({ errors, config, datasetId, setDatasetId, untrainable }: { errors: Record<string, string>; config: TrainConfig; datasetId: string; setDatasetId: (id: string) => void; untrainable?: string }) {
@@ -692,37 +764,23 @@ function EstimateCard({ e }: { e: ReturnType<typeof useEstimate> }) {
   );
 }
 
-const STANDARD_CHARTS: { key: string; title: string; smooth: boolean; logY?: boolean }[] = [
-  { key: 'loss', title: 'Loss', smooth: true },
-  { key: 'lr', title: 'Learning rate', smooth: false },
-  { key: 'grad_norm', title: 'Grad norm', smooth: true },
-  { key: 'tokens_per_s', title: 'Tokens / s', smooth: true },
-];
-
 export function RunCharts() {
   const runs = useRuns((s) => s.runs);
   const [smoothing, setSmoothing] = useSmoothing();
   const visible = useMemo(() => runs.filter((r) => r.visible), [runs]);
-  const charts = useMemo(() => {
-    // the standard four, then every other metric the runs report (DPO rewards, GRPO/PPO stats, ...)
-    const extra = new Set<string>();
-    for (const r of visible) for (const k of Object.keys(r.metrics)) if (!STANDARD_CHARTS.some((c) => c.key === k)) extra.add(k);
-    const all: { key: string; title: string; smooth: boolean; logY?: boolean }[] = [...STANDARD_CHARTS, ...[...extra].sort().map((k) => ({ key: k, title: k, smooth: true }))];
-    return all.map((c) => ({
-      ...c,
-      series: visible.map<ChartSeries>((r) => ({ id: r.id, label: r.name, color: r.color, step: r.metrics[c.key]?.step ?? [], value: r.metrics[c.key]?.value ?? [] })),
-    }));
-  }, [visible]);
+  // the standard four (eval loss with the loss), the grounding evaluation, then every other metric the
+  // runs report (DPO rewards, GRPO/PPO stats, ...), each with its eval line when there is one
+  const charts = useMemo(() => chartSpecs(visible).map((c) => ({ ...c, series: chartLines(c, visible) })), [visible]);
   return (
     <section className="card charts-card">
       <div className="card-head">
         <h2>Charts</h2>
         <SmoothingSlider value={smoothing} onChange={setSmoothing} />
       </div>
-      {runs.length === 0 && <p className="muted">No runs yet. Each run's loss, learning rate, grad norm and throughput are drawn here live and kept after a reload.</p>}
+      {runs.length === 0 && <p className="muted">No runs yet. Each run's loss, learning rate, grad norm and throughput (and, with an eval split, its held-out evaluations, dashed) are drawn here live and kept after a reload.</p>}
       <div className="charts">
         {charts.map((c) => (
-          <MetricChart key={c.key} title={c.title} series={c.series} smoothing={c.smooth ? smoothing : 0} smooth={c.smooth} logY={c.logY} />
+          <MetricChart key={c.key} title={c.title} series={c.series} smoothing={c.smooth ? smoothing : 0} smooth={c.smooth} logY={c.logY} range={c.range} />
         ))}
       </div>
     </section>
@@ -749,6 +807,7 @@ function RunHistory() {
             <th>Model</th>
             <th>Steps</th>
             <th>Last loss</th>
+            <th>Last eval</th>
             <th>Status</th>
             <th />
           </tr>
@@ -787,6 +846,9 @@ function RunRow({ r, live, onResume, onToggle, onRemove, onRename }: { r: RunRec
       <td className="mono small">{r.model}</td>
       <td>{loss?.step.at(-1) ?? 0}</td>
       <td>{fmtValue(loss?.value.at(-1))}</td>
+      <td className="small">
+        <EvalFigures metrics={r.metrics} testId="run-row-eval" />
+      </td>
       <td>
         <span className={`status status-${r.status}`} title={r.error} data-testid="run-status">
           {r.status}
@@ -848,7 +910,7 @@ export function TrainPanel() {
   const datasets = useDatasetStore((s) => s.datasets);
   const datasetId = datasetPick && datasets.some((d) => d.id === datasetPick && !d.deletedAt) ? datasetPick : (currentDataset ?? '');
   const trainable = useTrainable(datasetId, config.method);
-  const ctx = useMemo(() => ({ datasetSize: trainable?.examples || undefined }), [trainable?.examples]);
+  const ctx = useMemo(() => ({ datasetSize: trainable?.examples || undefined, datasetImages: trainable?.exampleImages || undefined }), [trainable?.examples, trainable?.exampleImages]);
   const errors = useMemo(() => formErrors(config, ctx), [config, ctx]);
   const estimate = useEstimate(config, datasetId, errors);
   const secondsPerStep = estimate.est?.secondsPerStep;
@@ -875,6 +937,7 @@ export function TrainPanel() {
             <LoraSettings c={config} errors={errors} update={update} engineParams={estimate.est?.loraParams} />
             <OptimizerSettings c={config} errors={errors} warnings={warnings} update={update} />
             <DataSettings c={config} errors={errors} update={update} />
+            <EvalSettings c={config} errors={errors} warnings={warnings} update={update} images={trainable?.exampleImages || undefined} />
           </>
         ) : (
           <p className="muted">Loading saved settings…</p>

@@ -75,7 +75,26 @@ describe('trainable records', () => {
   });
   it('counts what the method takes', () => {
     const t = countTrainable([[sft, pref], [], [sft]], 'sft');
-    expect(t).toEqual({ images: 3, kinds: { sft: 2, preference: 1 }, examples: 2 });
+    expect(t).toEqual({ images: 3, kinds: { sft: 2, preference: 1 }, examples: 2, exampleImages: 2 });
     expect(untrainableReason('x', t, 'sft')).toBeUndefined();
+  });
+});
+
+describe('the eval split on the form', () => {
+  const withEval = (evalSplit: number, evalSteps = 50): TrainConfig => ({ ...DEFAULT_CONFIG, optim: { ...DEFAULT_CONFIG.optim, maxSteps: 20 }, eval: { ...DEFAULT_CONFIG.eval, evalSplit, evalSteps } });
+  it('refuses a split that leaves no image to train on, counted in images (not examples)', () => {
+    // 6 questions on 3 images: holding out 3 images leaves none, though 3 < 6 examples
+    expect(formErrors(withEval(3), { datasetSize: 6, datasetImages: 3 })['eval.evalSplit']).toBe(
+      "An eval split of 3 holds out 3 of the dataset's 3 images, leaving none to train on: hold out at most 2 (a fraction ≤ 0.67).",
+    );
+    expect(formErrors(withEval(2), { datasetSize: 6, datasetImages: 3 })['eval.evalSplit']).toBeUndefined();
+    expect(formErrors(withEval(0.5), { datasetSize: 6, datasetImages: 3 })['eval.evalSplit']).toBeUndefined();
+    expect(formErrors(withEval(-1))['eval.evalSplit']).toMatch(/^The eval split is 0 \(none\), a fraction/);
+    expect(formErrors(withEval(0.25, -3))['eval.evalSteps']).toMatch(/^Eval steps is a whole number/);
+  });
+  it('warns when evaluations are further apart than the run is long', () => {
+    expect(trainWarnings(withEval(0.25, 50), { datasetSize: 8 })['eval.evalSteps']).toBe('Every 50 steps is longer than the run (20 steps): the held-out split is evaluated at the end only.');
+    expect(trainWarnings(withEval(0.25, 10), { datasetSize: 8 })['eval.evalSteps']).toBeUndefined();
+    expect(trainWarnings(withEval(0, 50), { datasetSize: 8 })['eval.evalSteps']).toBeUndefined(); // no split: nothing evaluated
   });
 });

@@ -8,6 +8,8 @@ import { validateConfig } from '../config/validate.ts';
 export interface TrainContext {
   /** trainable examples of the chosen dataset for the chosen method */
   datasetSize?: number;
+  /** images holding those examples (what the eval split divides, by image) */
+  datasetImages?: number;
   /** seconds per optimizer step: measured on this machine, else the engine's estimate */
   secondsPerStep?: number;
 }
@@ -20,7 +22,7 @@ export type FieldMessages = Record<string, string>;
  * export use, with the dataset rules (batch and steps against the examples) once the size is known.
  */
 export function formErrors(config: TrainConfig, ctx: TrainContext = {}): FieldMessages {
-  return validateConfig(config, ctx.datasetSize ? { datasetSize: ctx.datasetSize } : {});
+  return validateConfig(config, ctx.datasetSize ? { datasetSize: ctx.datasetSize, ...(ctx.datasetImages ? { datasetImages: ctx.datasetImages } : {}) } : {});
 }
 
 /** A validate result as field path → message: accepts a record, or a list of { path, message }. */
@@ -81,6 +83,10 @@ export function trainWarnings(config: TrainConfig, ctx: TrainContext = {}, error
   }
   if (steps !== undefined && o.warmupSteps > 0 && o.warmupSteps >= steps / 2 && !errors['optim.warmupSteps']) {
     w['optim.warmupSteps'] = `Warmup (${n(o.warmupSteps)} steps) is half the run (${n(steps)}) or more: the rate barely reaches its peak.`;
+  }
+  const ev = config.eval;
+  if (ev.evalSplit > 0 && steps !== undefined && ev.evalSteps > steps) {
+    w['eval.evalSteps'] = `Every ${n(ev.evalSteps)} steps is longer than the run (${n(steps)} steps): the held-out split is evaluated at the end only.`;
   }
   for (const k of Object.keys(w)) if (errors[k]) delete w[k];
   return w;

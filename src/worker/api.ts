@@ -157,12 +157,20 @@ export type TrainEvent =
   | { type: 'status'; status: RunState; message?: string; step?: number }
   | { type: 'progress'; progress: LoadProgress }
   | { type: 'model'; info: ModelInfo }
-  | { type: 'data'; examples: number; skipped: number; minPixels: number; maxPixels: number }
+  /**
+   * `evalExamples` / `evalImages` (image names) / `datasetImages`: the held-out split (session/split.ts, by image, seeded by
+   * optim.seed) out of the images with examples, when there is one; `evalImageIds`: its images' ids in a stored dataset
+   */
+  | { type: 'data'; examples: number; skipped: number; minPixels: number; maxPixels: number; evalExamples?: number; evalImages?: string[]; datasetImages?: number; evalImageIds?: string[] }
   | { type: 'warning'; message: string }
   /** the run continues from a checkpoint: steps after `step` in the page's history are void */
   | { type: 'resumed'; step: number }
   | { type: 'step'; step: number; totalSteps: number; metrics: Record<string, number> }
-  | { type: 'checkpoint'; step: number };
+  | { type: 'checkpoint'; step: number }
+  /** evaluating the held-out split after step `step`: `done` of `total` examples (training waits meanwhile) */
+  | { type: 'eval-progress'; step: number; done: number; total: number }
+  /** the held-out split's metrics after step `step` (session/eval.ts: trl's names with the eval_ prefix) */
+  | { type: 'eval'; step: number; metrics: Record<string, number> };
 
 export interface RunSummary {
   runId: string;

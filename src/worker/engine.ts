@@ -36,9 +36,10 @@ import { formatErrors, validate } from '../config/validate.ts';
 import {
   baseModelId, loadModel, loraConfigOf, quantizeOptions, readModelConfig, readTokenizer, sourceOf, specKey, specName, specOf, storableSpec, type ModelHost,
 } from '../session/model.ts';
-import { DEFAULT_PLAN, ExampleProblems, prepareExamples, takesRecord, type ExampleSource, type Plan } from '../session/examples.ts';
+import { DEFAULT_PLAN, ExampleProblems, prepareExamples, takesRecord, type ExampleProblem, type ExampleSource, type Plan } from '../session/examples.ts';
 import { memoryReport, stepFlops } from '../session/estimate.ts';
 import { Run } from '../session/run.ts';
+import { imageCount, imageKey, splitByImage, type Split } from '../session/split.ts';
 import {
   RUN_LOCKED,
   type AdapterChoice, type AdapterFile, type AdapterInfo, type EstimateResult, type GenerateOptions, type GenerateResult, type GenerateStream,
@@ -76,6 +77,10 @@ interface RunMeta {
   lora: LoraConfig;
   baseModel: string;
   createdAt: number;
+  /** the held-out images (session/split.ts image keys) the run started with: a resume keeps them */
+  evalImages?: string[];
+  /** the step of the last evaluation the page was sent: a resume that lands on an eval step it lacks evaluates again */
+  lastEvalStep?: number;
 }
 
 const metaKey = (runId: string) => `run/${runId}/meta`;
@@ -339,17 +344,21 @@ export class Engine {
       const bad = validate(c, { modelSource: false });
       if (bad.length) throw new Error(formatErrors(bad, 'The Train settings'));
       const kv = await this.deps.kv();
+      const prev = (await kv.get<RunMeta>(metaKey(req.runId))) ?? undefined;
       // data first: every record is checked (with the model's tokenizer) before the weights download
       const source = await sourceOf(spec, this.host);
       const tokenizer = await this.tokenizerFor(spec, source);
-      const data = await this.examples(req, tokenizer, (p) => emit({ type: 'progress', progress: p }));
-      emit({ type: 'data', examples: data.examples.length, skipped: data.skipped, minPixels: data.minPixels, maxPixels: data.maxPixels });
+      const data = await this.examples(req, tokenizer, (p) => emit({ type: 'progress', progress: p }), prev?.evalImages);
+      emit({
+        type: 'data', examples: data.examples.length, skipped: data.skipped, minPixels: data.minPixels, maxPixels: data.maxPixels,
+        ...(data.evalExamples.length ? { evalExamples: data.evalExamples.length, evalImages: data.evalImages, datasetImages: data.datasetImages } : {}),
+        ...(data.evalImageIds.length ? { evalImageIds: data.evalImageIds } : {}),
+      });
       for (const w of data.warnings) emit({ type: 'warning', message: w });
-      const sized = validate(c, { datasetSize: data.examples.length, modelSource: false });
+      const sized = validate(c, { datasetSize: data.examples.length, datasetImages: data.datasetImages, modelSource: false });
       if (sized.length) throw new Error(formatErrors(sized, `The Train settings with ${data.examples.length} examples`));
       if (this.stopRequested(active)) throw new StopBeforeStart();
 
-      const prev = (await kv.get<RunMeta>(metaKey(req.runId))) ?? undefined;
       const ck = await loadNewestValidCheckpoint(kv, req.runId);
       let lora: LoraConfig;
       if (req.startFrom === 'imported' && !ck) {
@@ -368,10 +377,36 @@ export class Engine {
       const meta: RunMeta = {
         runId: req.runId, config: c, model: storableSpec(spec), lora, baseModel: baseModelId(spec), createdAt: prev?.createdAt ?? Date.now(),
         ...('datasetId' in req.data ? { datasetId: req.data.datasetId } : {}),
+        ...(data.evalImages.length ? { evalImages: data.evalImages } : {}),
+        ...(prev?.lastEvalStep !== undefined && ck ? { lastEvalStep: prev.lastEvalStep } : {}),
       };
       await kv.set(metaKey(req.runId), meta);
 
-      const r = (run = new Run({ runId: req.runId, config: c, model: l.model, tokenizer: l.tokenizer, examples: data.examples, kv, pixels: data, saveEvery: req.checkpointEvery }));
+      const r = (run = new Run({
+        runId: req.runId, config: c, model: l.model, tokenizer: l.tokenizer, examples: data.examples, kv, pixels: data, saveEvery: req.checkpointEvery,
+        ...(data.evalExamples.length ? { evalExamples: data.evalExamples } : {}),
+      }));
+      // the held-out split after a step (every eval.evalSteps and at the end): progress first, so the
+      // page can say why no step comes, then the metrics; the meta remembers the step, for a resume.
+      // Stop cuts an evaluation short between examples (a pause waits for it): the run then ends
+      // 'stopped', and Resume evaluates that step again before the next.
+      let evalCut = false;
+      const evaluate = async () => {
+        const at = r.step;
+        emit({ type: 'eval-progress', step: at, done: 0, total: data.evalExamples.length });
+        try {
+          const res = await r.evaluate((done, total) => {
+            if (active.control === 'stop') throw new EvalStopped();
+            emit({ type: 'eval-progress', step: at, done, total });
+          });
+          emit({ type: 'eval', step: res.step, metrics: res.metrics });
+          meta.lastEvalStep = res.step;
+          await kv.set(metaKey(req.runId), meta);
+        } catch (e) {
+          if (!(e instanceof EvalStopped)) throw e;
+          evalCut = true;
+        }
+      };
       r.onCheckpoint = (step) => {
         checkpointStep = step;
         l.adapter = { label: req.runId, runId: req.runId, step, lora };
@@ -385,6 +420,8 @@ export class Engine {
       l.adapter = { label: req.runId, runId: req.runId, step: r.step, lora };
       if (this.stopRequested(active)) throw new StopBeforeStart();
       setState('running', undefined, r.step);
+      // resumed on an eval step whose evaluation never reached the page (the tab closed during it)
+      if (resumed && r.evalDue && (meta.lastEvalStep ?? 0) < r.step) await evaluate();
       const mkey = `${l.info.key}|${c.method}`;
       // (read through a function: the flags change from pause() / stop() while this loop awaits)
       const control = () => active.control;
@@ -407,9 +444,10 @@ export class Engine {
           const sec = r.trainer.perStep / m.samples_per_s;
           this.measured.set(mkey, { secPerStep: sec, tokensPerStep: m.tokens_per_s * sec });
         }
+        if (r.evalDue) await evaluate();
       }
       await r.save();
-      status = r.done ? 'done' : 'stopped';
+      status = r.done && !evalCut ? 'done' : 'stopped';
     } catch (e) {
       // A destroyed device fails the next call before its `lost` promise settles: give it a moment.
       const dev = this.loaded?.device;
@@ -448,10 +486,12 @@ export class Engine {
    * bounds the records' boxes assume. Problems refuse the run, naming every record, unless
    * req.skipInvalid (then the named records are left out, each reported as a warning).
    */
-  private async examples(req: TrainRequest, tokenizer: QwenTokenizer, onProgress: (p: LoadProgress) => void) {
+  private async examples(req: TrainRequest, tokenizer: QwenTokenizer, onProgress: (p: LoadProgress) => void, heldBefore?: string[]) {
     const c = req.config, method = c.method;
     let minPixels: number, maxPixels: number, name = 'the examples';
     const sources: ExampleSource[] = [];
+    /** a stored dataset's image ids by image key (the image's name: images of one name are one image to the split) */
+    const idsOf = new Map<string, string[]>();
     const decode = async (blob: Blob, label: string) => {
       try {
         return { name: label, image: await this.deps.decodeImage(blob) };
@@ -470,6 +510,7 @@ export class Engine {
         onProgress({ phase: 'data', loaded: i, total: samples.length, label: 'decoding images' });
         const wanted = s.records.filter((r) => takesRecord(r, method));
         const images = wanted.length ? [await decode(s.blob, s.name)] : [];
+        if (wanted.length) idsOf.set(s.name, [...(idsOf.get(s.name) ?? []), s.imageId]);
         s.records.forEach((r, k) => sources.push({ where: `image "${s.name}"${s.records.length > 1 ? ` (question ${k + 1})` : ''}`, record: r, images }));
       }
     } else {
@@ -482,13 +523,46 @@ export class Engine {
     }
     onProgress({ phase: 'data', loaded: sources.length, total: sources.length, label: 'checking examples' });
     const maxNewTokens = method === 'grpo' ? c.grpo.maxNewTokens : method === 'ppo' ? c.ppo.maxNewTokens : undefined;
-    const p = prepareExamples(sources, {
-      method, data: { minPixels, maxPixels, maxLength: c.data.maxLength }, maxNewTokens, tokenizer, skipInvalid: req.skipInvalid, name,
-      skipHint: 'choose "Skip them and train on the rest"',
-    });
-    const warnings = p.problems.map((x) => `Left out ${x.where}: ${x.message}.`);
+    const skipHint = 'choose "Skip them and train on the rest"';
+    const opts = { method, data: { minPixels, maxPixels, maxLength: c.data.maxLength }, maxNewTokens, tokenizer, skipHint };
+    const warnings: string[] = [];
+    // The held-out split, by image among the records the method takes (as the CLI's --eval-split),
+    // BEFORE the checks: no question about a held-out image is trained on. An impossible split is
+    // refused with the numbers.
+    const taken = sources.filter((s) => takesRecord(s.record, method));
+    const datasetImages = imageCount(taken);
+    const splitErrors = validate(c, { datasetImages, modelSource: false }).filter((e) => e.path === 'eval.evalSplit');
+    if (splitErrors.length) throw new Error(formatErrors(splitErrors, `The Train settings with ${name}`));
+    const split = keepHeldOut(splitByImage(taken, c.eval, c.optim.seed), taken, heldBefore, warnings);
+    let p: ReturnType<typeof prepareExamples>;
+    let evalP: ReturnType<typeof prepareExamples> | undefined;
+    if (!split.eval.length) p = prepareExamples(sources, { ...opts, skipInvalid: req.skipInvalid, name });
+    else {
+      // both sides checked before either refuses, so every bad record is named at once
+      const problems: ExampleProblem[] = [];
+      const side = (src: ExampleSource[], what: string) => {
+        try {
+          const got = prepareExamples(src, { ...opts, skipInvalid: true, name: what });
+          problems.push(...got.problems);
+          return got;
+        } catch (e) {
+          if (!(e instanceof ExampleProblems)) throw e;
+          problems.push(...e.problems);
+          return undefined;
+        }
+      };
+      const tp = side([...split.train, ...sources.filter((s) => !takesRecord(s.record, method))], name);
+      evalP = side(split.eval, `the eval split of ${name}`);
+      if ((problems.length && !req.skipInvalid) || !tp || !evalP) throw new ExampleProblems(problems, taken.length, skipHint);
+      p = tp;
+    }
+    warnings.push(...p.problems.map((x) => `Left out ${x.where}: ${x.message}.`), ...(evalP?.problems ?? []).map((x) => `Left out of the eval split ${x.where}: ${x.message}.`));
     if (p.otherKind) warnings.push(`${p.otherKind} record${p.otherKind > 1 ? 's' : ''} of another kind than ${method.toUpperCase()} takes ${p.otherKind > 1 ? 'were' : 'was'} left out.`);
-    return { examples: p.examples, skipped: p.otherKind + p.problems.length, minPixels, maxPixels, warnings, plan: p.plan.images.length ? p.plan : { ...DEFAULT_PLAN, textTokens: p.plan.textTokens } };
+    return {
+      examples: p.examples, evalExamples: evalP?.examples ?? [], evalImages: evalP ? split.evalImages : [], datasetImages,
+      evalImageIds: evalP ? split.evalImages.flatMap((k) => idsOf.get(k) ?? []) : [],
+      skipped: p.otherKind + p.problems.length + (evalP?.problems.length ?? 0), minPixels, maxPixels, warnings, plan: p.plan.images.length ? p.plan : { ...DEFAULT_PLAN, textTokens: p.plan.textTokens },
+    };
   }
 
   private stopRequested(a: Active): boolean {
@@ -863,6 +937,25 @@ export class Engine {
 }
 
 class StopBeforeStart extends Error {}
+/** Thrown from an evaluation's progress callback when Stop was pressed: the evaluation ends there. */
+class EvalStopped extends Error {}
+
+/**
+ * A resumed run keeps the images it held out at its start. The split is seeded, so with the same
+ * dataset it is the same; when the dataset changed since (images added or removed), the images held
+ * out then that are still there stay held out (new ones train) and a warning says so.
+ */
+function keepHeldOut(split: Split, taken: ExampleSource[], before: string[] | undefined, warnings: string[]): Split {
+  if (!before?.length || !split.eval.length) return split;
+  const now = new Set(split.evalImages);
+  if (before.length === now.size && before.every((k) => now.has(k))) return split;
+  const held = new Set(before);
+  const ev = taken.filter((s) => held.has(imageKey(s)));
+  if (!ev.length || ev.length === taken.length) return split; // none of them left (or nothing else): a fresh split
+  const kept = [...new Set(ev.map(imageKey))];
+  warnings.push(`The dataset changed since this run started: it keeps the ${kept.length} held-out image${kept.length > 1 ? 's' : ''} it started with${kept.length < before.length ? ` (${before.length - kept.length} of them are gone)` : ''}, so nothing it trained on is evaluated.`);
+  return { train: taken.filter((s) => !held.has(imageKey(s))), eval: ev, evalImages: kept };
+}
 
 /** Same key = same weights on the GPU (the spec, and the quantisation they were loaded with). */
 function modelKey(spec: ModelSpec, quant: { quantize?: 'nf4'; quantizeVision?: boolean }): string {
