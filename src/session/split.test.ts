@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, evalImageCount, mergeConfig } from '../config/config.ts';
 import { validate } from '../config/validate.ts';
 import type { ExampleSource } from './examples.ts';
-import { imageCount, imageKey, splitByImage } from './split.ts';
+import { imageCount, imageKey, keepHeldOut, splitByImage, splitSide } from './split.ts';
 
 /** `images` images with 1..3 questions each (uneven, so a record-level split would differ). */
 function sources(images: number): ExampleSource[] {
@@ -38,6 +38,29 @@ describe('splitByImage', () => {
     expect(splitByImage(src, ev(0), 1)).toMatchObject({ train: src, eval: [] });
     expect(() => splitByImage(src, ev(20), 1)).toThrow(/leaving none to train on/);
     expect(imageCount(src)).toBe(20);
+  });
+});
+
+describe('splitSide and keepHeldOut (predictions over a run\'s split, a resumed run)', () => {
+  const c = mergeConfig(DEFAULT_CONFIG, { method: 'sft', eval: { evalSplit: 0.25 }, optim: { seed: 42 } });
+  it('recomputes the sides training made', () => {
+    const src = sources(20), s = splitByImage(src, c.eval, 42);
+    expect(splitSide(src, c, 'eval')).toEqual(s.eval);
+    expect(splitSide(src, c, 'train')).toEqual(s.train);
+    expect(splitSide(src, c, 'all')).toEqual(src);
+  });
+  it('keeps the images held out at the start when the dataset changed since', () => {
+    const before = splitByImage(sources(20), c.eval, 42).evalImages;
+    const grown = sources(24), warnings: string[] = [];
+    const kept = keepHeldOut(splitByImage(grown, c.eval, 42), grown, before, warnings);
+    expect(new Set(kept.eval.map(imageKey))).toEqual(new Set(before));
+    expect(kept.train.filter((x) => before.includes(imageKey(x)))).toEqual([]);
+    expect(warnings[0]).toMatch(/dataset changed since this run started/);
+    expect(new Set(splitSide(grown, c, 'eval', before).map(imageKey))).toEqual(new Set(before));
+    // the same dataset: the seeded split as it is, no warning
+    const same: string[] = [];
+    expect(keepHeldOut(splitByImage(sources(20), c.eval, 42), sources(20), before, same).evalImages).toEqual(before);
+    expect(same).toEqual([]);
   });
 });
 

@@ -42,12 +42,30 @@ export type SplitSide = 'eval' | 'train' | 'all';
 
 /**
  * One side of a run's split, recomputed as training computes it (the CLI and the engine alike): the
- * records the method takes, split by image with the config's eval section and seed. With no eval
- * split the train side is every taken record and the eval side is empty.
+ * records the method takes, split by image with the config's eval section and seed, the images the
+ * run held out at its start (`heldBefore`) kept held out. With no eval split the train side is every
+ * taken record and the eval side is empty.
  */
-export function splitSide(sources: ExampleSource[], c: Pick<TrainConfig, 'method' | 'eval' | 'optim'>, side: SplitSide): ExampleSource[] {
+export function splitSide(sources: ExampleSource[], c: Pick<TrainConfig, 'method' | 'eval' | 'optim'>, side: SplitSide, heldBefore?: string[]): ExampleSource[] {
   const taken = sources.filter((s) => takesRecord(s.record, c.method));
   if (side === 'all') return taken;
-  const s = splitByImage(taken, c.eval, c.optim.seed);
+  const s = keepHeldOut(splitByImage(taken, c.eval, c.optim.seed), taken, heldBefore);
   return side === 'eval' ? s.eval : s.train;
+}
+
+/**
+ * A resumed run keeps the images it held out at its start. The split is seeded, so with the same
+ * dataset it is the same; when the dataset changed since (images added or removed), the images held
+ * out then that are still there stay held out (new ones train) and a warning says so.
+ */
+export function keepHeldOut(split: Split, taken: ExampleSource[], before: string[] | undefined, warnings: string[] = []): Split {
+  if (!before?.length || !split.eval.length) return split;
+  const now = new Set(split.evalImages);
+  if (before.length === now.size && before.every((k) => now.has(k))) return split;
+  const held = new Set(before);
+  const ev = taken.filter((s) => held.has(imageKey(s)));
+  if (!ev.length || ev.length === taken.length) return split; // none of them left (or nothing else): a fresh split
+  const kept = [...new Set(ev.map(imageKey))];
+  warnings.push(`The dataset changed since this run started: it keeps the ${kept.length} held-out image${kept.length > 1 ? 's' : ''} it started with${kept.length < before.length ? ` (${before.length - kept.length} of them are gone)` : ''}, so nothing it trained on is evaluated.`);
+  return { train: taken.filter((s) => !held.has(imageKey(s))), eval: ev, evalImages: kept };
 }

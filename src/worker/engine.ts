@@ -39,7 +39,7 @@ import {
 import { DEFAULT_PLAN, ExampleProblems, prepareExamples, takesRecord, type ExampleProblem, type ExampleSource, type Plan } from '../session/examples.ts';
 import { memoryReport, stepFlops } from '../session/estimate.ts';
 import { Run } from '../session/run.ts';
-import { imageCount, imageKey, splitByImage, type Split } from '../session/split.ts';
+import { imageCount, keepHeldOut, splitByImage, splitSide } from '../session/split.ts';
 import {
   RUN_LOCKED,
   type AdapterChoice, type AdapterFile, type AdapterInfo, type EstimateResult, type GenerateOptions, type GenerateResult, type GenerateStream,
@@ -47,7 +47,6 @@ import {
   type TrainEvent, type TrainRequest, type MergedRequest, type MergedProgress, type MergedResult,
   type PredictSplitEvent, type PredictSplitRequest, type PredictSplitResult, type SplitAnswer, type SplitQuestion,
 } from './api.ts';
-import { splitSide } from '../session/split.ts';
 import { groundingReference, predictGrounding, type PredictedQuestion, type QuestionResult } from '../session/eval.ts';
 import { checkRecord } from '../session/examples.ts';
 import { resizedSize } from '../session/checks.ts';
@@ -311,6 +310,7 @@ export class Engine {
 
   async train(req: TrainRequest, onEvent: (e: TrainEvent) => void): Promise<RunSummary> {
     if (this.active) throw new Error(`A run (${this.active.runId}) is already training in this tab: pause or stop it first.`);
+    if (this.predicting) throw new Error('Predictions over a split are running in this tab: cancel them (or wait for them) first.');
     const release = await this.deps.lock(`patchwork-run-${req.runId}`);
     if (!release) throw new Error(`The run ${req.runId} ${RUN_LOCKED}: stop it there, or close that tab, to continue it here.`);
     const emit = (e: TrainEvent) => {
@@ -588,6 +588,7 @@ export class Engine {
     const a = this.active;
     if (!a) throw new Error('No run is paused.');
     if (a.control !== 'pause') return;
+    if (this.predicting) throw new Error('Predictions over a split are running in this tab: cancel them (or wait for them) first.');
     a.control = 'run';
     if (a.state === 'pausing') return a.setState('running'); // the loop had not paused yet
     a.wake?.();
@@ -776,10 +777,12 @@ export class Engine {
     try {
       let c = mergeConfig(DEFAULT_CONFIG, req.config as DeepPartial<TrainConfig>);
       let datasetId = req.datasetId;
+      let heldOut: string[] | undefined;
       if (req.runId) {
         const meta = await (await this.deps.kv()).get<RunMeta>(metaKey(req.runId));
         if (!meta) throw new Error(`Run ${req.runId} has no saved settings in this browser, so its split cannot be recomputed: predict over the whole dataset instead.`);
         c = mergeConfig(DEFAULT_CONFIG, meta.config as DeepPartial<TrainConfig>);
+        heldOut = meta.evalImages;
         if (meta.datasetId) datasetId = meta.datasetId;
         else if (req.split !== 'all') throw new Error(`Run ${req.runId} trained on examples passed by the caller, not a stored dataset: only the whole dataset can be predicted.`);
       }
@@ -788,7 +791,7 @@ export class Engine {
       // the sources as examples() makes them (an image's key is its name); pixels only for the side predicted
       const all: (ExampleSource & { sample: number })[] = [];
       samples.forEach((s, i) => s.records.forEach((r, k) => all.push({ where: `image "${s.name}"${s.records.length > 1 ? ` (question ${k + 1})` : ''}`, record: r, images: [{ name: s.name }], sample: i })));
-      const side = splitSide(all, c, req.split) as typeof all;
+      const side = splitSide(all, c, req.split, heldOut) as typeof all;
       const decoded = new Map<number, { name: string; image?: RawImage; error?: string }>();
       const px = { minPixels: dataset.minPixels, maxPixels: dataset.maxPixels };
       const examples: TrainExample[] = [], from: (typeof all)[number][] = [];
@@ -939,23 +942,6 @@ export class Engine {
 class StopBeforeStart extends Error {}
 /** Thrown from an evaluation's progress callback when Stop was pressed: the evaluation ends there. */
 class EvalStopped extends Error {}
-
-/**
- * A resumed run keeps the images it held out at its start. The split is seeded, so with the same
- * dataset it is the same; when the dataset changed since (images added or removed), the images held
- * out then that are still there stay held out (new ones train) and a warning says so.
- */
-function keepHeldOut(split: Split, taken: ExampleSource[], before: string[] | undefined, warnings: string[]): Split {
-  if (!before?.length || !split.eval.length) return split;
-  const now = new Set(split.evalImages);
-  if (before.length === now.size && before.every((k) => now.has(k))) return split;
-  const held = new Set(before);
-  const ev = taken.filter((s) => held.has(imageKey(s)));
-  if (!ev.length || ev.length === taken.length) return split; // none of them left (or nothing else): a fresh split
-  const kept = [...new Set(ev.map(imageKey))];
-  warnings.push(`The dataset changed since this run started: it keeps the ${kept.length} held-out image${kept.length > 1 ? 's' : ''} it started with${kept.length < before.length ? ` (${before.length - kept.length} of them are gone)` : ''}, so nothing it trained on is evaluated.`);
-  return { train: taken.filter((s) => !held.has(imageKey(s))), eval: ev, evalImages: kept };
-}
 
 /** Same key = same weights on the GPU (the spec, and the quantisation they were loaded with). */
 function modelKey(spec: ModelSpec, quant: { quantize?: 'nf4'; quantizeVision?: boolean }): string {
