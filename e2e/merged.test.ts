@@ -148,6 +148,9 @@ describe('merged export', () => {
     expect(seen.some((m) => m![2]?.startsWith('model-0000') && m![3])).toBe(true); // a shard, with the tensor just merged
     expect(new Set(seen.map((m) => m![2]).filter(Boolean))).toEqual(new Set(want)); // each file named while written
 
+    expect(errors).toEqual([]);
+    await page.close(); // its worker's SwiftShader threads would compete with the Node check
+
     // ---- in Node: our loader reads the downloaded folder, no adapter, and scores the fixture's example
     await nodeGpu();
     const merged = await dirSource(dir);
@@ -164,6 +167,7 @@ describe('merged export', () => {
     const s = buildSample({ messages, images: [{ gridThw: Array.from(image.imageGridThw) }], tokenizer, maxLength: DEFAULT_CONFIG.data.maxLength });
     const seq = { inputIds: s.inputIds, images: image, scoreStart: s.labels.findIndex((l) => l !== IGNORE_INDEX) };
     expect(seq.scoreStart).toBeGreaterThan(0);
+    lap(`the example: ${seq.inputIds.length} tokens`);
     const p = await mergedParity(base, merged, adapter, seq);
     console.log(`[e2e merged] ${describeParity(p)}`);
     expect(p.f32Gap).toBeLessThan(1e-4);
@@ -171,7 +175,5 @@ describe('merged export', () => {
     expect(p.effect).toBeGreaterThan(20 * p.tol);
     expect(p.rounding).toBeGreaterThan(0);
     lap('reloaded and compared');
-    expect(errors).toEqual([]);
-    await page.close();
   });
 });
