@@ -882,7 +882,9 @@ export class Engine {
       // config.json comes last, so it was never written: what was written is a model cut short
       if (dir) {
         for (const f of written) await dir.removeEntry(f).catch(() => undefined);
-        throw new Error(`Merged export cancelled: the ${written.size} file${written.size === 1 ? '' : 's'} it had written into "${dir.name}" were removed; the folder holds no config.json, so nothing in it looks like a model.`);
+        const n = written.size;
+        const what = n === 0 ? `nothing had been written into "${dir.name}" yet` : `the ${n === 1 ? 'file' : `${n} files`} it had written into "${dir.name}" ${n === 1 ? 'was' : 'were'} removed`;
+        throw new Error(`Merged export cancelled: ${what}; the folder holds no config.json, so nothing in it looks like a model.`);
       }
       throw new Error(`Merged export cancelled after ${written.size} file${written.size === 1 ? '' : 's'}${written.size ? ` (${[...written].join(', ')})` : ''}: config.json was not downloaded, so they are not a model — delete them.`);
     }
