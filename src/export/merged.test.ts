@@ -11,13 +11,13 @@ import { bf16ToF32, f32ToBf16Bits } from '../gpu/bf16.ts';
 import { Rng } from '../base/rng.ts';
 import { dirSource } from '../model/sources/node.ts';
 import { memorySource, type ModelSource } from '../model/sources/source.ts';
-import { loadModel, type LoadedModel, type WeightMap } from '../model/weights.ts';
+import { loadModel, type LoadedModel } from '../model/weights.ts';
 import { initLora, saveAdapter, targetRegex, TEXT_LORA_MODULES, VISION_LORA_MODULES, type LoraAdapter, type LoraConfig } from '../model/lora.ts';
 import { readSafetensors } from '../model/safetensors.ts';
-import { CpuModel } from '../model/cpu/model.ts';
-import { Qwen2_5_VL, type SeqInput } from '../model/qwen2_5_vl.ts';
+import type { SeqInput } from '../model/qwen2_5_vl.ts';
 import { tinyFiles } from '../model/tiny.ts';
 import { GoldenCase } from '../parity/golden.ts';
+import { describeParity, mergedParity } from './mergedParity.ts';
 import { adapterFromPeftFiles, exportMerged, mergeLinear, parseShardSize, splitShards, type MergedOptions, type MergedSink } from './merged.ts';
 import { writeFolderAtomic, writeStreamDurable } from '../cli/files.ts';
 import { mergeCli } from '../cli/merge.ts';
@@ -71,23 +71,6 @@ async function merge(adapter: LoraAdapter, opts: MergedOptions = {}, src: ModelS
   const sink = memorySink();
   const summary = await exportMerged(src, adapter, sink, { extraFiles: { 'tokenizer.json': TOKENIZER }, ...opts });
   return { sink, summary, source: memorySource(Object.fromEntries(sink.files), 'merged') };
-}
-
-const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
-
-function logp(logits: Float32Array, V: number, row: number, id: number): number {
-  const r = logits.subarray(row * V, (row + 1) * V);
-  let mx = -Infinity;
-  for (const x of r) mx = Math.max(mx, x);
-  let s = 0;
-  for (const x of r) s += Math.exp(x - mx);
-  return r[id] - mx - Math.log(s);
-}
-
-function cpuLogps(weights: WeightMap, a?: LoraAdapter): number[] {
-  const V = ref.config.text.vocabSize, ids = seq.inputIds;
-  const out = new CpuModel(ref.config, weights, a).forward({ inputIds: ids, pixelValues: seq.images?.pixelValues, imageGridThw: seq.images?.imageGridThw });
-  return Array.from({ length: ids.length - seq.scoreStart }, (_, i) => logp(out.logits, V, seq.scoreStart + i - 1, ids[seq.scoreStart + i]));
 }
 
 describe('merge arithmetic', () => {
@@ -229,44 +212,13 @@ describe('reloaded with our loader', () => {
   it('log-probs of the merged model (no adapter) equal base + adapter within BF16 rounding', async () => {
     const a = trainedAdapter(loraCfg(), 9);
     const { source } = await merge(a, { maxShardSize: '50KB' });
-    const merged = await loadModel(source);
-
-    // On the CPU reference (f64 sums), three ways: base + adapter (unmerged), the merge in f32
-    // before rounding, and the BF16 merged folder. The f32 merge shows the formula is peft's (any
-    // orientation or scaling slip is O(1)); the BF16 one measures exactly what the rounding costs.
-    const unmerged = cpuLogps(ref.weights, a);
-    const f32: WeightMap = { ...ref.weights };
-    for (const [name, m] of a.modules) {
-      const w = bf16ToF32(ref.weights[`${name}.weight`].data as Uint16Array);
-      mergeLinear(w, m);
-      f32[`${name}.weight`] = { dtype: 'f32', shape: ref.weights[`${name}.weight`].shape, data: w };
-    }
-    expect(maxAbs(cpuLogps(f32), unmerged)).toBeLessThan(1e-4);
-    const rounding = maxAbs(cpuLogps(merged.weights), unmerged);
-    const effect = maxAbs(cpuLogps(ref.weights), unmerged);
-
-    // Our GPU model: the merged folder loaded like any checkpoint, against the base with the adapter on.
-    const mm = await Qwen2_5_VL.load(source);
-    const bm = await Qwen2_5_VL.load(base);
-    try {
-      bm.setAdapter(a);
-      const lpMerged = (await mm.logps(seq, { lora: false, train: false })).logps;
-      const lpAdapter = (await bm.logps(seq, { lora: true, train: false })).logps;
-      const gap = maxAbs(lpMerged, lpAdapter);
-      // Tolerance: what BF16 rounding of the merged weights costs on the exact reference (each
-      // weight moves by ≤ 2⁻⁹ of itself, which is all that separates the two models), twice over
-      // for headroom, plus the GPU's f32 kernel noise against f64 (≤ 1e-3 on this model: the
-      // parity tolerance of the model cases). The adapter must move the log-probs far more than
-      // that, or the check would prove nothing.
-      const tol = 2 * rounding + 1e-3;
-      console.log(`merged vs base+adapter: GPU max |Δlogp| ${gap.toExponential(2)}, CPU BF16-rounding effect ${rounding.toExponential(2)}, adapter effect ${effect.toExponential(2)}, tolerance ${tol.toExponential(2)}`);
-      expect(gap).toBeLessThan(tol);
-      expect(effect).toBeGreaterThan(20 * tol);
-      expect(rounding).toBeGreaterThan(0); // the rounding is real: the merged folder is BF16
-    } finally {
-      mm.dispose();
-      bm.dispose();
-    }
+    // export/mergedParity.ts: the CPU reference three ways and our GPU model, merged vs base + adapter
+    const p = await mergedParity(base, source, a, seq);
+    console.log(describeParity(p));
+    expect(p.f32Gap).toBeLessThan(1e-4);
+    expect(p.gap).toBeLessThan(p.tol);
+    expect(p.effect).toBeGreaterThan(20 * p.tol);
+    expect(p.rounding).toBeGreaterThan(0); // the rounding is real: the merged folder is BF16
   });
 });
 

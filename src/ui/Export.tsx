@@ -174,8 +174,10 @@ function MergedExport({ run, engineReason, runReason }: { run?: RunRecord; engin
   const reason = engineReason ?? (from === 'run' ? runReason : undefined);
   const [maxShard, setMaxShard] = useState('5GB');
   const [busy, setBusy] = useState(false);
+  const [cancelling, setCancelling] = useState(false);
   const [progress, setProgress] = useState<MergedProgress | null>(null);
-  const [note, setNote] = useState<{ level: 'ok' | 'error'; text: string } | null>(null);
+  const [note, setNote] = useState<{ level: 'ok' | 'cancelled' | 'error'; text: string } | null>(null);
+  const canCancel = useRuntime((s) => s.methods.includes('cancelExportMerged'));
   const picker = (window as Window & { showDirectoryPicker?: DirPicker }).showDirectoryPicker;
   let shardError: string | undefined;
   try {
@@ -202,6 +204,7 @@ function MergedExport({ run, engineReason, runReason }: { run?: RunRecord; engin
       }
     }
     setBusy(true);
+    setCancelling(false);
     setProgress(null);
     try {
       const r = await api.exportMerged(
@@ -212,13 +215,21 @@ function MergedExport({ run, engineReason, runReason }: { run?: RunRecord; engin
       const shards = r.files.filter((f) => f.name.endsWith('.safetensors')).length;
       setNote({
         level: 'ok',
-        text: `${dir ? `Wrote ${r.files.length} files into the folder "${dir.name}"` : `Downloaded ${r.files.length} files (put them in one folder)`}: ${(r.totalParameters / 1e6).toFixed(1)} M parameters, ${fmtBytes(r.totalSize)} BF16 in ${shards} shard${shards > 1 ? 's' : ''}, ${r.merged} layers merged into ${r.base}.${r.notes.length ? ` Note: ${r.notes.join('; ')}.` : ''} Load it with Qwen2_5_VLForConditionalGeneration.from_pretrained(folder).`,
+        text: `${dir ? `Wrote ${r.files.length} files into the folder "${dir.name}"` : `Downloaded ${r.files.length} files (put them in one folder)`}: ${r.files.map((f) => f.name).join(', ')}. ${(r.totalParameters / 1e6).toFixed(1)} M parameters, ${fmtBytes(r.totalSize)} BF16 in ${shards} shard${shards > 1 ? 's' : ''}, ${r.merged} layers merged into ${r.base}.${r.notes.length ? ` Note: ${r.notes.join('; ')}.` : ''} Load it with Qwen2_5_VLForConditionalGeneration.from_pretrained(folder).`,
       });
     } catch (e) {
-      setNote({ level: 'error', text: (e as Error).message });
+      const text = (e as Error).message;
+      // the engine's cancel message (Engine.exportMerged) is an outcome the user asked for, not a failure
+      setNote({ level: /^Merged export cancelled/.test(text) ? 'cancelled' : 'error', text });
     } finally {
       setBusy(false);
+      setCancelling(false);
     }
+  }
+
+  async function cancel() {
+    setCancelling(true);
+    await trainer()?.cancelExportMerged();
   }
 
   return (
@@ -228,9 +239,11 @@ function MergedExport({ run, engineReason, runReason }: { run?: RunRecord; engin
       </div>
       <p className="help">
         The run's adapter added into the base weights (W + (lora_alpha / r)·B·A, as peft's <code>merge_and_unload()</code>), saved as transformers saves a model: BF16{' '}
-        <code>model-0000i-of-0000n.safetensors</code> shards with <code>model.safetensors.index.json</code>, <code>config.json</code>, the tokenizer,{' '}
-        <code>chat_template.json</code> and <code>preprocessor_config.json</code>. It loads with no adapter and no peft. Streamed one tensor at a time: the whole model is never in
-        memory. {picker ? 'Pick an empty folder (or an earlier export to replace).' : 'This browser cannot write into a folder: the files download one by one (allow multiple downloads).'}
+        <code>model-0000i-of-0000n.safetensors</code> shards with <code>model.safetensors.index.json</code> (one <code>model.safetensors</code> when it fits in one shard),
+        the base's <code>generation_config.json</code> and tokenizer (<code>tokenizer.json</code>, <code>tokenizer_config.json</code>, …), <code>chat_template.json</code>,{' '}
+        <code>preprocessor_config.json</code>, and <code>config.json</code> last (a folder cut short has none, so it never passes for a model). A run trained on a 4-bit (NF4)
+        base is merged into the full-precision base, as peft merges a QLoRA adapter. It loads with no adapter and no peft. Streamed one tensor at a time: the whole model is
+        never in memory. {picker ? 'Pick an empty folder (or an earlier export to replace).' : 'This browser cannot write into a folder: the files download one by one (allow multiple downloads).'}
       </p>
       {nf4 && (
         <p className="muted small" data-testid="export-merged-nf4">
@@ -266,19 +279,27 @@ function MergedExport({ run, engineReason, runReason }: { run?: RunRecord; engin
             {busy && !picker ? 'Exporting…' : 'Download merged model files'}
           </button>
         </span>
+        {busy && canCancel && (
+          <button disabled={cancelling} data-testid="export-merged-cancel" onClick={() => void cancel()}>
+            {cancelling ? 'Cancelling…' : 'Cancel'}
+          </button>
+        )}
         {reason && <span className="muted small">{reason.charAt(0).toUpperCase() + reason.slice(1)}.</span>}
       </div>
       {busy && progress && (
         <div data-testid="export-merged-progress">
           <progress max={progress.total} value={progress.bytes} />
-          <span className="muted small">
-            {' '}file {Math.min(progress.filesDone + 1, progress.files)} of {progress.files}: {progress.file || 'done'}
-            {progress.tensor ? ` (${progress.tensor})` : ''} — {fmtBytes(progress.bytes)} of {fmtBytes(progress.total)}
+          <span className="muted small" data-testid="export-merged-progress-text">
+            {' '}
+            {progress.file
+              ? `file ${progress.filesDone + 1} of ${progress.files}: ${progress.file}${progress.tensor ? ` (${progress.tensor})` : ''}`
+              : `all ${progress.files} files written`}{' '}
+            — {fmtBytes(progress.bytes)} of {fmtBytes(progress.total)} ({Math.floor((100 * progress.bytes) / Math.max(1, progress.total))} %)
           </span>
         </div>
       )}
       {note && (
-        <p className={note.level === 'error' ? 'error-text' : 'muted'} data-testid="export-merged-note" role={note.level === 'error' ? 'alert' : undefined}>
+        <p className={note.level === 'error' ? 'error-text' : 'muted'} data-testid="export-merged-note" data-level={note.level} role={note.level === 'error' ? 'alert' : undefined}>
           {note.text}
         </p>
       )}

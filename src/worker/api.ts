@@ -349,6 +349,8 @@ export interface TrainerApi {
    * wrapped in Comlink.proxy).
    */
   exportMerged(req: MergedRequest, onFile?: (f: { name: string; blob: Blob }) => Promise<void>, onProgress?: (p: MergedProgress) => void): Promise<MergedResult>;
+  /** Stop the merged export in flight: it rejects saying "cancelled"; a picked folder keeps no file of it (config.json is never written). */
+  cancelExportMerged(): Promise<void>;
 }
 
 /** What exportMerged merges and where it writes. */

@@ -103,4 +103,54 @@ describe('Engine.exportMerged', () => {
     expect([...folder.keys()].sort()).toEqual([...got.keys(), 'notes.txt'].sort());
     for (const [n, b] of got) expect(same(folder.get(n), b), n).toBe(true);
   });
+
+  it('cancels mid-export: "cancelled", no config.json, a picked folder keeps none of its files; the next export runs whole', async () => {
+    const cfg = tinyConfig();
+    const a = initLora(cfg, { r: 2, loraAlpha: 4, loraDropout: 0, targetModules: targetRegex(['q_proj'], []), useRslora: false }, 5);
+    for (const m of a.modules.values()) m.B.fill(0.01);
+    await engine.importAdapter(Object.entries(saveAdapter(a)).map(([name, bytes]) => ({ name, bytes })), { source: 'tiny' });
+    await engine.cancelExportMerged(); // nothing running: a no-op
+
+    // the download path: cancelled once the first shard has been handed over
+    const got: string[] = [];
+    const dl = await engine.exportMerged({ maxShardSize: '20MB' }, async (f) => {
+      got.push(f.name);
+      if (got.length === 1) await engine.cancelExportMerged();
+    }).catch((e: Error) => e);
+    expect(String(dl)).toMatch(/^Error: Merged export cancelled after 1 file \(model-00001-of-00003\.safetensors\): config\.json was not downloaded/);
+    expect(got).toEqual(['model-00001-of-00003.safetensors']);
+
+    // a picked folder with an earlier export: cancelled while the third shard streams (after its
+    // first tensor; shards 1 and 2 are lm_head and embed_tokens, one tensor each)
+    const folder = new Map<string, Uint8Array>([['config.json', new Uint8Array(2)], ['notes.txt', new Uint8Array(1)]]);
+    let seen: MergedProgress | undefined;
+    const cut = await engine.exportMerged({ maxShardSize: '20MB', dir: fakeDir(folder) }, undefined, (p) => {
+      if (!seen && p.filesDone === 2 && p.tensor) {
+        seen = p;
+        void engine.cancelExportMerged();
+      }
+    }).catch((e: Error) => e);
+    expect(seen?.file).toBe('model-00003-of-00003.safetensors');
+    expect(String(cut)).toMatch(/^Error: Merged export cancelled: the 2 files it had written into "picked" were removed; the folder holds no config\.json/);
+    // shards 1 and 2 removed, shard 3 aborted (never swapped in), config.json of the earlier export gone before the start
+    expect([...folder.keys()]).toEqual(['notes.txt']);
+
+    // and the engine exports again, whole, with sane progress
+    const progress: MergedProgress[] = [];
+    const names = new Map<string, Uint8Array>();
+    const r = await engine.exportMerged({ maxShardSize: '20MB' }, async (f) => void names.set(f.name, new Uint8Array(await f.blob.arrayBuffer())), (p) => progress.push(p));
+    expect([...names.keys()].at(-1)).toBe('config.json');
+    const planned = new Set(r.files.map((f) => f.name));
+    const total = r.files.reduce((s, f) => s + f.size, 0);
+    for (const [i, p] of progress.entries()) {
+      expect(p.total).toBe(total);
+      expect(p.files).toBe(r.files.length);
+      expect(p.bytes).toBeLessThanOrEqual(total);
+      if (i) expect(p.bytes).toBeGreaterThanOrEqual(progress[i - 1].bytes);
+      expect(p.file === '' || planned.has(p.file), p.file).toBe(true);
+      expect(p.filesDone).toBe(r.files.findIndex((f) => f.name === p.file) === -1 ? r.files.length : r.files.findIndex((f) => f.name === p.file));
+    }
+    expect(new Set(progress.map((p) => p.file))).toEqual(new Set([...planned, '']));
+    expect(progress.at(-1)).toMatchObject({ file: '', bytes: total, filesDone: r.files.length });
+  });
 });

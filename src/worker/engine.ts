@@ -866,10 +866,30 @@ export class Engine {
    * the model now, added into the full-precision base and written file by file — into `req.dir`
    * (a folder the user picked with the File System Access API; each file streamed tensor by
    * tensor), or else handed to `onFile` one Blob at a time for the page to download. config.json
-   * is written last, so a folder cut short is not a loadable model.
+   * is written last, so a folder cut short is not a loadable model. cancelExportMerged() stops it
+   * between two reads: a picked folder then loses the files this export wrote (the file being
+   * written is aborted, never swapped in), and the error says "cancelled".
    */
   async exportMerged(req: MergedRequest, onFile?: (f: { name: string; blob: Blob }) => Promise<void>, onProgress?: (p: MergedProgress) => void): Promise<MergedResult> {
     this.idle('export the merged model', true);
+    if (this.mergedAbort) throw new Error('A merged export is already running: wait for it, or cancel it.');
+    const abort = (this.mergedAbort = new AbortController());
+    try {
+      return await this.exportMergedWith(req, abort.signal, onFile, onProgress);
+    } finally {
+      this.mergedAbort = undefined;
+    }
+  }
+
+  /** the export in flight (exportMerged), for cancelExportMerged */
+  private mergedAbort?: AbortController;
+
+  /** Stop the merged export in flight (no-op when none): it rejects with a message that says "cancelled". */
+  async cancelExportMerged(): Promise<void> {
+    this.mergedAbort?.abort();
+  }
+
+  private async exportMergedWith(req: MergedRequest, signal: AbortSignal, onFile?: (f: { name: string; blob: Blob }) => Promise<void>, onProgress?: (p: MergedProgress) => void): Promise<MergedResult> {
     let spec: ModelSpec, lora: LoraConfig, adapterFiles: AdapterFile[];
     const l = this.alive();
     if (req.runId) {
@@ -921,16 +941,30 @@ export class Engine {
       },
     };
     let last = -1, lastFile = '';
-    const s = await exportMerged(source, adapter, sink, {
-      maxShardSize: req.maxShardSize, extraFiles,
-      onProgress: (p) => {
-        // at most ~200 messages across the thread boundary
-        const step = Math.floor((200 * p.bytes) / Math.max(1, p.total));
-        if (step !== last || p.file !== lastFile) onProgress?.(p);
-        last = step;
-        lastFile = p.file;
-      },
-    });
+    let s: Awaited<ReturnType<typeof exportMerged>>;
+    try {
+      signal.throwIfAborted();
+      s = await exportMerged(source, adapter, sink, {
+        maxShardSize: req.maxShardSize, extraFiles, signal,
+        onProgress: (p) => {
+          // at most ~200 messages across the thread boundary
+          const step = Math.floor((200 * p.bytes) / Math.max(1, p.total));
+          if (step !== last || p.file !== lastFile) onProgress?.(p);
+          last = step;
+          lastFile = p.file;
+        },
+      });
+    } catch (e) {
+      if (!signal.aborted) throw e;
+      // config.json comes last, so it was never written: what was written is a model cut short
+      if (dir) {
+        for (const f of written) await dir.removeEntry(f).catch(() => undefined);
+        const n = written.size;
+        const what = n === 0 ? `nothing had been written into "${dir.name}" yet` : `the ${n === 1 ? 'file' : `${n} files`} it had written into "${dir.name}" ${n === 1 ? 'was' : 'were'} removed`;
+        throw new Error(`Merged export cancelled: ${what}; the folder holds no config.json, so nothing in it looks like a model.`);
+      }
+      throw new Error(`Merged export cancelled after ${written.size} file${written.size === 1 ? '' : 's'}${written.size ? ` (${[...written].join(', ')})` : ''}: config.json was not downloaded, so they are not a model — delete them.`);
+    }
     if (dir?.values) {
       // shards of an earlier export with another shard count would sit beside the new ones
       for await (const h of dir.values()) if (h.kind === 'file' && /^model(-\d{5}-of-\d{5})?\.safetensors$/.test(h.name) && !written.has(h.name)) await dir.removeEntry(h.name);

@@ -209,6 +209,7 @@ const api: TrainerApi = {
   cancelPredictSplit: async () => engine.cancelPredictSplit(),
   cancelGenerate: () => engine.cancelGenerate(),
   exportMerged: (req, onFile, onProgress) => engine.exportMerged(req, onFile, onProgress),
+  cancelExportMerged: () => engine.cancelExportMerged(),
 };
 
 Comlink.expose(api);
