@@ -680,7 +680,7 @@ function useEstimate(config: TrainConfig, datasetId: string, errors: Record<stri
   const ready = useRuntime((s) => s.gpu.status === 'ready' && s.methods.includes('estimate'));
   const busy = useTraining((s) => s.active !== null);
   const [out, setOut] = useState<{ est?: EstimateResult; error?: string; loading: boolean }>({ loading: false });
-  const key = JSON.stringify([config.model, config.method, config.lora, config.optim, config.data, config.grpo.numGenerations, config.grpo.maxNewTokens, datasetId]);
+  const key = JSON.stringify([config.model, config.method, config.lora, config.optim, config.data, config.eval?.evalSplit, config.grpo.numGenerations, config.grpo.maxNewTokens, datasetId]);
   const nErr = Object.keys(errors).length;
   useEffect(() => {
     const api = trainer();
@@ -744,7 +744,12 @@ function EstimateCard({ e }: { e: ReturnType<typeof useEstimate> }) {
             {est.examples !== undefined && (
               <>
                 <dt>Examples</dt>
-                <dd>{est.examples}</dd>
+                <dd data-testid="estimate-examples">
+                  {est.examples} to train on
+                  {est.evalExamples
+                    ? `; ${est.evalExamples} held out for evaluation (${est.evalImages} of ${est.datasetImages} image${est.datasetImages === 1 ? '' : 's'}), not trained on`
+                    : ''}
+                </dd>
               </>
             )}
           </dl>
