@@ -160,6 +160,12 @@ describe('predictions over a split', () => {
     expect(summary(ev.questions, 'adapter')).toEqual({
       n: data.evalExamples, parseRate: m['eval_grounding/parse_rate'], meanIou: m['eval_grounding/mean_iou'], acc50: m['eval_grounding/acc_iou50'], acc75: m['eval_grounding/acc_iou75'],
     });
+    // after a reload (a fresh engine on the same storage): the run's checkpoint on a freshly loaded model answers alike
+    const fresh = new Engine(deps);
+    expect(await fresh.useAdapter({ kind: 'run', runId: 'rp' })).toMatchObject({ runId: 'rp', step: 2 });
+    const again = await fresh.predictSplit({ datasetId: ds.id, runId: 'rp', config: config(), split: 'eval', adapter: true, base: false }, () => {});
+    expect(again.questions.map((q) => q.adapter!.text)).toEqual(texts);
+    expect(summary(again.questions, 'adapter')).toEqual(summary(ev.questions, 'adapter'));
     // the train split: the other images, every one of them
     const tr = await engine.predictSplit({ datasetId: ds.id, runId: 'rp', config: config(), split: 'train', adapter: false, base: true, maxNewTokens: 1 }, () => {});
     expect(new Set(tr.questions.map((q) => q.imageId))).toEqual(new Set(stored.map((s) => s.imageId).filter((id) => !data.evalImageIds!.includes(id))));
