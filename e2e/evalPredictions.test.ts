@@ -157,7 +157,7 @@ describe('predictions over the eval split of a run', () => {
     // the adapter's figures ARE the run's last evaluation's (unrounded), and no base model ran
     for (const [id, key] of Object.entries(FIGURES)) expect(Number(await page.getByTestId(`${id}-adapter`).getAttribute('data-value')), key).toBe(last[key]);
     expect(await page.getByTestId('summary-base').count()).toBe(0);
-    lap('eval split predicted');
+    lap(`eval split predicted (${Object.values(FIGURES).map((k) => `${k} ${last[k]}`).join(', ')})`);
 
     // a longer prediction over the whole dataset: Train is disabled with the reason while it runs
     await page.locator('input[name="compare"]').check();
