@@ -29,8 +29,11 @@ interface SplitPredictionState {
 }
 
 const initial = { running: false, cancelling: false, done: 0, total: 0, adapterLabel: '', questions: [], cancelled: false, skipped: 0 };
-export const useSplitPredictions = create<SplitPredictionState>(() => ({ ...initial }));
+export const useSplitPredictions = create<SplitPredictionState & { over: 'images' | SplitChoice }>(() => ({ ...initial, over: 'images' }));
 const set = useSplitPredictions.setState;
+
+/** The Predictions screen's "Predict over" choice, kept here so leaving the screen (to Train, while they run) and coming back shows the same predictions. */
+export const setPredictOver = (over: 'images' | SplitChoice) => set({ over });
 
 export async function runSplitPredictions(o: { runId: string | 'current' | ''; split: SplitChoice; compare: boolean; maxNewTokens: number; datasetId: string; config: TrainConfig }): Promise<void> {
   const api = trainer();

@@ -12,8 +12,9 @@ import { meanIou, questionsOf, runPredictions, usePredictions, type Prediction, 
 import { isLabelled } from '../data/formats/types.ts';
 import { useUrl } from './dataset/urls.ts';
 import { fmtValue } from './Charts.tsx';
-import { cancelSplitPredictions, runSplitPredictions, useSplitPredictions, type SplitChoice } from '../store/splitPredictions.ts';
+import { cancelSplitPredictions, runSplitPredictions, setPredictOver, useSplitPredictions, type SplitChoice } from '../store/splitPredictions.ts';
 import { SplitResults } from './predictions/SplitResults.tsx';
+import { latestEval } from './chartSeries.ts';
 
 const MAX_IMAGES = 12;
 
@@ -38,12 +39,18 @@ export function Predictions() {
   const labelled = useMemo(() => (ds ? images.filter((r) => isLabelled(ds.kind, r.labels, ds.reward)) : []), [images, ds]);
   const [picked, setPicked] = useState<string[] | null>(null);
   const selected = (picked ?? labelled.slice(0, 3).map((r) => r.id)).filter((id) => labelled.some((r) => r.id === id));
-  const [over, setOver] = useState<'images' | SplitChoice>('images');
   const split = useSplitPredictions();
+  const over = split.over, setOver = setPredictOver;
   const busy = running || split.running;
   // the run's own settings decide its split (the engine recomputes it from them)
   const runRec = runs.find((r) => r.id === chosenRun);
   const { evalSplit, evalMaxNewTokens } = (runRec?.config ?? config).eval;
+  // over a split, decode as the chosen run's evaluation does (also when another run is chosen)
+  useEffect(() => {
+    if (over !== 'images') setMaxNewTokens(evalMaxNewTokens);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [chosenRun, evalMaxNewTokens]);
+  const lastEval = runRec && over === 'eval' ? latestEval(runRec.metrics) : undefined;
 
   let reason: string | undefined;
   if (gpu.status === 'unavailable') reason = 'WebGPU unavailable: see the message at the top';
@@ -131,6 +138,7 @@ export function Predictions() {
             </span>
           </label>
         </div>
+        {runRec && over === 'eval' && evalSplit > 0 && <EvalComparison lastEval={lastEval} checkpointStep={runRec.checkpointStep} maxNewTokens={maxNewTokens} evalMaxNewTokens={evalMaxNewTokens} />}
         {ds && (
           <p className="help">
             Images are resized with the dataset's min pixels {ds.minPixels.toLocaleString('en-US')} and max pixels {ds.maxPixels.toLocaleString('en-US')}, the frame its
@@ -209,6 +217,26 @@ export function Predictions() {
         </section>
       )}
     </div>
+  );
+}
+
+/**
+ * Whether the adapter's figures over the eval split will be the run's own last eval_grounding/*
+ * figures: they are when the adapter is the one that evaluation scored (the run's last checkpoint is
+ * the step it evaluated) and the answers are decoded to the same length. What else can move them:
+ * labels edited on the held-out images since (the split is recomputed from the dataset as it is now).
+ */
+function EvalComparison({ lastEval, checkpointStep, maxNewTokens, evalMaxNewTokens }: { lastEval?: ReturnType<typeof latestEval>; checkpointStep?: number | null; maxNewTokens: number; evalMaxNewTokens: number }) {
+  if (!lastEval) return <p className="help" data-testid="eval-compare" data-same="false">The run has not evaluated yet: there are no eval figures to compare these with.</p>;
+  const differs: string[] = [];
+  if (checkpointStep != null && checkpointStep !== lastEval.step) differs.push(`the adapter is its checkpoint of step ${checkpointStep}, its last evaluation scored step ${lastEval.step}`);
+  if (maxNewTokens !== evalMaxNewTokens) differs.push(`these answers decode up to ${maxNewTokens} new tokens, its evaluation decoded ${evalMaxNewTokens}`);
+  return (
+    <p className="help" data-testid="eval-compare" data-same={String(!differs.length)}>
+      {differs.length
+        ? `The adapter's figures can differ from the run's last evaluation (step ${lastEval.step}): ${differs.join('; ')}.`
+        : `Same adapter (step ${lastEval.step}) and decoding length (${evalMaxNewTokens} tokens) as the run's last evaluation: the adapter's parse rate, mean IoU and accuracies are its eval figures, unless labels on the held-out images were edited since.`}
+    </p>
   );
 }
 

@@ -24,6 +24,8 @@ import {
 } from '../store/training.ts';
 import { formErrors, trainWarnings, type FieldMessages } from './trainWarnings.ts';
 import type { EstimateResult } from '../worker/api.ts';
+import { useSplitPredictions } from '../store/splitPredictions.ts';
+import { usePredictions } from '../store/predictions.ts';
 import { MetricChart, SmoothingSlider, fmtValue, useSmoothing } from './Charts.tsx';
 import { chartLines, chartSpecs, latestEval } from './chartSeries.ts';
 import { DEFAULT_CONFIG, evalImageCount } from '../config/config.ts';
@@ -574,6 +576,19 @@ function LatestEval({ runId }: { runId: string }) {
   return metrics ? <EvalFigures metrics={metrics} testId="run-eval" /> : null;
 }
 
+/**
+ * Why training cannot start (or resume) now because the Predictions screen is using the model: the
+ * engine refuses train() / resume() while predictions over a split run, and answers for chosen
+ * images would be decoded by a model that training changes under them. Undefined when none run.
+ */
+function usePredictionsBusy(): string | undefined {
+  const split = useSplitPredictions((s) => s.running);
+  const images = usePredictions((s) => s.running);
+  if (split) return 'predictions over a split are running (Predictions screen): cancel them or wait for them to end';
+  if (images) return 'predictions are running (Predictions screen): wait for them to end';
+  return undefined;
+}
+
 function RunControls({ errors, config, datasetId, setDatasetId, untrainable }: { errors: Record<string, string>; config: TrainConfig; datasetId: string; setDatasetId: (id: string) => void; untrainable?: string }) {
   const gpu = useRuntime((s) => s.gpu);
   const hasTrain = useRuntime((s) => s.methods.includes('train'));
@@ -581,6 +596,7 @@ function RunControls({ errors, config, datasetId, setDatasetId, untrainable }: {
   const counts = useDatasetStore((s) => s.counts);
   const { active, warnings, message, busy, imported } = useTraining();
   const [fromImported, setFromImported] = useState(true);
+  const predicting = usePredictionsBusy();
   const live = datasets.filter((d) => !d.deletedAt);
   const nErr = Object.keys(errors).length;
   let reason: string | undefined;
@@ -592,6 +608,7 @@ function RunControls({ errors, config, datasetId, setDatasetId, untrainable }: {
   else if (!live.length) reason = 'add images on the Dataset screen first';
   else if (!datasetId) reason = 'choose a dataset';
   else if (active) reason = 'a run is in progress';
+  else if (predicting) reason = predicting;
   else if (untrainable) reason = untrainable;
   const state = active?.state;
   return (
@@ -626,9 +643,11 @@ function RunControls({ errors, config, datasetId, setDatasetId, untrainable }: {
         ) : (
           <>
             {state === 'paused' ? (
-              <button className="primary" onClick={() => void continueRun()} disabled={busy} data-testid="resume-button">
-                Resume
-              </button>
+              <span title={predicting ?? 'Continue training'}>
+                <button className="primary" onClick={() => void continueRun()} disabled={busy || !!predicting} data-testid="resume-button">
+                  Resume
+                </button>
+              </span>
             ) : (
               <button onClick={() => void pauseRun()} disabled={busy || state !== 'running'} data-testid="pause-button" title="Pause after the current step; a checkpoint is saved">
                 Pause
@@ -640,7 +659,7 @@ function RunControls({ errors, config, datasetId, setDatasetId, untrainable }: {
           </>
         )}
         <span className="muted small" data-testid="train-reason">
-          {active ? '' : reason ? reason.charAt(0).toUpperCase() + reason.slice(1) + '.' : 'Ready.'}
+          {active ? (state === 'paused' && predicting ? predicting.charAt(0).toUpperCase() + predicting.slice(1) + '.' : '') : reason ? reason.charAt(0).toUpperCase() + reason.slice(1) + '.' : 'Ready.'}
         </span>
       </div>
       {active && <RunStatusLine a={active} />}
@@ -680,7 +699,7 @@ function useEstimate(config: TrainConfig, datasetId: string, errors: Record<stri
   const ready = useRuntime((s) => s.gpu.status === 'ready' && s.methods.includes('estimate'));
   const busy = useTraining((s) => s.active !== null);
   const [out, setOut] = useState<{ est?: EstimateResult; error?: string; loading: boolean }>({ loading: false });
-  const key = JSON.stringify([config.model, config.method, config.lora, config.optim, config.data, config.grpo.numGenerations, config.grpo.maxNewTokens, datasetId]);
+  const key = JSON.stringify([config.model, config.method, config.lora, config.optim, config.data, config.eval?.evalSplit, config.grpo.numGenerations, config.grpo.maxNewTokens, datasetId]);
   const nErr = Object.keys(errors).length;
   useEffect(() => {
     const api = trainer();
@@ -744,7 +763,12 @@ function EstimateCard({ e }: { e: ReturnType<typeof useEstimate> }) {
             {est.examples !== undefined && (
               <>
                 <dt>Examples</dt>
-                <dd>{est.examples}</dd>
+                <dd data-testid="estimate-examples">
+                  {est.examples} to train on
+                  {est.evalExamples
+                    ? `; ${est.evalExamples} held out for evaluation (${est.evalImages} of ${est.datasetImages} image${est.datasetImages === 1 ? '' : 's'}), not trained on`
+                    : ''}
+                </dd>
               </>
             )}
           </dl>
@@ -790,7 +814,8 @@ export function RunCharts() {
 function RunHistory() {
   const runs = useRuns((s) => s.runs);
   const active = useTraining((s) => s.active);
-  const canTrain = useRuntime((s) => s.gpu.status === 'ready' && s.methods.includes('resumeRun'));
+  const ready = useRuntime((s) => s.gpu.status === 'ready' && s.methods.includes('resumeRun'));
+  const canTrain = !usePredictionsBusy() && ready;
   const { toggleVisible, rename } = useRuns.getState();
   if (runs.length === 0) return null;
   return (

@@ -115,8 +115,12 @@ export interface ModelInfo {
 export interface EstimateResult {
   memory: MemoryReport;
   loraParams: number;
-  /** training examples the dataset gives under the method (undefined without a dataset) */
+  /** training examples the dataset gives under the method, the held-out split left out (undefined without a dataset) */
   examples?: number;
+  /** with an eval split: the examples held out for evaluation and their images, of the dataset's images with examples */
+  evalExamples?: number;
+  evalImages?: number;
+  datasetImages?: number;
   totalSteps?: number;
   /** forward + backward FLOPs of one optimizer step (rough) */
   flopsPerStep: number;

@@ -19,7 +19,7 @@ import type { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
 import type { QwenTokenizer } from '../data/tokenizer.ts';
 import { summary } from '../store/splitStats.ts';
 import { Engine, type EngineDeps } from './engine.ts';
-import type { PredictSplitEvent } from './api.ts';
+import type { PredictSplitEvent, TrainEvent } from './api.ts';
 
 const pixels = new Map<Blob, RawImage>();
 const blobOf = (img: RawImage): Blob => {
@@ -50,6 +50,10 @@ const deps: EngineDeps = {
 };
 let kv: MemoryKV;
 let engine: Engine;
+/** what the run 'rp' sent the page (its data event, its evaluation at the end) and the token ids its evaluation decoded */
+const trained: TrainEvent[] = [];
+const evalDecodes: number[][] = [];
+const loadedOf = (e: Engine) => (e as unknown as { loaded: { model: Qwen2_5_VL; tokenizer: QwenTokenizer } }).loaded;
 
 const config = (over: (c: TrainConfig) => void = () => {}): TrainConfig => {
   const c = structuredClone(DEFAULT_CONFIG);
@@ -64,7 +68,18 @@ beforeAll(async () => {
   await nodeGpu();
   kv = new MemoryKV();
   engine = new Engine(deps);
-  const sum = await engine.train({ runId: 'rp', config: config(), data: { datasetId: ds.id } }, () => {});
+  // the model first, so the run trains on it (same model, its adapter re-initialised) and its
+  // greedy decodes can be seen: an SFT run generates only in its evaluation
+  await engine.loadModel({ source: 'tiny' }, null);
+  const model = loadedOf(engine).model, generate = model.generate;
+  model.generate = async (...a) => {
+    const out = await generate.apply(model, a);
+    evalDecodes.push(...out.map((x) => Array.from(x)));
+    return out;
+  };
+  const sum = await engine.train({ runId: 'rp', config: config(), data: { datasetId: ds.id } }, (e) => trained.push(e));
+  model.generate = generate;
+  expect(loadedOf(engine).model).toBe(model);
   expect(sum.status).toBe('done');
 }, 300_000);
 
@@ -115,7 +130,7 @@ describe('predictions over a split', () => {
     const c = config();
     const r = await engine.predictSplit({ datasetId: ds.id, runId: 'rp', config: c, split: 'eval', adapter: true, base: false }, () => {}); // decodes evalMaxNewTokens
     // src/cli/train.ts: the records the method takes → splitByImage → prepareExamples → Run.evaluate
-    const { model, tokenizer } = (engine as unknown as { loaded: { model: Qwen2_5_VL; tokenizer: QwenTokenizer } }).loaded;
+    const { model, tokenizer } = loadedOf(engine);
     const sources = stored.flatMap((s) => s.records.map((record) => ({ where: s.name, record, images: [{ name: s.name, image: pixels.get(s.blob)! }] })));
     const split = splitByImage(sources, c.eval, c.optim.seed);
     const examples = prepareExamples(split.eval, { method: 'sft', data: { minPixels: ds.minPixels, maxPixels: ds.maxPixels, maxLength: c.data.maxLength }, tokenizer }).examples;
@@ -125,6 +140,63 @@ describe('predictions over a split', () => {
       n: ev.questions.length, parseRate: ev.metrics['eval_grounding/parse_rate'], meanIou: ev.metrics['eval_grounding/mean_iou'],
       acc50: ev.metrics['eval_grounding/acc_iou50'], acc75: ev.metrics['eval_grounding/acc_iou75'],
     });
+  }, 300_000);
+
+  it("over the run's eval split: exactly its held-out images, and the figures of its own last evaluation", async () => {
+    const data = trained.find((e): e is Extract<TrainEvent, { type: 'data' }> => e.type === 'data')!;
+    const evals = trained.filter((e): e is Extract<TrainEvent, { type: 'eval' }> => e.type === 'eval');
+    expect(evals.map((e) => e.step)).toEqual([2]); // evalSteps 0: at the end only
+    const m = evals[0].metrics;
+    // no maxNewTokens: the run's evalMaxNewTokens, as the page defaults to over a split
+    const ev = await engine.predictSplit({ datasetId: ds.id, runId: 'rp', config: config(), split: 'eval', adapter: true, base: false }, () => {});
+    expect(new Set(ev.questions.map((q) => q.imageId))).toEqual(new Set(data.evalImageIds));
+    // the same answers, token for token, as the run's evaluation decoded (an untrained tiny model's
+    // figures are mostly 0, so the texts are what shows the two decode alike)
+    const tok = loadedOf(engine).tokenizer, stops = [tok.special.imEnd, tok.special.endOfText];
+    const texts = evalDecodes.map((ids) => tok.decode(stops.includes(ids.at(-1)!) ? ids.slice(0, -1) : ids));
+    expect(texts).toHaveLength(data.evalExamples!);
+    expect(ev.questions.map((q) => q.adapter!.text)).toEqual(texts);
+    expect(ev.questions).toHaveLength(data.evalExamples!);
+    expect(summary(ev.questions, 'adapter')).toEqual({
+      n: data.evalExamples, parseRate: m['eval_grounding/parse_rate'], meanIou: m['eval_grounding/mean_iou'], acc50: m['eval_grounding/acc_iou50'], acc75: m['eval_grounding/acc_iou75'],
+    });
+    // after a reload (a fresh engine on the same storage): the run's checkpoint on a freshly loaded model answers alike
+    const fresh = new Engine(deps);
+    expect(await fresh.useAdapter({ kind: 'run', runId: 'rp' })).toMatchObject({ runId: 'rp', step: 2 });
+    const again = await fresh.predictSplit({ datasetId: ds.id, runId: 'rp', config: config(), split: 'eval', adapter: true, base: false }, () => {});
+    expect(again.questions.map((q) => q.adapter!.text)).toEqual(texts);
+    expect(summary(again.questions, 'adapter')).toEqual(summary(ev.questions, 'adapter'));
+    // the train split: the other images, every one of them
+    const tr = await engine.predictSplit({ datasetId: ds.id, runId: 'rp', config: config(), split: 'train', adapter: false, base: true, maxNewTokens: 1 }, () => {});
+    expect(new Set(tr.questions.map((q) => q.imageId))).toEqual(new Set(stored.map((s) => s.imageId).filter((id) => !data.evalImageIds!.includes(id))));
+    expect(tr.questions).toHaveLength(data.examples);
+  }, 300_000);
+
+  it('refuses to train or resume while predictions over a split run', async () => {
+    const predict = () => engine.predictSplit({ datasetId: ds.id, config: config(), split: 'all', adapter: false, base: true, maxNewTokens: 1 }, () => {});
+    const busy = /Predictions over a split are running in this tab: cancel them \(or wait for them\) first/;
+    // a new run: refused before it takes the run's lock or loads anything
+    let p = predict();
+    await expect(engine.train({ runId: 'rx', config: config((c) => (c.eval.evalSplit = 0)), data: { datasetId: ds.id } }, () => {})).rejects.toThrow(busy);
+    expect((await p).questions).toHaveLength(6);
+    expect(await kv.get('run/rx/meta')).toBeUndefined();
+    // a paused run (predictions may run while it is paused): Resume is refused until they end, then continues
+    const events: TrainEvent[] = [];
+    let onPaused!: () => void;
+    const paused = new Promise<void>((r) => (onPaused = r));
+    const run = engine.train({ runId: 'rq', config: config((c) => ((c.eval.evalSplit = 0), (c.optim.maxSteps = 2))), data: { datasetId: ds.id } }, (e) => {
+      events.push(e);
+      if (e.type === 'step' && e.step === 1) void engine.pause();
+      if (e.type === 'status' && e.status === 'paused') onPaused();
+    });
+    await paused;
+    p = predict();
+    await expect(engine.resume()).rejects.toThrow(busy);
+    await p;
+    await engine.resume();
+    const sum = await run;
+    expect(sum).toMatchObject({ status: 'done', step: 2 });
+    expect(events.filter((e) => e.type === 'step').map((e) => (e as { step: number }).step)).toEqual([1, 2]);
   }, 300_000);
 
   it('cancels after the question in progress, keeping the ones done', async () => {

@@ -239,18 +239,20 @@ export class Engine {
     }
     let plan = DEFAULT_PLAN;
     let examples: number | undefined;
+    let held: Pick<EstimateResult, 'evalExamples' | 'evalImages' | 'datasetImages'> = {};
     if (datasetId) {
       try {
-        const d = await this.datasetPlan(datasetId, c.method);
+        const d = await this.datasetPlan(datasetId, c);
         plan = d.plan;
         examples = d.examples;
+        held = d.held;
       } catch (e) {
         notes.push((e as Error).message);
       }
     } else notes.push(`No dataset chosen: sized for one ${DEFAULT_PLAN.images[0].width}×${DEFAULT_PLAN.images[0].height} image and ${DEFAULT_PLAN.textTokens} text tokens.`);
     const memory = memoryReport(config, lora, plan, quantizeOptions(c));
-    // the config's rules that need the dataset (batch and steps against its size)
-    if (examples !== undefined) for (const e of validate(c, { datasetSize: examples, modelSource: false })) notes.push(`${e.path || 'settings'}: ${e.message}`);
+    // the config's rules that need the dataset (batch and steps against the examples trained on, the split against its images)
+    if (examples !== undefined) for (const e of validate(c, { datasetSize: examples, datasetImages: held.datasetImages, modelSource: false })) notes.push(`${e.path || 'settings'}: ${e.message}`);
     const perStep = Math.max(1, c.optim.batchSize) * Math.max(1, c.optim.gradAccumSteps);
     const totalSteps = c.optim.maxSteps > 0 ? c.optim.maxSteps : examples ? Math.ceil((c.optim.numEpochs * examples) / perStep) : undefined;
     const flopsPerStep = stepFlops(config, c, plan) * perStep;
@@ -266,24 +268,42 @@ export class Engine {
       timeBasis = 'flops';
     }
     const loraParams = targetedModules(config, lora).reduce((a, m) => a + m.r * (m.inFeatures + m.outFeatures), 0);
-    return { memory, loraParams, examples, totalSteps, flopsPerStep, secondsPerStep, totalSeconds: secondsPerStep && totalSteps ? secondsPerStep * totalSteps : undefined, timeBasis, notes };
+    return { memory, loraParams, examples, ...held, totalSteps, flopsPerStep, secondsPerStep, totalSeconds: secondsPerStep && totalSteps ? secondsPerStep * totalSteps : undefined, timeBasis, notes };
   }
 
-  private async datasetPlan(datasetId: string, method: TrainConfig['method']): Promise<{ plan: Plan; examples: number }> {
+  /**
+   * The dataset's size for an estimate: the examples a new run trains on (the records the method
+   * takes, less the held-out split, made as examples() makes it: by image name, the config's eval
+   * section and seed) and the largest image and text among all of them.
+   */
+  private async datasetPlan(datasetId: string, c: TrainConfig): Promise<{ plan: Plan; examples: number; held: Pick<EstimateResult, 'evalExamples' | 'evalImages' | 'datasetImages'> }> {
     const { dataset, samples } = await this.deps.loadSamples(datasetId);
-    let examples = 0, biggest = { height: 448, width: 448 }, textChars = 0;
+    let biggest = { height: 448, width: 448 }, textChars = 0;
+    const taken: ExampleSource[] = [];
     for (const s of samples) {
       for (const r of s.records) {
-        if (!takesRecord(r, method)) continue;
-        examples++;
+        if (!takesRecord(r, c.method)) continue;
+        taken.push({ where: s.name, record: r, images: [{ name: s.name }] });
         const t = r.kind === 'sft' ? r.question + r.answer : r.kind === 'preference' ? r.prompt + r.chosen + r.rejected : r.prompt + r.reference;
         textChars = Math.max(textChars, t.length);
       }
       const [h, w] = smartResize(s.image.height, s.image.width, 28, dataset.minPixels, dataset.maxPixels);
       if (h * w > biggest.height * biggest.width || s === samples[0]) biggest = { height: h, width: w };
     }
+    const datasetImages = imageCount(taken);
+    let held: Pick<EstimateResult, 'evalExamples' | 'evalImages' | 'datasetImages'> = { datasetImages };
+    let examples = taken.length;
+    try {
+      const split = splitByImage(taken, c.eval, c.optim.seed);
+      if (split.eval.length) {
+        examples = split.train.length;
+        held = { datasetImages, evalExamples: split.eval.length, evalImages: split.evalImages.length };
+      }
+    } catch {
+      /* a split holding out every image: validate() names it in the notes */
+    }
     // ~3.5 characters per token for English and JSON, plus the chat template's ~25 tokens
-    return { plan: { images: [biggest], textTokens: 25 + Math.ceil(textChars / 3.5) }, examples };
+    return { plan: { images: [biggest], textTokens: 25 + Math.ceil(textChars / 3.5) }, examples, held };
   }
 
   /** f32 matmul rate of this device (FLOP/s), measured once on a model-sized product. */

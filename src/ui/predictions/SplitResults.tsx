@@ -43,10 +43,11 @@ export function SplitResults({ questions, adapterLabel }: { questions: SplitQues
                 <tr key={w} data-testid={`summary-${w}`}>
                   <th className={`iou-${w}`}>{name(w)}</th>
                   <td>{s?.n ?? 0}</td>
-                  <td data-testid={`parse-rate-${w}`}>{s ? pct(s.parseRate) : '–'}</td>
-                  <td data-testid={`mean-iou-${w}`}>{fmt(s?.meanIou)}</td>
-                  <td data-testid={`acc50-${w}`}>{s ? pct(s.acc50) : '–'}</td>
-                  <td data-testid={`acc75-${w}`}>{s ? pct(s.acc75) : '–'}</td>
+                  {/* data-value: the unrounded figure, to set beside the run's eval_grounding/* */}
+                  <td data-testid={`parse-rate-${w}`} data-value={s?.parseRate}>{s ? pct(s.parseRate) : '–'}</td>
+                  <td data-testid={`mean-iou-${w}`} data-value={s?.meanIou}>{fmt(s?.meanIou)}</td>
+                  <td data-testid={`acc50-${w}`} data-value={s?.acc50}>{s ? pct(s.acc50) : '–'}</td>
+                  <td data-testid={`acc75-${w}`} data-value={s?.acc75}>{s ? pct(s.acc75) : '–'}</td>
                 </tr>
               );
             })}
