@@ -197,16 +197,16 @@ export interface PredictOptions extends Omit<EvalOptions, 'onProgress'> {
  */
 export async function predictGrounding(o: PredictOptions): Promise<{ questions: PredictedQuestion[]; cancelled: boolean }> {
   const { imageOf, greedy } = decoder(o, o.maxNewTokens ?? o.config.eval.evalMaxNewTokens);
-  const todo = o.examples.map((ex, index) => ({ ex, index, reference: groundingReference(ex) })).filter((t) => t.reference.length > 0);
+  const grounded = o.examples.map((ex, index) => ({ ex, index, reference: groundingReference(ex) })).filter((t) => t.reference.length > 0);
   const questions: PredictedQuestion[] = [];
-  for (const { ex, index, reference } of todo) {
+  for (const { ex, index, reference } of grounded) {
     if (o.cancelled?.()) return { questions, cancelled: true };
     const image = imageOf(ex.images);
     const q: PredictedQuestion = { index };
     if (o.adapter) q.adapter = scoreGrounding(index, await greedy(promptOf(ex), image, true), reference);
     if (o.base) q.base = scoreGrounding(index, await greedy(promptOf(ex), image, false), reference);
     questions.push(q);
-    o.onQuestion?.(q, questions.length, todo.length);
+    o.onQuestion?.(q, questions.length, grounded.length);
   }
   return { questions, cancelled: false };
 }
