@@ -119,7 +119,7 @@ if (want('attention') && !quick) await part('attention', async () => {
   const t = await tuneAttention();
   const f = (x: { fwd: number; bwd: number }) => `${x.fwd.toFixed(0)}/${x.bwd.toFixed(0)} ms`;
   console.log(`attention variant: forward ${attentionVariant().fwd}, backward ${attentionVariant().bwd} (tuned fwd/bwd: naive ${f(t.ms.naive)}, flash ${f(t.ms.flash)})`);
-  for (const r of await benchAttention({ log: console.log, ort: peers.includes('ort') })) add(r);
+  for (const r of await benchAttention({ log: console.log, note: (t) => report.note(t), ort: peers.includes('ort'), reps: 4 })) add(r);
 });
 
 if (want('train') && !args.includes('--no-train')) await part('training', () => benchTraining({ steps: quick ? 1 : 3, log: console.log, add }));

@@ -14,9 +14,11 @@ let instance: GPU | undefined;
 async function create(): Promise<Gpu> {
   const { create: createGpu, globals } = await import('webgpu');
   Object.assign(globalThis, globals);
+  // PATCHWORK_F16=0 / PATCHWORK_SUBGROUPS=0 leave those features off the device: a peer in the
+  // bench (ORT Web 1.30's attention) computes wrong results with subgroups on SwiftShader.
   const tryInit = async () => {
     const api = (instance = createGpu([]) as unknown as GPU);
-    return (await api.requestAdapter()) ? initGpu(api, { f16: process.env.PATCHWORK_F16 !== '0' }) : undefined;
+    return (await api.requestAdapter()) ? initGpu(api, { f16: process.env.PATCHWORK_F16 !== '0', subgroups: process.env.PATCHWORK_SUBGROUPS !== '0' }) : undefined;
   };
   let g = await tryInit();
   if (!g && !process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES && existsSync(SWIFTSHADER_ICD)) {
