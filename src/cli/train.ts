@@ -31,7 +31,7 @@ import { fileKV, writeFilesAtomic } from './files.ts';
 import { METHODS, type Method, type TrainConfig } from '../config/config.ts';
 import { formatErrors, nearestKey, parseConfig, validate, type ConfigError } from '../config/validate.ts';
 import { baseModelId, loadModel, loraConfigOf, quantizeOptions, readTokenizer, sourceOf, type ModelHost, type ModelSpec } from '../session/model.ts';
-import { ExampleProblems, prepareExamples, takesRecord, type ExampleProblem, type ExampleSource, type PreparedExamples } from '../session/examples.ts';
+import { ExampleProblems, prepareExamples, sampledTokens, takesRecord, type ExampleProblem, type ExampleSource, type PreparedExamples } from '../session/examples.ts';
 import { imageCount, splitByImage } from '../session/split.ts';
 import { datasetSources, syntheticSources } from '../session/dataset.ts';
 import { Run } from '../session/run.ts';
@@ -185,7 +185,7 @@ export async function trainCli(argv: string[], io: Io = { log: console.log, erro
     return { sources: ds.sources, problems: ds.problems };
   };
   // every record checked; the problems of the file and of the checks reported together
-  const maxNewTokens = config.method === 'grpo' ? config.grpo.maxNewTokens : config.method === 'ppo' ? config.ppo.maxNewTokens : undefined;
+  const maxNewTokens = sampledTokens(config);
   const prepare = (sources: ExampleSource[], fileProblems: ExampleProblem[], name: string, flag: string): PreparedExamples => {
     let prepared: PreparedExamples | undefined;
     let problems = fileProblems;

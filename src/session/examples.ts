@@ -74,6 +74,16 @@ function referenceBoxes(r: TaskRecord & { kind: 'rl' }): Box[] | undefined {
   return r.boxes?.map((b): Box => [b.x1, b.y1, b.x2, b.y2]);
 }
 
+/** Tokens GRPO / PPO sample after each prompt (a prompt plus them must fit max length); none for SFT / DPO. */
+export function sampledTokens(c: Pick<TrainConfig, 'method' | 'grpo' | 'ppo'>): number | undefined {
+  return c.method === 'grpo' ? c.grpo.maxNewTokens : c.method === 'ppo' ? c.ppo.maxNewTokens : undefined;
+}
+
+/** How messages name record k of n about a stored dataset's image. */
+export function recordWhere(image: string, k: number, n: number): string {
+  return `image "${image}"${n > 1 ? ` (question ${k + 1})` : ''}`;
+}
+
 export interface PrepareOptions {
   method: Method;
   /** smart_resize bounds (the frame of the records' box answers) and max length */

@@ -36,7 +36,7 @@ import { formatErrors, validate } from '../config/validate.ts';
 import {
   baseModelId, loadModel, loraConfigOf, quantizeOptions, readModelConfig, readTokenizer, sourceOf, specKey, specName, specOf, storableSpec, type ModelHost,
 } from '../session/model.ts';
-import { DEFAULT_PLAN, ExampleProblems, prepareExamples, takesRecord, type ExampleProblem, type ExampleSource, type Plan } from '../session/examples.ts';
+import { checkRecord, DEFAULT_PLAN, ExampleProblems, prepareExamples, recordWhere, sampledTokens, takesRecord, type ExampleProblem, type ExampleSource, type Plan } from '../session/examples.ts';
 import { memoryReport, stepFlops } from '../session/estimate.ts';
 import { Run } from '../session/run.ts';
 import { imageCount, keepHeldOut, splitByImage, splitSide } from '../session/split.ts';
@@ -48,7 +48,6 @@ import {
   type PredictSplitEvent, type PredictSplitRequest, type PredictSplitResult, type SplitAnswer, type SplitQuestion,
 } from './api.ts';
 import { groundingReference, predictGrounding, type PredictedQuestion, type QuestionResult } from '../session/eval.ts';
-import { checkRecord } from '../session/examples.ts';
 import { resizedSize } from '../session/checks.ts';
 import type { TrainExample } from '../train/trainer.ts';
 
@@ -531,7 +530,7 @@ export class Engine {
         const wanted = s.records.filter((r) => takesRecord(r, method));
         const images = wanted.length ? [await decode(s.blob, s.name)] : [];
         if (wanted.length) idsOf.set(s.name, [...(idsOf.get(s.name) ?? []), s.imageId]);
-        s.records.forEach((r, k) => sources.push({ where: `image "${s.name}"${s.records.length > 1 ? ` (question ${k + 1})` : ''}`, record: r, images }));
+        s.records.forEach((r, k) => sources.push({ where: recordWhere(s.name, k, s.records.length), record: r, images }));
       }
     } else {
       minPixels = req.data.minPixels ?? c.data.minPixels;
@@ -542,7 +541,7 @@ export class Engine {
       }
     }
     onProgress({ phase: 'data', loaded: sources.length, total: sources.length, label: 'checking examples' });
-    const maxNewTokens = method === 'grpo' ? c.grpo.maxNewTokens : method === 'ppo' ? c.ppo.maxNewTokens : undefined;
+    const maxNewTokens = sampledTokens(c);
     const skipHint = 'choose "Skip them and train on the rest"';
     const opts = { method, data: { minPixels, maxPixels, maxLength: c.data.maxLength }, maxNewTokens, tokenizer, skipHint };
     const warnings: string[] = [];
@@ -810,7 +809,7 @@ export class Engine {
       const { dataset, samples } = await this.deps.loadSamples(datasetId);
       // the sources as examples() makes them (an image's key is its name); pixels only for the side predicted
       const all: (ExampleSource & { sample: number })[] = [];
-      samples.forEach((s, i) => s.records.forEach((r, k) => all.push({ where: `image "${s.name}"${s.records.length > 1 ? ` (question ${k + 1})` : ''}`, record: r, images: [{ name: s.name }], sample: i })));
+      samples.forEach((s, i) => s.records.forEach((r, k) => all.push({ where: recordWhere(s.name, k, s.records.length), record: r, images: [{ name: s.name }], sample: i })));
       const side = splitSide(all, c, req.split, heldOut) as typeof all;
       const decoded = new Map<number, { name: string; image?: RawImage; error?: string }>();
       const px = { minPixels: dataset.minPixels, maxPixels: dataset.maxPixels };
@@ -822,7 +821,7 @@ export class Engine {
           im = await this.deps.decodeImage(s.blob).then((image) => ({ name: s.name, image }), (e: Error) => ({ name: s.name, error: e.message }));
           decoded.set(src.sample, im);
         }
-        const checked = checkRecord({ ...src, images: [im] }, { method: c.method, data: { ...px, maxLength: c.data.maxLength }, maxNewTokens: c.method === 'grpo' ? c.grpo.maxNewTokens : c.method === 'ppo' ? c.ppo.maxNewTokens : undefined, tokenizer: l.tokenizer });
+        const checked = checkRecord({ ...src, images: [im] }, { method: c.method, data: { ...px, maxLength: c.data.maxLength }, maxNewTokens: sampledTokens(c), tokenizer: l.tokenizer });
         if (checked.example && groundingReference(checked.example).length) {
           examples.push(checked.example);
           from.push(src);
