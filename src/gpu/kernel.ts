@@ -22,6 +22,10 @@ export function kernel(file: string, code: string, entry: string, constants?: Re
 
 const modules = new WeakMap<GPUDevice, Map<string, GPUShaderModule>>();
 const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+// The compile check of each new pipeline (its error scope and compilation info), so that
+// compileChecked can wait for it: a fixed delay misses a slow compiler's report, which then
+// surfaces at some later, unrelated flush.
+const checks = new WeakMap<GPUDevice, Map<string, Promise<void>>>();
 
 function pipelineKey(k: Kernel): string {
   return `${k.file}|${k.entry}|${k.constants ? JSON.stringify(k.constants) : ''}|${k.code.length}`;
@@ -44,7 +48,9 @@ export function getPipeline(k: Kernel): GPUComputePipeline {
   }
   p = g.device.createComputePipeline({ layout: 'auto', label: `${k.file}:${k.entry}`, compute: { module: mod, entryPoint: k.entry, constants: k.constants } });
   const m = mod;
-  void g.device.popErrorScope().then(async (err) => {
+  let cm = checks.get(g.device);
+  if (!cm) checks.set(g.device, (cm = new Map()));
+  cm.set(key, g.device.popErrorScope().then(async (err) => {
     if (!err) return;
     let detail = '';
     try {
@@ -53,7 +59,7 @@ export function getPipeline(k: Kernel): GPUComputePipeline {
     } catch { /* compilation info unavailable */ }
     g.pendingErrors.push(`shader ${k.file} entry "${k.entry}" failed to compile: ${err.message}${detail ? '\n' + detail : ''}`);
     pm!.delete(key);
-  }, () => undefined); // rejects when the device is lost meanwhile ("Instance dropped"): the loss is reported by device.lost
+  }, () => undefined)); // rejects when the device is lost meanwhile ("Instance dropped"): the loss is reported by device.lost
   pm.set(key, p);
   return p;
 }
@@ -61,8 +67,7 @@ export function getPipeline(k: Kernel): GPUComputePipeline {
 /** Compile a kernel now and throw a clear error if it does not compile (the variant self-test). */
 export async function compileChecked(k: Kernel): Promise<void> {
   getPipeline(k);
-  await gpu().device.queue.onSubmittedWorkDone();
-  await new Promise((r) => setTimeout(r, 0));
+  await checks.get(gpu().device)?.get(pipelineKey(k));
   throwPendingErrors();
 }
 
