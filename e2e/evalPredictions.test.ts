@@ -188,6 +188,25 @@ describe('predictions over the eval split of a run', () => {
     const trainNames = (await page.getByTestId('row-image').allTextContents()).sort();
     expect(trainNames).toEqual(images.map((r) => r.name).filter((n) => n !== heldName).sort());
     lap('train split predicted');
+
+    // a reload keeps them (IndexedDB): the same questions, answers and figures, on the same choice
+    const before = { info: await page.getByTestId('split-info').textContent(), rows: await page.getByTestId('row-image').allTextContents(), figures: await Promise.all(Object.keys(FIGURES).map((id) => page.getByTestId(`${id}-adapter`).getAttribute('data-value'))) };
+    await page.waitForTimeout(1500); // the store's throttled write (it is flushed at the end, this is belt and braces)
+    await page.reload();
+    await page.getByTestId('tab-predictions').click();
+    await page.getByTestId('split-results').waitFor({ timeout: 30_000 });
+    expect(await page.getByTestId('predict-over').inputValue()).toBe('train');
+    expect(await page.getByTestId('split-info').textContent()).toBe(before.info);
+    expect(await page.getByTestId('row-image').allTextContents()).toEqual(before.rows);
+    expect(await Promise.all(Object.keys(FIGURES).map((id) => page.getByTestId(`${id}-adapter`).getAttribute('data-value')))).toEqual(before.figures);
+    // deleting the run whose adapter answered deletes them
+    page.once('dialog', (d) => void d.accept());
+    await page.getByTestId('tab-train').click();
+    await page.locator(`[data-run="${runId}"] button:has-text("delete")`).click();
+    await expect.poll(() => page.getByTestId('run-row').count(), { timeout: 10_000 }).toBe(0);
+    await page.getByTestId('tab-predictions').click();
+    expect(await page.getByTestId('split-results').count()).toBe(0);
+    lap('kept over a reload, gone with the run');
     expect(errors).toEqual([]);
     await page.close();
   });

@@ -191,6 +191,7 @@ export function Predictions() {
                 {split.info.dataset}: {split.info.total} grounding question{split.info.total === 1 ? '' : 's'} on {split.info.images} image{split.info.images === 1 ? '' : 's'}
                 {split.skipped ? `, ${split.skipped} other record${split.skipped === 1 ? '' : 's'} left out` : ''}
                 {split.cancelled ? ` — cancelled after ${split.questions.length}` : ''}
+                {split.interrupted ? ` — interrupted after ${split.questions.length} (the page was closed or reloaded while they ran): predict again for the rest` : ''}
               </span>
             )}
           </div>
