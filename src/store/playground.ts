@@ -92,6 +92,9 @@ export async function loadModelDefaults(config: TrainConfig): Promise<void> {
 }
 let wantedDefaults = '';
 
+/** Why Train, Resume and Predictions wait while an answer streams (the engine refuses them too). */
+export const PLAYGROUND_BUSY = 'the Playground is answering: stop the answer first (Stop on the Playground screen) or wait for it to end';
+
 export const sidesOf = (mode: Mode): Side[] => (mode === 'both' ? ['adapter', 'base'] : [mode]);
 
 /** Why Ask is disabled (beyond the engine's state), or undefined. */

@@ -11,6 +11,8 @@ import { initDatasets, useDatasetStore } from '../store/dataset.ts';
 import { questionsOf } from '../store/predictionScore.ts';
 import { ask, askProblem, loadModelDefaults, resetSampling, setImage, setSampling, sidesOf, stopAsking, usePlayground, type Answer, type Mode, type PlaygroundImage, type Side } from '../store/playground.ts';
 import { samplingProblems, type ModelDefaults, type Sampling } from '../store/playgroundSettings.ts';
+import { usePredictions } from '../store/predictions.ts';
+import { useSplitPredictions } from '../store/splitPredictions.ts';
 import { useUrl } from './dataset/urls.ts';
 import { fmtValue } from './Charts.tsx';
 
@@ -27,6 +29,7 @@ export function Playground() {
   const gpu = useRuntime((s) => s.gpu);
   const canStream = useRuntime((s) => s.methods.includes('cancelGenerate'));
   const hasGenerationConfig = useRuntime((s) => s.methods.includes('generationConfig'));
+  const predicting = useSplitPredictions((s) => s.running) || usePredictions((s) => s.running);
   const active = useTraining((s) => s.active);
   const images = useDatasetStore((s) => s.images);
   const dsId = useDatasetStore((s) => s.currentId);
@@ -43,6 +46,7 @@ export function Playground() {
   else if (gpu.status === 'starting') reason = 'engine starting…';
   else if (!canStream) reason = 'engine not loaded yet';
   else if (active && active.state !== 'paused') reason = 'a run is training: pause or stop it first';
+  else if (predicting && !pg.running) reason = 'predictions are running (Predictions screen): cancel them or wait for them to end';
   else reason = askProblem(pg);
 
   const pickDataset = (id: string) => {
