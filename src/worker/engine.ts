@@ -734,7 +734,7 @@ export class Engine {
     this.idle('generate an answer', true);
     const l = this.alive();
     if (!l) throw new Error('No model is loaded: train a run first, or pick a run whose adapter to use.');
-    // a streamed answer is the Playground's; train() and resume() refuse while any runs
+    // a streamed answer is the Playground's; train(), resume() and predictSplit() refuse while any runs
     const who = onToken ? 'Playground' : 'Predictions';
     this.generating.push(who);
     try {
