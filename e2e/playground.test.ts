@@ -174,9 +174,12 @@ describe('playground', () => {
     await page.getByTestId('pg-topP').fill('1.5');
     await expect.poll(() => page.locator('.pg-sampling .field-error').textContent()).toMatch(/Top-p must be greater than 0 and at most 1/);
     await expect.poll(() => askBtn.isEnabled()).toBe(false);
+    await page.getByTestId('pg-repetitionPenalty').fill('0');
+    await expect.poll(() => page.locator('.pg-sampling').textContent()).toMatch(/Repetition penalty must be greater than 0 and at most 10/);
     await page.getByTestId('pg-defaults').click();
     // the fields follow the store in an effect after the click's render: poll
     await expect.poll(() => page.getByTestId('pg-topP').inputValue()).toBe('1');
+    await expect.poll(() => page.getByTestId('pg-repetitionPenalty').inputValue()).toBe('1');
     await expect.poll(() => page.getByTestId('pg-maxNewTokens').inputValue()).toBe('128');
     await expect.poll(() => page.getByTestId('pg-greedy').isChecked()).toBe(true);
     await expect.poll(() => askBtn.isEnabled()).toBe(true);

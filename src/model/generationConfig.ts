@@ -2,7 +2,8 @@
 // generate() starts from. Checked field by field like every other input: a field of the wrong type
 // or out of range is left out with a warning naming the file and the field (its transformers default
 // then applies), never an error. Settings this engine does not implement are named, so the page can
-// say they are not applied instead of dropping them silently.
+// say they are not applied instead of dropping them silently (repetition_penalty is applied:
+// model/generate.ts).
 import { MissingFileError, type ModelSource } from './sources/source.ts';
 
 export const GENERATION_CONFIG = 'generation_config.json';
@@ -16,6 +17,7 @@ export interface GenerationDefaults {
   topK?: number;
   topP?: number;
   maxNewTokens?: number;
+  repetitionPenalty?: number;
   /** eos_token_id (an int or a list in the file): generation stops after any of them */
   eosTokenIds?: number[];
   /** fields left out, each naming the file, the field and why */
@@ -29,7 +31,7 @@ export interface GenerationDefaults {
  * A file's value other than that is reported as not applied.
  */
 const UNSUPPORTED: Record<string, unknown> = {
-  repetition_penalty: 1, num_beams: 1, num_beam_groups: 1, diversity_penalty: 0, length_penalty: 1, early_stopping: false,
+  num_beams: 1, num_beam_groups: 1, diversity_penalty: 0, length_penalty: 1, early_stopping: false,
   no_repeat_ngram_size: 0, encoder_no_repeat_ngram_size: 0, encoder_repetition_penalty: 1, min_length: 0, min_new_tokens: null,
   typical_p: 1, min_p: null, epsilon_cutoff: 0, eta_cutoff: 0, num_return_sequences: 1, penalty_alpha: null, renormalize_logits: false,
   bad_words_ids: null, force_words_ids: null, suppress_tokens: null, begin_suppress_tokens: null, forced_bos_token_id: null,
@@ -44,7 +46,7 @@ const NEUTRAL = new Set([
 ]);
 
 /** The fields read above. */
-const HANDLED = new Set(['do_sample', 'temperature', 'top_k', 'top_p', 'max_new_tokens', 'eos_token_id']);
+const HANDLED = new Set(['do_sample', 'temperature', 'top_k', 'top_p', 'max_new_tokens', 'repetition_penalty', 'eos_token_id']);
 
 /** transformers' GenerationConfig default of max_length (it counts the prompt) */
 const MAX_LENGTH_DEFAULT = 20;
@@ -80,6 +82,7 @@ export function parseGenerationConfig(text: string, vocabSize?: number, file = G
   out.topK = num('top_k', (v) => Number.isInteger(v) && v >= 0, 'must be a whole number ≥ 0');
   out.topP = num('top_p', (v) => v > 0 && v <= 1, 'must be in (0, 1]');
   out.maxNewTokens = num('max_new_tokens', (v) => Number.isInteger(v) && v >= 1, 'must be a whole number ≥ 1');
+  out.repetitionPenalty = num('repetition_penalty', (v) => v > 0 && Number.isFinite(v), 'must be > 0');
   if (o.eos_token_id !== undefined && o.eos_token_id !== null) {
     const ids = Array.isArray(o.eos_token_id) ? o.eos_token_id : [o.eos_token_id];
     const isId = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0 && (vocabSize === undefined || v < vocabSize);
@@ -95,7 +98,7 @@ export function parseGenerationConfig(text: string, vocabSize?: number, file = G
       if (JSON.stringify(o[k]) !== JSON.stringify(UNSUPPORTED[k])) out.notApplied.push(`${k} ${JSON.stringify(o[k])} from ${file} is not applied.`);
     } else out.notApplied.push(`${k} ${JSON.stringify(o[k])} from ${file} is not a setting this engine knows: not applied.`);
   }
-  for (const k of ['temperature', 'topK', 'topP', 'maxNewTokens'] as const) if (out[k] === undefined) delete out[k];
+  for (const k of ['temperature', 'topK', 'topP', 'maxNewTokens', 'repetitionPenalty'] as const) if (out[k] === undefined) delete out[k];
   return out;
 }
 

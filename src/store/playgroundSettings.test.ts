@@ -6,8 +6,8 @@ import { DEFAULT_SOURCES, FROM_FILE, modelDefaults, SAMPLING_DEFAULTS, samplingO
 import { parseGenerationConfig } from '../model/generationConfig.ts';
 
 describe('playground sampling settings', () => {
-  it('defaults: greedy, then transformers temperature 1 / top-k 50 / top-p 1, 128 tokens, seed 0', () => {
-    expect(SAMPLING_DEFAULTS).toEqual({ greedy: true, temperature: 1, topK: 50, topP: 1, maxNewTokens: 128, seed: 0 });
+  it('defaults: greedy, then transformers temperature 1 / top-k 50 / top-p 1, 128 tokens, seed 0, no repetition penalty', () => {
+    expect(SAMPLING_DEFAULTS).toEqual({ greedy: true, temperature: 1, topK: 50, topP: 1, maxNewTokens: 128, seed: 0, repetitionPenalty: 1 });
     expect(samplingProblems(SAMPLING_DEFAULTS)).toEqual({});
     expect(samplingProblems({ ...SAMPLING_DEFAULTS, greedy: false })).toEqual({});
   });
@@ -16,22 +16,24 @@ describe('playground sampling settings', () => {
     expect(samplingOptions(SAMPLING_DEFAULTS)).toEqual({ maxNewTokens: 128 });
     expect(samplingOptions({ ...SAMPLING_DEFAULTS, greedy: false, temperature: 0.7, topK: 0, topP: 0.9, seed: 12, maxNewTokens: 40 }))
       .toEqual({ maxNewTokens: 40, temperature: 0.7, topK: 0, topP: 0.9, seed: 12 });
+    // a repetition penalty applies greedy or sampled
+    expect(samplingOptions({ ...SAMPLING_DEFAULTS, repetitionPenalty: 1.05 })).toEqual({ maxNewTokens: 128, repetitionPenalty: 1.05 });
   });
 
   it('names every bad field at once; greedy ignores the sampling fields', () => {
-    const bad = { greedy: false, temperature: 0, topK: 2.5, topP: 1.5, maxNewTokens: 0, seed: -1 };
-    expect(Object.keys(samplingProblems(bad)).sort()).toEqual(['maxNewTokens', 'seed', 'temperature', 'topK', 'topP']);
+    const bad = { greedy: false, temperature: 0, topK: 2.5, topP: 1.5, maxNewTokens: 0, seed: -1, repetitionPenalty: 0 };
+    expect(Object.keys(samplingProblems(bad)).sort()).toEqual(['maxNewTokens', 'repetitionPenalty', 'seed', 'temperature', 'topK', 'topP']);
     expect(samplingProblems({ ...bad, temperature: NaN }).temperature).toMatch(/Temperature must be greater than 0/);
-    expect(Object.keys(samplingProblems({ ...bad, greedy: true }))).toEqual(['maxNewTokens']);
+    expect(Object.keys(samplingProblems({ ...bad, greedy: true }))).toEqual(['maxNewTokens', 'repetitionPenalty']);
   });
 
   it("starts from the model's generation_config.json field by field, naming where each default came from", () => {
     const d = modelDefaults(parseGenerationConfig(JSON.stringify({ do_sample: true, temperature: 0.7, top_p: 0.8, eos_token_id: [151645, 151643], repetition_penalty: 1.05 })));
-    expect(d.sampling).toEqual({ greedy: false, temperature: 0.7, topK: 50, topP: 0.8, maxNewTokens: 128, seed: 0 });
-    expect(d.sources).toEqual({ ...DEFAULT_SOURCES, greedy: `${FROM_FILE}: do_sample true`, temperature: FROM_FILE, topP: FROM_FILE });
+    expect(d.sampling).toEqual({ greedy: false, temperature: 0.7, topK: 50, topP: 0.8, maxNewTokens: 128, seed: 0, repetitionPenalty: 1.05 });
+    expect(d.sources).toEqual({ ...DEFAULT_SOURCES, greedy: `${FROM_FILE}: do_sample true`, temperature: FROM_FILE, topP: FROM_FILE, repetitionPenalty: FROM_FILE });
     expect(d.sources.topK).toBe('transformers default');
     expect(d.eosTokenIds).toEqual([151645, 151643]);
-    expect(d.notApplied).toEqual(['repetition_penalty 1.05 from generation_config.json is not applied.']);
+    expect(d.notApplied).toEqual([]);
     expect(d.warnings).toEqual([]);
     expect(samplingProblems(d.sampling)).toEqual({});
   });

@@ -14,6 +14,8 @@ export interface Sampling {
   maxNewTokens: number;
   /** seeds the sampler's RNG: the same seed, settings, image and question give the same answer */
   seed: number;
+  /** transformers' repetition_penalty (1: off), applied greedy or sampled */
+  repetitionPenalty: number;
 }
 
 /**
@@ -24,9 +26,10 @@ export interface Sampling {
  *   (model/generate.ts itself defaults to top-k off, 0; top-p 1 is the same);
  * - max new tokens 128: Engine.generate's default (GenerationConfig's max_length 20 counts the
  *   prompt, which alone is longer here);
- * - seed 0: model/generate.ts's default seed.
+ * - seed 0: model/generate.ts's default seed;
+ * - repetition penalty 1.0 (off): GenerationConfig's default.
  */
-export const SAMPLING_DEFAULTS: Sampling = { greedy: true, temperature: 1.0, topK: 50, topP: 1.0, maxNewTokens: 128, seed: 0 };
+export const SAMPLING_DEFAULTS: Sampling = { greedy: true, temperature: 1.0, topK: 50, topP: 1.0, maxNewTokens: 128, seed: 0, repetitionPenalty: 1.0 };
 
 /** Where each default comes from, as the form says it, when the model has no generation_config.json. */
 export const DEFAULT_SOURCES: Record<keyof Sampling, string> = {
@@ -36,6 +39,7 @@ export const DEFAULT_SOURCES: Record<keyof Sampling, string> = {
   topP: 'transformers default',
   maxNewTokens: "the engine's default",
   seed: "our generate's default",
+  repetitionPenalty: 'transformers default',
 };
 
 export const FROM_FILE = "from the model's generation_config.json";
@@ -76,6 +80,7 @@ export function modelDefaults(g: GenerationDefaults): ModelDefaults {
   take('topK', g.topK, 'top_k');
   take('topP', g.topP, 'top_p');
   take('maxNewTokens', g.maxNewTokens, 'max_new_tokens');
+  take('repetitionPenalty', g.repetitionPenalty, 'repetition_penalty');
   return { sampling, sources, warnings, notApplied: g.notApplied, ...(g.eosTokenIds ? { eosTokenIds: g.eosTokenIds } : {}) };
 }
 
@@ -83,6 +88,7 @@ export function modelDefaults(g: GenerationDefaults): ModelDefaults {
 export function samplingProblems(s: Sampling): Partial<Record<keyof Sampling, string>> {
   const p: Partial<Record<keyof Sampling, string>> = {};
   if (!(Number.isInteger(s.maxNewTokens) && s.maxNewTokens >= 1 && s.maxNewTokens <= 4096)) p.maxNewTokens = 'Max new tokens must be a whole number from 1 to 4096.';
+  if (!(s.repetitionPenalty > 0 && s.repetitionPenalty <= 10)) p.repetitionPenalty = 'Repetition penalty must be greater than 0 and at most 10 (1 is off).';
   if (!s.greedy) {
     if (!(s.temperature > 0 && s.temperature <= 10)) p.temperature = 'Temperature must be greater than 0 and at most 10 (greedy decoding is the checkbox).';
     if (!(Number.isInteger(s.topK) && s.topK >= 0)) p.topK = 'Top-k must be a whole number ≥ 0 (0 keeps every token).';
@@ -92,8 +98,9 @@ export function samplingProblems(s: Sampling): Partial<Record<keyof Sampling, st
   return p;
 }
 
-/** The generate() options of the settings: greedy has no temperature (so no random number is drawn). */
-export function samplingOptions(s: Sampling): Pick<GenerateOptions, 'maxNewTokens' | 'temperature' | 'topK' | 'topP' | 'seed'> {
-  if (s.greedy) return { maxNewTokens: s.maxNewTokens };
-  return { maxNewTokens: s.maxNewTokens, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: s.seed };
+/** The generate() options of the settings: greedy has no temperature (so no random number is drawn); a penalty of 1 is none. */
+export function samplingOptions(s: Sampling): Pick<GenerateOptions, 'maxNewTokens' | 'temperature' | 'topK' | 'topP' | 'seed' | 'repetitionPenalty'> {
+  const penalty = s.repetitionPenalty !== 1 ? { repetitionPenalty: s.repetitionPenalty } : {};
+  if (s.greedy) return { maxNewTokens: s.maxNewTokens, ...penalty };
+  return { maxNewTokens: s.maxNewTokens, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: s.seed, ...penalty };
 }

@@ -245,6 +245,7 @@ function SamplingForm({ s, d }: { s: Sampling; d: ModelDefaults }) {
         <NumField k="topP" label="Top-p" s={s} disabled={s.greedy} help={`${def('topP')}; 1 keeps all`} error={problems.topP} />
         <NumField k="maxNewTokens" label="Max new tokens" s={s} help={def('maxNewTokens')} error={problems.maxNewTokens} />
         <NumField k="seed" label="Seed" s={s} disabled={s.greedy} help={`${def('seed')}; same seed, same answer`} error={problems.seed} />
+        <NumField k="repetitionPenalty" label="Repetition penalty" s={s} help={`${def('repetitionPenalty')}; 1 is off`} error={problems.repetitionPenalty} />
         <div className="field">
           <span className="field-label">&nbsp;</span>
           <button type="button" onClick={resetSampling} data-testid="pg-defaults">

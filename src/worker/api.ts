@@ -209,6 +209,8 @@ export interface GenerateOptions {
   topK?: number;
   topP?: number;
   seed?: number;
+  /** transformers' repetition_penalty (model/generate.ts; 1 or absent: off), greedy or sampled */
+  repetitionPenalty?: number;
 }
 
 /** What a streamed generate() reports after each token: the settled answer so far and its boxes (as in GenerateResult). */

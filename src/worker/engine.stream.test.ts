@@ -107,17 +107,19 @@ describe('engine: streamed generate', () => {
     const full = await engine.generate([blob], 'Describe the image.', o);
     model.generate = gen;
     expect(full.tokens).toBe(10);
+    // a repetition penalty reaches generate() (0.05 favours the prompt's and the answer's tokens: another answer)
+    expect((await engine.generate([blob], 'Describe the image.', { ...o, repetitionPenalty: 0.05 })).text).not.toBe(full.text);
     const k = ids.findIndex((id, i) => i >= 2 && !ids.slice(0, i).includes(id)); // a token first seen at position k
     expect(k).toBeGreaterThan(0);
     // the same model as a folder whose generation_config.json names that token as eos (and has bad fields)
     const files = {
       ...tinyFiles(), 'tokenizer.json': readFileSync(qwenTokenizerJsonPath()!),
-      'generation_config.json': enc({ eos_token_id: ids[k], do_sample: 'no', top_p: 2, repetition_penalty: 1.05 }),
+      'generation_config.json': enc({ eos_token_id: ids[k], do_sample: 'no', top_p: 2, num_beams: 4 }),
     };
     const other = new Engine({ ...deps, folder: async () => memorySource(files, 'test folder') });
     const spec = { source: 'folder', path: 'test' } as const;
     expect(await other.generationConfig(spec)).toEqual({
-      found: true, eosTokenIds: [ids[k]], notApplied: ['repetition_penalty 1.05 from generation_config.json is not applied.'],
+      found: true, eosTokenIds: [ids[k]], notApplied: ['num_beams 4 from generation_config.json is not applied.'],
       warnings: [
         'generation_config.json: do_sample "no" is not true or false: ignored, the transformers default is used.',
         'generation_config.json: top_p 2 is out of range (must be in (0, 1]): ignored, the transformers default is used.',

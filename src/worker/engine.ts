@@ -767,7 +767,7 @@ export class Engine {
     const stopIds = [...new Set([tok.special.imEnd, tok.special.endOfText, ...((await this.generationConfig(l.spec)).eosTokenIds ?? [])])];
     const [out] = await l.model.generate([{ inputIds: p.inputIds, images: processed.length ? stackImages(processed) : undefined }], {
       maxNewTokens: opts.maxNewTokens ?? 128, stopIds, lora: (opts.adapter ?? true) && !!l.adapter,
-      temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed, onToken: stream,
+      temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed, repetitionPenalty: opts.repetitionPenalty, onToken: stream,
     });
     const ids = Array.from(out);
     if (ids.length && stopIds.includes(ids[ids.length - 1])) ids.pop();
