@@ -7,7 +7,9 @@
 // final write); the box appears on the image while the answer is still streaming, at the answer's
 // box mapped from the resized frame (112×84) back to the 120×90 original; the base model answers in
 // its own pane. Stop cancels an answer mid-stream and the next question is answered in full again;
-// the same PNG added to a dataset and picked there gets the same answer.
+// the same PNG added to a dataset and picked there gets the same answer. The sampling defaults say
+// where they come from (the tiny model's generation_config.json: greedy, its eos ids; the rest
+// transformers'); while an answer streams, Train and Predictions wait, naming why.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -72,8 +74,10 @@ describe('playground', () => {
     await page.getByTestId('pg-question').fill(QUESTION);
     expect(await page.getByTestId('pg-mode-both').isChecked()).toBe(true);
     expect(await page.getByTestId('pg-greedy').isChecked()).toBe(true);
-    // the defaults are named
-    expect(await page.locator('.pg-sampling').textContent()).toMatch(/default 1 \(transformers\).*default 50 \(transformers\).*default 1 \(transformers\).*default 128 \(the engine's\).*default 0 \(our generate's\)/s);
+    // the defaults are named: greedy from the model's generation_config.json, the rest transformers' / ours
+    await expect.poll(() => page.locator('.pg-sampling').textContent(), { timeout: 30_000 }).toMatch(/Default greedy \(from the model's generation_config\.json: do_sample false\)/);
+    expect(await page.locator('.pg-sampling').textContent()).toMatch(/default 1 \(transformers default\).*default 50 \(transformers default\).*default 1 \(transformers default\).*default 128 \(the engine's default\).*default 0 \(our generate's default\)/s);
+    expect(await page.getByTestId('pg-gen-notes').textContent()).toBe("Stops at token ids 151645, 151643 (eos_token_id from the model's generation_config.json) and at the end of the chat turn.");
     await page.getByTestId('pg-maxNewTokens').fill('40');
     const askBtn = page.getByTestId('pg-ask');
     await expect.poll(() => askBtn.isEnabled(), { timeout: 30_000 }).toBe(true);
@@ -143,14 +147,39 @@ describe('playground', () => {
     expect(await page.getByTestId('pg-box-adapter').count()).toBe(1);
     lap('dataset image');
 
+    // ---- while an answer streams, Train and Predictions wait, saying why; after Stop they do not
+    const busy = 'The Playground is answering: stop the answer first (Stop on the Playground screen) or wait for it to end.';
+    await page.getByTestId('pg-mode-base').check();
+    await page.getByTestId('pg-maxNewTokens').fill('400');
+    await askBtn.click();
+    await expect.poll(() => status(page, 'base'), { timeout: 60_000 }).toBe('streaming');
+    await page.getByTestId('tab-train').click();
+    await expect.poll(() => page.getByTestId('train-reason').textContent(), { timeout: 15_000 }).toBe(busy);
+    expect(await page.getByTestId('train-button').isDisabled()).toBe(true);
+    await page.getByTestId('tab-predictions').click();
+    await expect.poll(() => page.getByTestId('predict-button').isDisabled()).toBe(true);
+    expect(await page.getByText(busy).count()).toBe(1);
+    await page.getByTestId('tab-playground').click();
+    expect(await status(page, 'base')).toBe('streaming');
+    await page.getByTestId('pg-stop').click();
+    await expect.poll(() => status(page, 'base'), { timeout: 60_000 }).toBe('stopped');
+    await page.getByTestId('tab-train').click();
+    await expect.poll(() => page.getByTestId('train-reason').textContent()).not.toBe(busy);
+    await page.getByTestId('tab-playground').click();
+    await page.getByTestId('pg-maxNewTokens').fill('40');
+    lap('train waited for the answer');
+
     // ---- a bad setting is named and disables Ask; Reset brings back the defaults
     await page.getByTestId('pg-greedy').uncheck();
     await page.getByTestId('pg-topP').fill('1.5');
     await expect.poll(() => page.locator('.pg-sampling .field-error').textContent()).toMatch(/Top-p must be greater than 0 and at most 1/);
     await expect.poll(() => askBtn.isEnabled()).toBe(false);
+    await page.getByTestId('pg-repetitionPenalty').fill('0');
+    await expect.poll(() => page.locator('.pg-sampling').textContent()).toMatch(/Repetition penalty must be greater than 0 and at most 10/);
     await page.getByTestId('pg-defaults').click();
     // the fields follow the store in an effect after the click's render: poll
     await expect.poll(() => page.getByTestId('pg-topP').inputValue()).toBe('1');
+    await expect.poll(() => page.getByTestId('pg-repetitionPenalty').inputValue()).toBe('1');
     await expect.poll(() => page.getByTestId('pg-maxNewTokens').inputValue()).toBe('128');
     await expect.poll(() => page.getByTestId('pg-greedy').isChecked()).toBe(true);
     await expect.poll(() => askBtn.isEnabled()).toBe(true);

@@ -1,16 +1,17 @@
 // KV-cache generation on the GPU against the CPU reference (which reruns the whole sequence every
 // step), token for token; sampling; and a model served over HTTP in hub layout, loaded through the
-// hub source with a cache (the second load downloads nothing).
+// hub source with a cache (the second load downloads nothing). The repetition penalty against
+// transformers' RepetitionPenaltyLogitsProcessor applied to the CPU reference's logits.
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeGpu, nodeGpu } from '../gpu/node.ts';
 import { memory } from '../gpu/tensor.ts';
-import { CpuModel } from './cpu/model.ts';
+import { argmax, CpuModel } from './cpu/model.ts';
 import { initLora, targetRegex, type LoraAdapter } from './lora.ts';
 import { Qwen2_5_VL, type ImageInput } from './qwen2_5_vl.ts';
-import { sampleToken } from './generate.ts';
+import { applyRepetitionPenalty, sampleToken } from './generate.ts';
 import { Rng } from '../base/rng.ts';
 import { serveModelFolders, writeTinyModelFolder } from './sources/node.ts';
 import { hubSource } from './sources/hub.ts';
@@ -89,6 +90,38 @@ describe('generate (KV cache) equals the CPU reference', () => {
     expect(k1).toEqual(greedy);
     expect(p0).toEqual(greedy);
     await expect(model.generate(p, { maxNewTokens: 2, stopIds: [], topP: 0 })).rejects.toThrow(/topP must be in/);
+  });
+
+  it("repetition penalty: transformers' RepetitionPenaltyLogitsProcessor before argmax / the sampler, token for token", async () => {
+    // transformers: score = gather(scores, input_ids); where(score < 0, score * penalty, score / penalty); scatter back
+    const row = Float32Array.of(2, -2, 0.5, -0.5, 3);
+    applyRepetitionPenalty(row, new Set([0, 1, 3, 3]), 2);
+    expect(Array.from(row)).toEqual([1, -4, 0.5, -1, 3]);
+    // the reference: the CPU model's logits of the whole sequence each step, every id of the prompt and
+    // the answer so far penalised once (written out here on its own), then argmax or the seeded sampler
+    const ref = (prompt: Int32Array, n: number, penalty: number, sample?: { temperature: number; seed: number }) => {
+      const seq = Array.from(prompt), out: number[] = [], r = new Rng(sample?.seed ?? 0);
+      let imageEmbeds: Float32Array | undefined;
+      for (let t = 0; t < n; t++) {
+        const f = cpuLora.forward({ inputIds: Int32Array.from(seq), pixelValues: image.pixelValues, imageGridThw: image.imageGridThw, imageEmbeds, logitRows: [seq.length - 1] });
+        imageEmbeds ??= f.imageEmbeds;
+        const logits = Float32Array.from(f.logits);
+        for (const id of new Set(seq)) logits[id] = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty;
+        const next = sample ? sampleToken(logits, sample, r) : argmax(logits);
+        out.push(next);
+        seq.push(next);
+      }
+      return out;
+    };
+    const p = [{ inputIds: imagePrompt, images: image }];
+    // 2 greedy: this random model never picks a seen token, so its answer stays; 0.05 favours them, and sampled any penalty moves the draws
+    for (const [penalty, sample, changes] of [[2, undefined, false], [0.05, undefined, true], [1.5, { temperature: 1, seed: 5 }, true]] as const) {
+      const want = ref(imagePrompt, 8, penalty, sample);
+      const [got] = await model.generate(p, { maxNewTokens: 8, stopIds: [], repetitionPenalty: penalty, ...sample });
+      expect(Array.from(got), `penalty ${penalty} ${JSON.stringify(sample)}`).toEqual(want);
+      if (changes) expect(want, 'the penalty changes the answer').not.toEqual(ref(imagePrompt, 8, 1, sample));
+    }
+    await expect(model.generate(p, { maxNewTokens: 2, stopIds: [], repetitionPenalty: 0 })).rejects.toThrow(/repetitionPenalty must be > 0/);
   });
 
   it('generation leaves no buffers behind', async () => {

@@ -10,6 +10,9 @@
 //     (ops/sample.ts; logits stay there, only ids and their log-probs come back) or on the CPU
 //     (ops/cpu/sample.ts); defaultSampler() picks by adapter. Rows the GPU kernel hands back
 //     (top-k > SAMPLE_KMAX, a top-p nucleus wider than that) use the CPU sampler, same uniform.
+//   repetition penalty (transformers' RepetitionPenaltyLogitsProcessor, before the warpers): the
+//     logits of every id in the prompt or generated so far divided by it when > 0, multiplied when
+//     < 0; those steps read the logits back and choose on the CPU (the GPU sampler has no penalty)
 //   a stop id ends its sequence (and is returned)
 //   onToken (optional) sees each step's chosen tokens as they come (streaming) and may end them all
 import { encoder } from '../gpu/kernel.ts';
@@ -37,6 +40,8 @@ export interface GenerateOptions {
   topK?: number;
   /** nucleus: keep the smallest set with probability ≥ topP (1 or absent: all) */
   topP?: number;
+  /** transformers' repetition_penalty (> 0; 1 or absent: off), greedy or sampled */
+  repetitionPenalty?: number;
   /** generation stops after any of these (the stop id is part of the output) */
   stopIds: number[];
   seed?: number;
@@ -80,6 +85,8 @@ interface Seq {
   /** log-prob of each new token (NaN when greedy) */
   lp: number[];
   done: boolean;
+  /** the prompt's ids and the ones generated (for the repetition penalty) */
+  seen: Set<number>;
 }
 
 export { argmax };
@@ -111,11 +118,20 @@ export function sampleToken(logits: ArrayLike<number>, o: { temperature?: number
   return sampleTokenU(logits, o, rng.next());
 }
 
+/**
+ * transformers' RepetitionPenaltyLogitsProcessor on one row, in place: the logit of every id seen
+ * (prompt and generated, each once) divided by `penalty` when positive, multiplied when negative.
+ */
+export function applyRepetitionPenalty(logits: Float32Array, seen: Iterable<number>, penalty: number): void {
+  for (const id of seen) logits[id] = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty;
+}
+
 function checkOptions(o: GenerateOptions): void {
   if (!(Number.isInteger(o.maxNewTokens) && o.maxNewTokens >= 0)) throw new Error(`generate: maxNewTokens must be a non-negative integer, got ${o.maxNewTokens}`);
   if (o.temperature !== undefined && !(o.temperature >= 0)) throw new Error(`generate: temperature must be >= 0, got ${o.temperature}`);
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) throw new Error(`generate: topK must be a non-negative integer, got ${o.topK}`);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new Error(`generate: topP must be in (0, 1], got ${o.topP}`);
+  if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) throw new Error(`generate: repetitionPenalty must be > 0, got ${o.repetitionPenalty}`);
   if (!Array.isArray(o.stopIds)) throw new Error('generate: stopIds must be a list of token ids');
   if (o.sampler !== undefined && o.sampler !== 'gpu' && o.sampler !== 'cpu') throw new Error(`generate: sampler must be 'gpu' or 'cpu', got ${o.sampler}`);
   if (o.onToken !== undefined && typeof o.onToken !== 'function') throw new Error('generate: onToken must be a function');
@@ -155,7 +171,7 @@ export async function generateDetailed(host: GenHost, prompts: Prompt[], opts: G
     for (const [b, p] of prompts.entries()) {
       const key = keyOf(p);
       const L = p.inputIds.length, cap = Math.min(L + opts.maxNewTokens, host.contextLength);
-      const s: Seq = { prompt: b, len: L, cap, ropeDelta: 0, k: [], v: [], out: [], lp: [], done: false };
+      const s: Seq = { prompt: b, len: L, cap, ropeDelta: 0, k: [], v: [], out: [], lp: [], done: false, seen: new Set(p.inputIds) };
       seqs.push(s);
       for (let li = 0; li < nL; li++) {
         s.k.push(empty([cap, Hkv, D], 'f32', `kcache${b}.${li}`));
@@ -264,16 +280,16 @@ function ctxNorm(ctx: TextCtx): Tensor {
 /** Next token of every row of hs [n, H] (row i = seqs[i]); marks finished sequences. */
 async function choose(ctx: TextCtx, hs: Tensor, seqs: Seq[], opts: GenerateOptions, rng: Rng, stop: Set<number>): Promise<void> {
   let next: number[], lps: number[];
-  const T = opts.temperature ?? 0;
-  if (!(T > 0)) {
+  const T = opts.temperature ?? 0, penalty = opts.repetitionPenalty ?? 1;
+  if (!(T > 0) && penalty === 1) {
     const am = argmaxIds(ctx, hs);
     next = Array.from(await readI32(am));
     lps = next.map(() => NaN);
     am.release();
   } else {
     const V = ctx.cfg.text.vocabSize, n = hs.shape[0];
-    // one uniform per row, in row order: the CPU sampler's RNG stream
-    const u = Array.from({ length: n }, () => rng.next());
+    // one uniform per row, in row order: the CPU sampler's RNG stream (greedy draws none)
+    const u = T > 0 ? Array.from({ length: n }, () => rng.next()) : [];
     // logits [n, V] assembled on the GPU from the vocabulary shards (row r, shard i at r·V + v0)
     const logits = empty([n, V], 'f32', 'gen.logits');
     for (const [i, s] of ctx.w.lmHead.entries()) {
@@ -281,7 +297,7 @@ async function choose(ctx: TextCtx, hs: Tensor, seqs: Seq[], opts: GenerateOptio
       for (let r = 0; r < n; r++) encoder().copyBufferToBuffer(c.buffer, r * vc * 4, logits.buffer, (r * V + s.v0) * 4, vc * 4);
       c.release();
     }
-    const gpuOk = (opts.sampler ?? defaultSampler()) === 'gpu' && !((opts.topK ?? 0) > SAMPLE_KMAX);
+    const gpuOk = penalty === 1 && (opts.sampler ?? defaultSampler()) === 'gpu' && !((opts.topK ?? 0) > SAMPLE_KMAX);
     let ids: Int32Array, lp: Float32Array;
     if (gpuOk) {
       const ut = fromData(Float32Array.from(u), [n], 'f32', 'gen.uniforms');
@@ -300,8 +316,9 @@ async function choose(ctx: TextCtx, hs: Tensor, seqs: Seq[], opts: GenerateOptio
       const [all] = await readMany([logits]);
       for (const r of cpuRows) {
         const row = (all as Float32Array).subarray(r * V, (r + 1) * V);
-        ids[r] = sampleTokenU(row, opts, u[r]);
-        lp[r] = logprobAt(row, ids[r], T);
+        if (penalty !== 1) applyRepetitionPenalty(row, seqs[r].seen, penalty);
+        ids[r] = T > 0 ? sampleTokenU(row, opts, u[r]) : argmax(row);
+        lp[r] = T > 0 ? logprobAt(row, ids[r], T) : NaN;
       }
     }
     logits.release();
@@ -311,6 +328,7 @@ async function choose(ctx: TextCtx, hs: Tensor, seqs: Seq[], opts: GenerateOptio
   seqs.forEach((s, i) => {
     s.out.push(next[i]);
     s.lp.push(lps[i]);
+    s.seen.add(next[i]);
     // the last token is never fed back, so a full cache only ends the sequence at the next step
     if (stop.has(next[i]) || s.out.length >= opts.maxNewTokens || s.len >= s.cap) s.done = true;
   });

@@ -9,10 +9,10 @@ import type { GenerateStream } from '../worker/api.ts';
 import { callback } from '../worker/client.ts';
 import { imageBlobs } from './dataset.ts';
 import { useRuns } from './runs.ts';
-import { trainer } from './runtime.ts';
+import { trainer, useRuntime } from './runtime.ts';
 import { modelSpec } from './training.ts';
 import type { TrainConfig } from './runConfig.ts';
-import { SAMPLING_DEFAULTS, samplingOptions, samplingProblems, type Sampling } from './playgroundSettings.ts';
+import { modelDefaults, samplingOptions, samplingProblems, TRANSFORMERS_DEFAULTS, type ModelDefaults, type Sampling } from './playgroundSettings.ts';
 
 export type Side = 'adapter' | 'base';
 export type Mode = Side | 'both';
@@ -39,6 +39,10 @@ interface PlaygroundState {
   /** '' = no adapter chosen yet (the adapter on the model now), or a run id */
   runId: string;
   sampling: Sampling;
+  /** the model's defaults (its generation_config.json over transformers'): what Reset restores */
+  defaults: ModelDefaults;
+  /** the sampling settings were changed by hand: new model defaults leave them alone */
+  edited: boolean;
   running: boolean;
   stopping: boolean;
   /** which adapter answered ("run …, step N", "imported: …") */
@@ -48,7 +52,7 @@ interface PlaygroundState {
 }
 
 export const usePlayground = create<PlaygroundState>(() => ({
-  image: null, question: '', mode: 'both', runId: '', sampling: { ...SAMPLING_DEFAULTS }, running: false, stopping: false, adapterLabel: '', answers: {},
+  image: null, question: '', mode: 'both', runId: '', sampling: { ...TRANSFORMERS_DEFAULTS.sampling }, defaults: TRANSFORMERS_DEFAULTS, edited: false, running: false, stopping: false, adapterLabel: '', answers: {},
 }));
 const set = usePlayground.setState;
 const get = usePlayground.getState;
@@ -60,8 +64,36 @@ export function setImage(image: PlaygroundImage | null): void {
 }
 
 export function setSampling(patch: Partial<Sampling>): void {
-  set({ sampling: { ...get().sampling, ...patch } });
+  set({ sampling: { ...get().sampling, ...patch }, edited: true });
 }
+
+/** Reset: the model's defaults. */
+export function resetSampling(): void {
+  set({ sampling: { ...get().defaults.sampling }, edited: false });
+}
+
+/**
+ * The chosen model's defaults (Engine.generationConfig: its generation_config.json, as
+ * transformers' generate() starts from it); the form takes them unless it was edited by hand.
+ */
+export async function loadModelDefaults(config: TrainConfig): Promise<void> {
+  const api = trainer();
+  const key = JSON.stringify(config.model); // hub id, revision, endpoint, local folder name
+  if (!api || !useRuntime.getState().methods.includes('generationConfig') || key === wantedDefaults) return;
+  wantedDefaults = key;
+  let defaults: ModelDefaults;
+  try {
+    defaults = modelDefaults(await api.generationConfig(await modelSpec(config)));
+  } catch (e) {
+    defaults = { ...TRANSFORMERS_DEFAULTS, warnings: [`generation_config.json could not be read (${(e as Error).message}): transformers' defaults are used.`] };
+  }
+  if (key !== wantedDefaults) return; // another model was chosen meanwhile
+  set({ defaults, ...(get().edited ? {} : { sampling: { ...defaults.sampling } }) });
+}
+let wantedDefaults = '';
+
+/** Why Train, Resume and Predictions wait while an answer streams (the engine refuses them too). */
+export const PLAYGROUND_BUSY = 'the Playground is answering: stop the answer first (Stop on the Playground screen) or wait for it to end';
 
 export const sidesOf = (mode: Mode): Side[] => (mode === 'both' ? ['adapter', 'base'] : [mode]);
 

@@ -9,8 +9,10 @@ import { useRuntime } from '../store/runtime.ts';
 import { useTraining } from '../store/training.ts';
 import { initDatasets, useDatasetStore } from '../store/dataset.ts';
 import { questionsOf } from '../store/predictionScore.ts';
-import { ask, askProblem, setImage, setSampling, sidesOf, stopAsking, usePlayground, type Answer, type Mode, type PlaygroundImage, type Side } from '../store/playground.ts';
-import { DEFAULT_SOURCES, SAMPLING_DEFAULTS, samplingProblems, type Sampling } from '../store/playgroundSettings.ts';
+import { ask, askProblem, loadModelDefaults, resetSampling, setImage, setSampling, sidesOf, stopAsking, usePlayground, type Answer, type Mode, type PlaygroundImage, type Side } from '../store/playground.ts';
+import { samplingProblems, type ModelDefaults, type Sampling } from '../store/playgroundSettings.ts';
+import { usePredictions } from '../store/predictions.ts';
+import { useSplitPredictions } from '../store/splitPredictions.ts';
 import { useUrl } from './dataset/urls.ts';
 import { fmtValue } from './Charts.tsx';
 
@@ -26,12 +28,16 @@ export function Playground() {
   const config = useTrainConfig((s) => s.config);
   const gpu = useRuntime((s) => s.gpu);
   const canStream = useRuntime((s) => s.methods.includes('cancelGenerate'));
+  const hasGenerationConfig = useRuntime((s) => s.methods.includes('generationConfig'));
+  const predicting = useSplitPredictions((s) => s.running) || usePredictions((s) => s.running);
   const active = useTraining((s) => s.active);
   const images = useDatasetStore((s) => s.images);
   const dsId = useDatasetStore((s) => s.currentId);
   const datasets = useDatasetStore((s) => s.datasets);
   const ds = useMemo(() => (dsId ? datasets.find((d) => d.id === dsId) : undefined), [dsId, datasets]);
   useEffect(() => void initDatasets(), []);
+  // the model's generation_config.json gives the sampling defaults (as transformers' generate())
+  useEffect(() => void loadModelDefaults(config), [config.model, hasGenerationConfig]); // eslint-disable-line react-hooks/exhaustive-deps
   const [fileError, setFileError] = useState<string>();
 
   let reason: string | undefined;
@@ -40,6 +46,7 @@ export function Playground() {
   else if (gpu.status === 'starting') reason = 'engine starting…';
   else if (!canStream) reason = 'engine not loaded yet';
   else if (active && active.state !== 'paused') reason = 'a run is training: pause or stop it first';
+  else if (predicting && !pg.running) reason = 'predictions are running (Predictions screen): cancel them or wait for them to end';
   else reason = askProblem(pg);
 
   const pickDataset = (id: string) => {
@@ -130,7 +137,7 @@ export function Playground() {
             <span className="field-help">A run's last checkpoint, or an imported adapter.</span>
           </label>
         </div>
-        <SamplingForm s={pg.sampling} />
+        <SamplingForm s={pg.sampling} d={pg.defaults} />
         <div className="run-buttons">
           <span title={reason ?? 'Ask'}>
             <button className="primary" disabled={reason !== undefined} onClick={() => void ask(config)} data-testid="pg-ask">
@@ -218,30 +225,56 @@ function Pane({ side, image, answer }: { side: Side; image: PlaygroundImage; ans
   );
 }
 
-function SamplingForm({ s }: { s: Sampling }) {
+function SamplingForm({ s, d }: { s: Sampling; d: ModelDefaults }) {
   const problems = samplingProblems(s);
-  const def = (k: keyof Sampling) => `default ${String(SAMPLING_DEFAULTS[k])} (${DEFAULT_SOURCES[k]})`;
+  const def = (k: keyof Sampling) => `default ${String(d.sampling[k])} (${d.sources[k]})`;
   return (
-    <div className="grid pg-sampling">
-      <label className="field toggle">
-        <span className="field-label">Decoding</span>
-        <span>
-          <input type="checkbox" checked={s.greedy} onChange={(e) => setSampling({ greedy: e.target.checked })} name="greedy" data-testid="pg-greedy" /> greedy
-        </span>
-        <span className="field-help">Default greedy ({DEFAULT_SOURCES.greedy}); off: temperature → top-k → top-p, seeded.</span>
-      </label>
-      <NumField k="temperature" label="Temperature" s={s} disabled={s.greedy} help={def('temperature')} error={problems.temperature} />
-      <NumField k="topK" label="Top-k" s={s} disabled={s.greedy} help={`${def('topK')}; 0 keeps all`} error={problems.topK} />
-      <NumField k="topP" label="Top-p" s={s} disabled={s.greedy} help={`${def('topP')}; 1 keeps all`} error={problems.topP} />
-      <NumField k="maxNewTokens" label="Max new tokens" s={s} help={def('maxNewTokens')} error={problems.maxNewTokens} />
-      <NumField k="seed" label="Seed" s={s} disabled={s.greedy} help={`${def('seed')}; same seed, same answer`} error={problems.seed} />
-      <div className="field">
-        <span className="field-label">&nbsp;</span>
-        <button type="button" onClick={() => setSampling(SAMPLING_DEFAULTS)} data-testid="pg-defaults">
-          Reset to defaults
-        </button>
+    <>
+      <div className="grid pg-sampling">
+        <label className="field toggle">
+          <span className="field-label">Decoding</span>
+          <span>
+            <input type="checkbox" checked={s.greedy} onChange={(e) => setSampling({ greedy: e.target.checked })} name="greedy" data-testid="pg-greedy" /> greedy
+          </span>
+          <span className="field-help">
+            Default {d.sampling.greedy ? 'greedy' : 'sampling'} ({d.sources.greedy}); off: temperature → top-k → top-p, seeded.
+          </span>
+        </label>
+        <NumField k="temperature" label="Temperature" s={s} disabled={s.greedy} help={def('temperature')} error={problems.temperature} />
+        <NumField k="topK" label="Top-k" s={s} disabled={s.greedy} help={`${def('topK')}; 0 keeps all`} error={problems.topK} />
+        <NumField k="topP" label="Top-p" s={s} disabled={s.greedy} help={`${def('topP')}; 1 keeps all`} error={problems.topP} />
+        <NumField k="maxNewTokens" label="Max new tokens" s={s} help={def('maxNewTokens')} error={problems.maxNewTokens} />
+        <NumField k="seed" label="Seed" s={s} disabled={s.greedy} help={`${def('seed')}; same seed, same answer`} error={problems.seed} />
+        <NumField k="repetitionPenalty" label="Repetition penalty" s={s} help={`${def('repetitionPenalty')}; 1 is off`} error={problems.repetitionPenalty} />
+        <div className="field">
+          <span className="field-label">&nbsp;</span>
+          <button type="button" onClick={resetSampling} data-testid="pg-defaults">
+            Reset to defaults
+          </button>
+        </div>
       </div>
-    </div>
+      <GenerationNotes d={d} />
+    </>
+  );
+}
+
+/** What the model's generation_config.json gave that the form does not show: bad fields, settings not applied, stop ids. */
+function GenerationNotes({ d }: { d: ModelDefaults }) {
+  if (!d.warnings.length && !d.notApplied.length && !d.eosTokenIds) return null;
+  return (
+    <ul className="warn-list pg-gen-notes" data-testid="pg-gen-notes">
+      {d.warnings.map((w) => (
+        <li key={w} data-testid="pg-gen-warning">
+          {w}
+        </li>
+      ))}
+      {d.notApplied.map((w) => (
+        <li key={w} data-testid="pg-gen-not-applied">
+          {w}
+        </li>
+      ))}
+      {d.eosTokenIds && <li className="muted">Stops at token {d.eosTokenIds.length > 1 ? 'ids' : 'id'} {d.eosTokenIds.join(', ')} (eos_token_id from the model's generation_config.json) and at the end of the chat turn.</li>}
+    </ul>
   );
 }
 

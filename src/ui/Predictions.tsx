@@ -7,6 +7,7 @@ import { useRuns } from '../store/runs.ts';
 import { useTrainConfig } from '../store/runConfig.ts';
 import { useRuntime } from '../store/runtime.ts';
 import { useTraining } from '../store/training.ts';
+import { PLAYGROUND_BUSY, usePlayground } from '../store/playground.ts';
 import { currentDataset, initDatasets, useDatasetStore } from '../store/dataset.ts';
 import { meanIou, questionsOf, runPredictions, usePredictions, type Prediction, type Scored } from '../store/predictions.ts';
 import { isLabelled } from '../data/formats/types.ts';
@@ -24,6 +25,7 @@ export function Predictions() {
   const gpu = useRuntime((s) => s.gpu);
   const hasGenerate = useRuntime((s) => s.methods.includes('generate'));
   const active = useTraining((s) => s.active);
+  const playgroundBusy = usePlayground((s) => s.running);
   const images = useDatasetStore((s) => s.images);
   const dsId = useDatasetStore((s) => s.currentId);
   const datasets = useDatasetStore((s) => s.datasets);
@@ -58,6 +60,7 @@ export function Predictions() {
   else if (gpu.status === 'starting') reason = 'engine starting…';
   else if (!hasGenerate) reason = 'engine not loaded yet';
   else if (active && active.state !== 'paused') reason = 'a run is training: pause or stop it first';
+  else if (playgroundBusy) reason = PLAYGROUND_BUSY;
   else if (!ds) reason = 'open a dataset on the Dataset screen';
   else if (over === 'images' && !selected.length) reason = 'choose at least one labelled image';
   else if (over === 'eval' && !(evalSplit > 0)) reason = `${runRec ? 'this run' : 'the Train settings'} held out no images (eval split 0): choose the train split or the whole dataset`;

@@ -26,6 +26,7 @@ import { formErrors, trainWarnings, type FieldMessages } from './trainWarnings.t
 import type { EstimateResult } from '../worker/api.ts';
 import { useSplitPredictions } from '../store/splitPredictions.ts';
 import { usePredictions } from '../store/predictions.ts';
+import { PLAYGROUND_BUSY, usePlayground } from '../store/playground.ts';
 import { MetricChart, SmoothingSlider, fmtValue, useSmoothing } from './Charts.tsx';
 import { chartLines, chartSpecs, latestEval } from './chartSeries.ts';
 import { DEFAULT_CONFIG, evalImageCount } from '../config/config.ts';
@@ -577,15 +578,18 @@ function LatestEval({ runId }: { runId: string }) {
 }
 
 /**
- * Why training cannot start (or resume) now because the Predictions screen is using the model: the
- * engine refuses train() / resume() while predictions over a split run, and answers for chosen
- * images would be decoded by a model that training changes under them. Undefined when none run.
+ * Why training cannot start (or resume) now because the Predictions screen or the Playground is
+ * using the model: the engine refuses train() / resume() while predictions over a split or an
+ * answer run, and answers would be decoded by a model that training changes under them.
+ * Undefined when none run.
  */
 function usePredictionsBusy(): string | undefined {
   const split = useSplitPredictions((s) => s.running);
   const images = usePredictions((s) => s.running);
+  const playground = usePlayground((s) => s.running);
   if (split) return 'predictions over a split are running (Predictions screen): cancel them or wait for them to end';
   if (images) return 'predictions are running (Predictions screen): wait for them to end';
+  if (playground) return PLAYGROUND_BUSY;
   return undefined;
 }
 

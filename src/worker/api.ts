@@ -14,6 +14,8 @@ import type { MergedProgress, MergedSummary } from '../export/merged.ts';
 export type { ModelSpec, LoraSettings, LoadProgress, MemoryReport, AdapterFile, MergedProgress };
 import type { TaskRecord } from '../data/formats/records.ts';
 import type { VariantInfo } from '../gpu/selftest.ts';
+import type { GenerationDefaults } from '../model/generationConfig.ts';
+export type { GenerationDefaults };
 
 /** The limits the studio shows; the full set is in `GpuReport.limits`. */
 export const KEY_LIMITS = [
@@ -207,6 +209,8 @@ export interface GenerateOptions {
   topK?: number;
   topP?: number;
   seed?: number;
+  /** transformers' repetition_penalty (model/generate.ts; 1 or absent: off), greedy or sampled */
+  repetitionPenalty?: number;
 }
 
 /** What a streamed generate() reports after each token: the settled answer so far and its boxes (as in GenerateResult). */
@@ -315,6 +319,8 @@ export interface TrainerApi {
   loadModel(spec: ModelSpec, lora: LoraSettings | null, onProgress?: (p: LoadProgress) => void): Promise<ModelInfo>;
   /** The loaded model, or null. */
   modelInfo(): Promise<ModelInfo | null>;
+  /** The model's generation_config.json checked field by field (found false: none; warnings name bad fields), without loading it. */
+  generationConfig(spec: ModelSpec): Promise<GenerationDefaults>;
   /** Memory and time of a run with these settings, before it starts (sizes from the dataset when given). */
   estimate(config: TrainConfig, datasetId?: string, files?: File[]): Promise<EstimateResult>;
   /** Train until done, stopped or failed; `onEvent` gets the status, each step's metrics and checkpoints. */

@@ -15,6 +15,7 @@ import type { Qwen2_5_VL } from '../model/qwen2_5_vl.ts';
 import type { ModelSource } from '../model/sources/source.ts';
 import type { QwenVLConfig } from '../model/config.ts';
 import { parseAdapterConfig, targetedModules, type LoraConfig } from '../model/lora.ts';
+import { GENERATION_CONFIG, readGenerationConfig, type GenerationDefaults } from '../model/generationConfig.ts';
 import { expectedWeights } from '../model/weights.ts';
 import { TrainingFault } from '../train/trainer.ts';
 import { deleteRun, loadLatestCheckpoint, loadNewestValidCheckpoint, type KV } from '../train/checkpoint.ts';
@@ -62,6 +63,8 @@ export interface EngineDeps {
   lock(name: string): Promise<(() => void) | null>;
   /** the built-in tokenizer (tiny model; a folder without tokenizer.json) */
   defaultTokenizer?(): Promise<QwenTokenizer>;
+  /** a model folder on disk ({ source: 'folder' } specs: Node only, e.g. tests) */
+  folder?(path: string): Promise<ModelSource>;
 }
 
 /** The run's facts kept next to its checkpoints, so a reload can resume it. */
@@ -122,11 +125,12 @@ export class Engine {
   private matmulRate?: number;
   private configs = new Map<string, QwenVLConfig>();
   private tokenizers = new Map<string, Promise<QwenTokenizer>>();
+  private generationConfigs = new Map<string, GenerationDefaults>();
 
   private host: ModelHost;
 
   constructor(private deps: EngineDeps) {
-    this.host = { defaultTokenizer: deps.defaultTokenizer };
+    this.host = { defaultTokenizer: deps.defaultTokenizer, folder: deps.folder };
   }
 
   // ---- models --------------------------------------------------------------------------------
@@ -222,6 +226,27 @@ export class Engine {
 
   modelInfo(): ModelInfo | null {
     return this.alive()?.info ?? null;
+  }
+
+  /**
+   * The model's generation_config.json, checked field by field (model/generationConfig.ts): what
+   * transformers' generate() starts from, so the Playground's defaults and generate()'s stop ids
+   * too. Never throws: an unreadable file is a warning, and transformers' defaults apply.
+   */
+  async generationConfig(spec: ModelSpec): Promise<GenerationDefaults> {
+    const key = specKey(spec);
+    const hit = this.generationConfigs.get(key);
+    if (hit) return hit;
+    let g: GenerationDefaults;
+    try {
+      const source = await sourceOf(spec, this.host);
+      const vocab = await this.modelConfig(spec, source).then((c) => c.text.vocabSize, () => undefined);
+      g = await readGenerationConfig(source, vocab);
+    } catch (e) {
+      g = { found: false, warnings: [`${GENERATION_CONFIG} could not be read (${(e as Error).message}): transformers' defaults are used.`], notApplied: [] };
+    }
+    if (g.found || !g.warnings.length) this.generationConfigs.set(key, g); // an unreachable hub is asked again next time
+    return g;
   }
 
   // ---- estimate ------------------------------------------------------------------------------
@@ -329,7 +354,7 @@ export class Engine {
 
   async train(req: TrainRequest, onEvent: (e: TrainEvent) => void): Promise<RunSummary> {
     if (this.active) throw new Error(`A run (${this.active.runId}) is already training in this tab: pause or stop it first.`);
-    if (this.predicting) throw new Error('Predictions over a split are running in this tab: cancel them (or wait for them) first.');
+    this.refuseWhilePredicting('train');
     const release = await this.deps.lock(`patchwork-run-${req.runId}`);
     if (!release) throw new Error(`The run ${req.runId} ${RUN_LOCKED}: stop it there, or close that tab, to continue it here.`);
     const emit = (e: TrainEvent) => {
@@ -607,7 +632,7 @@ export class Engine {
     const a = this.active;
     if (!a) throw new Error('No run is paused.');
     if (a.control !== 'pause') return;
-    if (this.predicting) throw new Error('Predictions over a split are running in this tab: cancel them (or wait for them) first.');
+    this.refuseWhilePredicting('resume');
     a.control = 'run';
     if (a.state === 'pausing') return a.setState('running'); // the loop had not paused yet
     a.wake?.();
@@ -653,6 +678,16 @@ export class Engine {
     if (a && !(pausedOk && a.state === 'paused')) throw new Error(`Cannot ${what} while a run is ${a.state === 'paused' ? 'paused (stop it first)' : 'training: pause or stop it first'}.`);
   }
 
+  /**
+   * Refuse what would change the model under the predictions or answers in flight (training,
+   * resuming it, predictions over a split): one check, naming what runs and what to do.
+   */
+  private refuseWhilePredicting(what: string): void {
+    if (this.predicting) throw new Error('Predictions over a split are running in this tab: cancel them (or wait for them) first.');
+    const g = this.generating[0];
+    if (g) throw new Error(`An answer is being generated in this tab (${g}): stop it first${g === 'Playground' ? ' (Stop on the Playground screen)' : ''} or wait for it to end, then ${what}.`);
+  }
+
   async useAdapter(choice: AdapterChoice): Promise<AdapterInfo> {
     this.idle('switch adapters', choice.kind === 'current' || choice.runId === this.active?.runId);
     if (choice.kind === 'current') {
@@ -696,9 +731,20 @@ export class Engine {
    * the settled text so far and the boxes in it; cancelGenerate() stops such a streamed answer.
    */
   async generate(images: Blob[], prompt: string, opts: GenerateOptions, onToken?: (e: GenerateStream) => void): Promise<GenerateResult> {
-    this.idle('run predictions', true);
+    this.idle('generate an answer', true);
     const l = this.alive();
     if (!l) throw new Error('No model is loaded: train a run first, or pick a run whose adapter to use.');
+    // a streamed answer is the Playground's; train(), resume() and predictSplit() refuse while any runs
+    const who = onToken ? 'Playground' : 'Predictions';
+    this.generating.push(who);
+    try {
+      return await this.generateWith(l, images, prompt, opts, onToken);
+    } finally {
+      this.generating.splice(this.generating.indexOf(who), 1);
+    }
+  }
+
+  private async generateWith(l: Loaded, images: Blob[], prompt: string, opts: GenerateOptions, onToken?: (e: GenerateStream) => void): Promise<GenerateResult> {
     const t0 = performance.now();
     const epoch = this.generateEpoch;
     const raws = await Promise.all(images.map((b) => this.deps.decodeImage(b)));
@@ -717,12 +763,14 @@ export class Engine {
       if (this.generateEpoch !== epoch) stopped = true;
       return stopped;
     });
+    // the chat turn's end always stops; so do the model's own eos ids, as in transformers' generate()
+    const stopIds = [...new Set([tok.special.imEnd, tok.special.endOfText, ...((await this.generationConfig(l.spec)).eosTokenIds ?? [])])];
     const [out] = await l.model.generate([{ inputIds: p.inputIds, images: processed.length ? stackImages(processed) : undefined }], {
-      maxNewTokens: opts.maxNewTokens ?? 128, stopIds: [tok.special.imEnd, tok.special.endOfText], lora: (opts.adapter ?? true) && !!l.adapter,
-      temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed, onToken: stream,
+      maxNewTokens: opts.maxNewTokens ?? 128, stopIds, lora: (opts.adapter ?? true) && !!l.adapter,
+      temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed, repetitionPenalty: opts.repetitionPenalty, onToken: stream,
     });
     const ids = Array.from(out);
-    if (ids.length && (ids[ids.length - 1] === tok.special.imEnd || ids[ids.length - 1] === tok.special.endOfText)) ids.pop();
+    if (ids.length && stopIds.includes(ids[ids.length - 1])) ids.pop();
     const text = tok.decode(ids, { skipSpecialTokens: true });
     return { text, ...answerBoxes(text, resized[0], orig), resized, tokens: out.length, ms: performance.now() - t0, ...(stopped ? { stopped } : {}) };
   }
@@ -788,6 +836,7 @@ export class Engine {
   async predictSplit(req: PredictSplitRequest, onEvent: (e: PredictSplitEvent) => void): Promise<PredictSplitResult> {
     this.idle('run predictions', true);
     if (this.predicting) throw new Error('Predictions over a split are already running in this tab.');
+    this.refuseWhilePredicting('run predictions over a split');
     const l = this.alive();
     if (!l) throw new Error('No model is loaded: train a run first, or pick a run whose adapter to use.');
     if (!req.adapter && !req.base) throw new Error('Nothing to predict with: choose the adapter, the base model or both.');
@@ -874,6 +923,8 @@ export class Engine {
 
   /** bumped by cancelGenerate(): streamed answers begun before it stop after their current token */
   private generateEpoch = 0;
+  /** who asked for each generate() in flight ('Playground': streamed, 'Predictions'), for refuseWhilePredicting */
+  private generating: string[] = [];
 
   /** Stop the streamed answers in flight (generate with onToken): each returns its text so far, `stopped`; the model stays loaded and usable. */
   async cancelGenerate(): Promise<void> {

@@ -179,6 +179,7 @@ const api: TrainerApi = {
 
   loadModel: (spec, lora, onProgress) => engine.loadModel(spec, lora, onProgress),
   modelInfo: async () => engine.modelInfo(),
+  generationConfig: (spec) => engine.generationConfig(spec),
   estimate: (config, datasetId, files) => engine.estimate(config, datasetId, files),
   train: (req, onEvent) => engine.train(req, onEvent),
   pause: () => engine.pause(),
