@@ -22,6 +22,9 @@ import { sftLoss } from '../train/sft.ts';
 import { completionIds, dpoLoss } from '../train/dpo.ts';
 import { computeRewards, iouReward } from '../train/rewards.ts';
 import type { TrainConfig } from '../config/config.ts';
+import type { TaskRecord } from '../data/formats/records.ts';
+import { checkRecord, recordWhere, sampledTokens, type ExampleSource } from './examples.ts';
+import { splitSide, type SplitSide } from './split.ts';
 
 /** One grounding question of the split: what the model answered and how its boxes landed. */
 export interface QuestionResult {
@@ -209,4 +212,51 @@ export async function predictGrounding(o: PredictOptions): Promise<{ questions: 
     o.onQuestion?.(q, questions.length, grounded.length);
   }
   return { questions, cancelled: false };
+}
+
+/** A stored dataset's image with its records, as the studio loads it. */
+export interface SplitSample<B> {
+  name: string;
+  blob: B;
+  records: TaskRecord[];
+}
+
+export interface SplitQuestions {
+  /** the grounding questions, checked as training checks them */
+  examples: TrainExample[];
+  /** per example: its sample, record and where it is ("image.png, record 2 of 3") */
+  from: { sample: number; record: TaskRecord; where: string }[];
+  /** the decoded images of the side, by sample index */
+  images: Map<number, RawImage>;
+  /** records of the side that are not grounding questions or fail the checks */
+  skipped: number;
+}
+
+/**
+ * The grounding questions of one side of a run's split, as predictions over it ask them: the
+ * records keyed by image name as training keys them, the side recomputed by splitSide (with the
+ * images the run held out), each image of that side decoded once and each record checked as
+ * training checks it.
+ */
+export async function splitQuestions<B>(samples: SplitSample<B>[], c: TrainConfig, side: SplitSide, heldOut: string[] | undefined, o: { decode(blob: B): Promise<RawImage>; pixels: { minPixels: number; maxPixels: number }; tokenizer: QwenTokenizer }): Promise<SplitQuestions> {
+  const all: (ExampleSource & { sample: number })[] = [];
+  samples.forEach((s, i) => s.records.forEach((r, k) => all.push({ where: recordWhere(s.name, k, s.records.length), record: r, images: [{ name: s.name }], sample: i })));
+  const chosen = splitSide(all, c, side, heldOut) as typeof all;
+  const decoded = new Map<number, { name: string; image?: RawImage; error?: string }>();
+  const r: SplitQuestions = { examples: [], from: [], images: new Map(), skipped: 0 };
+  for (const src of chosen) {
+    const s = samples[src.sample];
+    let im = decoded.get(src.sample);
+    if (!im) {
+      im = await o.decode(s.blob).then((image) => ({ name: s.name, image }), (e: Error) => ({ name: s.name, error: e.message }));
+      decoded.set(src.sample, im);
+      if (im.image) r.images.set(src.sample, im.image);
+    }
+    const checked = checkRecord({ ...src, images: [im] }, { method: c.method, data: { ...o.pixels, maxLength: c.data.maxLength }, maxNewTokens: sampledTokens(c), tokenizer: o.tokenizer });
+    if (checked.example && groundingReference(checked.example).length) {
+      r.examples.push(checked.example);
+      r.from.push({ sample: src.sample, record: src.record, where: src.where });
+    } else r.skipped++;
+  }
+  return r;
 }

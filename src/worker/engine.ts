@@ -37,10 +37,10 @@ import { formatErrors, validate } from '../config/validate.ts';
 import {
   baseModelId, loadModel, loraConfigOf, quantizeOptions, readModelConfig, readTokenizer, sourceOf, specKey, specName, specOf, storableSpec, type ModelHost,
 } from '../session/model.ts';
-import { checkRecord, DEFAULT_PLAN, ExampleProblems, prepareExamples, recordWhere, sampledTokens, takesRecord, type ExampleProblem, type ExampleSource, type Plan } from '../session/examples.ts';
+import { DEFAULT_PLAN, ExampleProblems, prepareExamples, recordWhere, sampledTokens, takesRecord, type ExampleProblem, type ExampleSource, type Plan } from '../session/examples.ts';
 import { memoryReport, stepFlops } from '../session/estimate.ts';
 import { Run } from '../session/run.ts';
-import { imageCount, keepHeldOut, splitByImage, splitSide } from '../session/split.ts';
+import { imageCount, keepHeldOut, splitByImage } from '../session/split.ts';
 import {
   RUN_LOCKED,
   type AdapterChoice, type AdapterFile, type AdapterInfo, type EstimateResult, type GenerateOptions, type GenerateResult, type GenerateStream,
@@ -48,7 +48,7 @@ import {
   type TrainEvent, type TrainRequest, type MergedRequest, type MergedProgress, type MergedResult,
   type PredictSplitEvent, type PredictSplitRequest, type PredictSplitResult, type SplitAnswer, type SplitQuestion,
 } from './api.ts';
-import { groundingReference, predictGrounding, type PredictedQuestion, type QuestionResult } from '../session/eval.ts';
+import { groundingReference, predictGrounding, splitQuestions, type PredictedQuestion, type QuestionResult } from '../session/eval.ts';
 import { resizedSize } from '../session/checks.ts';
 import type { TrainExample } from '../train/trainer.ts';
 
@@ -827,11 +827,10 @@ export class Engine {
 
   /**
    * Every grounding question of one side of a run's split, greedy, with the adapter on the model
-   * and / or switched off. The split is recomputed from the dataset's records as training makes it
-   * (session/split.ts splitSide over the same sources and image keys as examples(), with the run's
-   * method, eval section and seed); the records are checked as training checks them, answers are
-   * scored as the evaluation scores them (session/eval.ts predictGrounding), and boxes are mapped
-   * back to original pixels for display.
+   * and / or switched off. The split's questions are recomputed from the dataset's records as
+   * training makes them, with the run's method, eval section and seed (session/eval.ts
+   * splitQuestions), answers are scored as the evaluation scores them (predictGrounding), and boxes
+   * are mapped back to original pixels for display.
    */
   async predictSplit(req: PredictSplitRequest, onEvent: (e: PredictSplitEvent) => void): Promise<PredictSplitResult> {
     this.idle('run predictions', true);
@@ -856,26 +855,8 @@ export class Engine {
       }
       if (req.split === 'eval' && !(c.eval.evalSplit > 0)) throw new Error(`${req.runId ? `Run ${req.runId}` : 'These settings'} held out no images (eval split 0): choose the train split or the whole dataset.`);
       const { dataset, samples } = await this.deps.loadSamples(datasetId);
-      // the sources as examples() makes them (an image's key is its name); pixels only for the side predicted
-      const all: (ExampleSource & { sample: number })[] = [];
-      samples.forEach((s, i) => s.records.forEach((r, k) => all.push({ where: recordWhere(s.name, k, s.records.length), record: r, images: [{ name: s.name }], sample: i })));
-      const side = splitSide(all, c, req.split, heldOut) as typeof all;
-      const decoded = new Map<number, { name: string; image?: RawImage; error?: string }>();
       const px = { minPixels: dataset.minPixels, maxPixels: dataset.maxPixels };
-      const examples: TrainExample[] = [], from: (typeof all)[number][] = [];
-      for (const src of side) {
-        const s = samples[src.sample];
-        let im = decoded.get(src.sample);
-        if (!im) {
-          im = await this.deps.decodeImage(s.blob).then((image) => ({ name: s.name, image }), (e: Error) => ({ name: s.name, error: e.message }));
-          decoded.set(src.sample, im);
-        }
-        const checked = checkRecord({ ...src, images: [im] }, { method: c.method, data: { ...px, maxLength: c.data.maxLength }, maxNewTokens: sampledTokens(c), tokenizer: l.tokenizer });
-        if (checked.example && groundingReference(checked.example).length) {
-          examples.push(checked.example);
-          from.push(src);
-        }
-      }
+      const { examples, from, images, skipped } = await splitQuestions(samples, c, req.split, heldOut, { decode: (b) => this.deps.decodeImage(b), pixels: px, tokenizer: l.tokenizer });
       const emit = (e: PredictSplitEvent) => {
         try {
           onEvent(e);
@@ -885,7 +866,7 @@ export class Engine {
       };
       emit({ type: 'start', total: examples.length, images: new Set(from.map((f) => f.sample)).size, split: req.split, dataset: dataset.name, method: c.method, ...px });
       const toOriginal = (i: number) => {
-        const s = samples[from[i].sample], raw = decoded.get(from[i].sample)!.image!;
+        const s = samples[from[i].sample], raw = images.get(from[i].sample)!;
         const resized = resizedSize(raw.width, raw.height, px.minPixels, px.maxPixels), orig = { width: s.image.origWidth, height: s.image.origHeight };
         return (b: [number, number, number, number]) => boxToOriginal(b, resized, orig);
       };
@@ -908,7 +889,7 @@ export class Engine {
           emit({ type: 'question', question: sq, done, total });
         },
       });
-      return { questions, cancelled: r.cancelled, skipped: side.length - examples.length };
+      return { questions, cancelled: r.cancelled, skipped };
     } finally {
       this.predicting = undefined;
     }
