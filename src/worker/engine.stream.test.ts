@@ -171,5 +171,10 @@ describe('engine: streamed generate', () => {
     await engine.resume();
     expect(await run).toMatchObject({ status: 'done', step: 2 });
     expect(events.filter((e) => e.type === 'step').map((e) => (e as { step: number }).step)).toEqual([1, 2]);
+    // nor is the adapter swapped under an answer; once it ends, it may be
+    answer = engine.generate([blob], 'Describe the image.', o, () => {});
+    await expect(engine.useAdapter({ kind: 'run', runId: 'g2' })).rejects.toThrow(busy('switch adapters'));
+    expect((await answer).tokens).toBe(10);
+    expect(await engine.useAdapter({ kind: 'run', runId: 'g2' })).toMatchObject({ runId: 'g2', step: 2 });
   }, 300_000);
 });

@@ -690,6 +690,7 @@ export class Engine {
 
   async useAdapter(choice: AdapterChoice): Promise<AdapterInfo> {
     this.idle('switch adapters', choice.kind === 'current' || choice.runId === this.active?.runId);
+    if (choice.kind === 'run') this.refuseWhilePredicting('switch adapters'); // not under answers in flight
     if (choice.kind === 'current') {
       const l = this.alive();
       if (!l) throw new Error('No model is loaded: train a run or import an adapter first.');
