@@ -8,7 +8,8 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { launch, ROOT, serveDist, watchErrors, type Browser, type StaticServer } from './harness.ts';
-import { dragBox, dropFiles, imagePoint, scene, storedRecords } from './datasetUtil.ts';
+import { storedRecords } from './datasetUtil.ts';
+import { labelEach, storedEvals, storedRun } from './trainUtil.ts';
 
 const SHOTS = join(ROOT, 'docs', 'screenshots');
 let server: StaticServer;
@@ -23,62 +24,6 @@ afterAll(async () => {
   await server?.close();
 });
 
-/** Two 320×240 scenes, each with one box and a question. */
-async function twoLabelledImages(page: Page): Promise<void> {
-  await page.getByTestId('drop-zone').waitFor();
-  await dropFiles(page, '[data-testid="drop-zone"]', [0, 1].map((k) => ({ name: `scene${k}.png`, bytes: scene(k), type: 'image/png' })));
-  await expect.poll(() => page.getByTestId('thumb').count(), { timeout: 15_000 }).toBe(2);
-  for (const k of [0, 1]) {
-    await page.getByTestId('thumb').nth(k).locator('.tile-img').click();
-    await page.locator('.stage-img').waitFor();
-    await dragBox(page, await imagePoint(page, 40, 30, 320, 240), await imagePoint(page, 200, 150, 320, 240));
-    await expect.poll(() => page.getByTestId('box-row').count()).toBe(1);
-    await page.getByTestId('box-question').fill('Where is the house?');
-    await page.getByTestId('box-label').fill('house');
-    await page.keyboard.press('Tab');
-    await page.getByTestId('labeler-back').click();
-    await expect.poll(() => page.getByTestId('thumb').count()).toBe(2);
-  }
-  type Rec = { labels: { boxes: unknown[] } };
-  await expect.poll(async () => (await storedRecords<Rec>(page, 'images')).filter((r) => r.labels.boxes.length === 1).length, { timeout: 15_000 }).toBe(2);
-}
-
-/** The eval rows IndexedDB holds for a run (what a reload draws): step → metric names. */
-function storedEvals(page: Page, runId: string) {
-  return page.evaluate(async (runId) => {
-    if (!(await indexedDB.databases()).some((d) => d.name === 'patchwork-evals')) return [];
-    return new Promise<{ step: number; keys: string[] }[]>((ok, bad) => {
-      const r = indexedDB.open('patchwork-evals');
-      r.onerror = () => bad(r.error);
-      r.onsuccess = () => {
-        const g = r.result.transaction('steps').objectStore('steps').getAll();
-        g.onsuccess = () => {
-          r.result.close();
-          ok((g.result as { runId: string; step: number; values: Record<string, number> }[]).filter((x) => x.runId === runId).map((x) => ({ step: x.step, keys: Object.keys(x.values).sort() })));
-        };
-      };
-    });
-  }, runId);
-}
-
-/** The run record as persisted in 'patchwork-runs'. */
-function storedRun(page: Page, runId: string) {
-  return page.evaluate(async (runId) => {
-    type Run = { id: string; status: string; evalImageIds?: string[] };
-    return new Promise<Run | undefined>((ok, bad) => {
-      const r = indexedDB.open('patchwork-runs');
-      r.onerror = () => bad(r.error);
-      r.onsuccess = () => {
-        const g = r.result.transaction('kv').objectStore('kv').get('runs');
-        g.onsuccess = () => {
-          r.result.close();
-          ok((g.result as { state?: { runs?: Run[] } })?.state?.runs?.find((x) => x.id === runId));
-        };
-      };
-    });
-  }, runId);
-}
-
 const legend = (page: Page, metric: string) => page.locator(`figure[data-metric="${metric}"] .chart-legend li`).allTextContents();
 
 describe('evaluation in the studio', () => {
@@ -88,7 +33,7 @@ describe('evaluation in the studio', () => {
     const t0 = Date.now();
     const lap = (what: string) => console.log(`[e2e eval] ${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     await page.goto(server.url + '#dataset');
-    await twoLabelledImages(page);
+    await labelEach(page, 2, () => ({ question: 'Where is the house?', label: 'house', box: [40, 30, 200, 150] }));
     lap('dataset labelled');
 
     await page.getByTestId('tab-train').click();
@@ -149,7 +94,7 @@ describe('evaluation in the studio', () => {
     await mkdir(SHOTS, { recursive: true });
     await page.locator('.charts-card').screenshot({ path: join(SHOTS, 'train-eval.png') }); // the charts with the eval lines
     const evalKeys = ['eval_grounding/acc_iou50', 'eval_grounding/acc_iou75', 'eval_grounding/mean_iou', 'eval_grounding/parse_rate', 'eval_loss', 'eval_mean_token_accuracy'];
-    expect(await storedEvals(page, runId)).toEqual([{ step: 2, keys: evalKeys }, { step: 4, keys: evalKeys }]);
+    expect((await storedEvals(page, runId)).map((e) => ({ step: e.step, keys: Object.keys(e.values).sort() }))).toEqual([{ step: 2, keys: evalKeys }, { step: 4, keys: evalKeys }]);
 
     // a reload draws the same from IndexedDB (the run record's status is written throttled, once a
     // second: wait for it, as train.test.ts does, so the reload does not race that write)

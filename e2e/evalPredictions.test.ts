@@ -9,7 +9,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { launch, serveDist, watchErrors, type Browser, type StaticServer } from './harness.ts';
-import { dragBox, dropFiles, imagePoint, scene, storedRecords } from './datasetUtil.ts';
+import { storedRecords } from './datasetUtil.ts';
+import { labelEach, storedEvals, storedRun } from './trainUtil.ts';
 
 let server: StaticServer;
 let browser: Browser;
@@ -22,62 +23,6 @@ afterAll(async () => {
   await browser?.close();
   await server?.close();
 });
-
-/** Three 320×240 scenes, each with one box and its own question. */
-async function threeLabelledImages(page: Page): Promise<void> {
-  await page.getByTestId('drop-zone').waitFor();
-  await dropFiles(page, '[data-testid="drop-zone"]', [0, 1, 2].map((k) => ({ name: `scene${k}.png`, bytes: scene(k), type: 'image/png' })));
-  await expect.poll(() => page.getByTestId('thumb').count(), { timeout: 15_000 }).toBe(3);
-  for (const k of [0, 1, 2]) {
-    await page.getByTestId('thumb').nth(k).locator('.tile-img').click();
-    await page.locator('.stage-img').waitFor();
-    await dragBox(page, await imagePoint(page, 40 + 20 * k, 30, 320, 240), await imagePoint(page, 200, 150 + 20 * k, 320, 240));
-    await expect.poll(() => page.getByTestId('box-row').count()).toBe(1);
-    await page.getByTestId('box-question').fill(`Where is thing ${k}?`);
-    await page.getByTestId('box-label').fill(`thing ${k}`);
-    await page.keyboard.press('Tab');
-    await page.getByTestId('labeler-back').click();
-    await expect.poll(() => page.getByTestId('thumb').count()).toBe(3);
-  }
-  type Rec = { labels: { boxes: unknown[] } };
-  await expect.poll(async () => (await storedRecords<Rec>(page, 'images')).filter((r) => r.labels.boxes.length === 1).length, { timeout: 15_000 }).toBe(3);
-}
-
-/** The eval rows IndexedDB holds for a run: step → metric values, unrounded. */
-function storedEvals(page: Page, runId: string) {
-  return page.evaluate(async (runId) => {
-    if (!(await indexedDB.databases()).some((d) => d.name === 'patchwork-evals')) return [];
-    return new Promise<{ step: number; values: Record<string, number> }[]>((ok, bad) => {
-      const r = indexedDB.open('patchwork-evals');
-      r.onerror = () => bad(r.error);
-      r.onsuccess = () => {
-        const g = r.result.transaction('steps').objectStore('steps').getAll();
-        g.onsuccess = () => {
-          r.result.close();
-          ok((g.result as { runId: string; step: number; values: Record<string, number> }[]).filter((x) => x.runId === runId).map((x) => ({ step: x.step, values: x.values })));
-        };
-      };
-    });
-  }, runId);
-}
-
-/** The run record as persisted in 'patchwork-runs'. */
-function storedRun(page: Page, runId: string) {
-  return page.evaluate(async (runId) => {
-    type Run = { id: string; status: string; checkpointStep?: number | null; evalImageIds?: string[] };
-    return new Promise<Run | undefined>((ok, bad) => {
-      const r = indexedDB.open('patchwork-runs');
-      r.onerror = () => bad(r.error);
-      r.onsuccess = () => {
-        const g = r.result.transaction('kv').objectStore('kv').get('runs');
-        g.onsuccess = () => {
-          r.result.close();
-          ok((g.result as { state?: { runs?: Run[] } })?.state?.runs?.find((x) => x.id === runId));
-        };
-      };
-    });
-  }, runId);
-}
 
 /** Run predictions over what is chosen and wait for them to end without an error, over what `info` names (a short run may end before its progress is seen). */
 async function predict(page: Page, info: RegExp): Promise<void> {
@@ -99,7 +44,8 @@ describe('predictions over the eval split of a run', () => {
     const t0 = Date.now();
     const lap = (what: string) => console.log(`[e2e evalPredictions] ${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     await page.goto(server.url + '#dataset');
-    await threeLabelledImages(page);
+    // three scenes, each with one box and its own question
+    await labelEach(page, 3, (k) => ({ question: `Where is thing ${k}?`, label: `thing ${k}`, box: [40 + 20 * k, 30, 200, 150 + 20 * k] }));
     lap('dataset labelled');
 
     await page.getByTestId('tab-train').click();

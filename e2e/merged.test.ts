@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Download, Page } from 'playwright-core';
 import { launch, ROOT, serveDist, watchErrors, type Browser, type StaticServer } from './harness.ts';
+import { importAdapterFiles } from './trainUtil.ts';
 import { closeGpu, nodeGpu } from '../src/gpu/node.ts';
 import { dirSource } from '../src/model/sources/node.ts';
 import { tinySource } from '../src/model/tiny.ts';
@@ -60,12 +61,8 @@ describe('merged export', () => {
     const t0 = Date.now();
     const lap = (what: string) => console.log(`[e2e merged] ${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
-    // ---- the trained adapter onto the tiny model (Export → Import), as the playground e2e does
-    await page.goto(server.url + '#export');
-    const input = page.getByTestId('import-adapter-files');
-    await expect.poll(() => input.isEnabled(), { timeout: 60_000 }).toBe(true);
-    await input.setInputFiles(['adapter_config.json', 'adapter_model.safetensors'].map((f) => join(FIX, f)));
-    await expect.poll(() => page.getByTestId('import-adapter-info').textContent().catch(() => ''), { timeout: 120_000 }).toMatch(/^imported: .*14 modules, r = 8/);
+    // ---- the trained adapter onto the tiny model (Export → Import)
+    await importAdapterFiles(page, server.url, FIX, /^imported: .*14 modules, r = 8/);
     lap('adapter imported');
 
     const card = page.getByTestId('export-merged');

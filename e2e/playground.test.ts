@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { launch, ROOT, serveDist, watchErrors, type Browser, type StaticServer } from './harness.ts';
+import { importAdapterFiles } from './trainUtil.ts';
 import { boxToOriginal, parseGroundings } from '../src/data/bbox.ts';
 import { dropFiles } from './datasetUtil.ts';
 
@@ -58,11 +59,7 @@ describe('playground', () => {
     const lap = (what: string) => console.log(`[e2e playground] ${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     // ---- the trained adapter onto the tiny model (Export → Import)
-    await page.goto(server.url + '#export');
-    const input = page.getByTestId('import-adapter-files');
-    await expect.poll(() => input.isEnabled(), { timeout: 60_000 }).toBe(true);
-    await input.setInputFiles(['adapter_config.json', 'adapter_model.safetensors'].map((f) => join(FIX, f)));
-    await expect.poll(() => page.getByTestId('import-adapter-info').textContent().catch(() => ''), { timeout: 120_000 }).toMatch(/^imported: .*14 modules, r = 8/);
+    await importAdapterFiles(page, server.url, FIX, /^imported: .*14 modules, r = 8/);
     lap('adapter imported');
 
     // ---- the image from disk, the question, both sides, greedy, 40 tokens
