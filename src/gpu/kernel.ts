@@ -50,7 +50,7 @@ export function getPipeline(k: Kernel): GPUComputePipeline {
   const m = mod;
   let cm = checks.get(g.device);
   if (!cm) checks.set(g.device, (cm = new Map()));
-  cm.set(key, g.device.popErrorScope().then(async (err) => {
+  const check = g.device.popErrorScope().then(async (err) => {
     if (!err) return;
     let detail = '';
     try {
@@ -59,7 +59,10 @@ export function getPipeline(k: Kernel): GPUComputePipeline {
     } catch { /* compilation info unavailable */ }
     g.pendingErrors.push(`shader ${k.file} entry "${k.entry}" failed to compile: ${err.message}${detail ? '\n' + detail : ''}`);
     pm!.delete(key);
-  }, () => undefined)); // rejects when the device is lost meanwhile ("Instance dropped"): the loss is reported by device.lost
+  }, () => undefined); // rejects when the device is lost meanwhile ("Instance dropped"): the loss is reported by device.lost
+  // kept until it has run (its errors are then pending), so the map holds only pipelines being checked
+  cm.set(key, check);
+  void check.then(() => cm.get(key) === check && cm.delete(key));
   pm.set(key, p);
   return p;
 }
@@ -69,6 +72,11 @@ export async function compileChecked(k: Kernel): Promise<void> {
   getPipeline(k);
   await checks.get(gpu().device)?.get(pipelineKey(k));
   throwPendingErrors();
+}
+
+/** Wait until every pipeline made so far has had its compile check (its errors are then pending). */
+export async function pipelinesChecked(): Promise<void> {
+  await Promise.all(checks.get(gpu().device)?.values() ?? []);
 }
 
 // ---- pending work ---------------------------------------------------------------------------
