@@ -48,13 +48,16 @@ export const useSplitPredictions = create<Store>()(
     // questions stream in one by one: write at most once a second (and when the tab is hidden)
     storage: idbStorage<Saved>(1000),
     partialize: (s): Saved => ({ over: s.over, info: s.info, adapterLabel: s.adapterLabel, questions: s.questions, cancelled: s.cancelled, skipped: s.skipped, done: s.done, total: s.total, runId: s.runId, complete: s.complete }),
-    merge: (persisted, current) => {
-      const p = (persisted ?? {}) as Partial<Saved>;
-      return { ...current, ...p, running: false, cancelling: false, interrupted: p.complete === false };
-    },
+    merge: (persisted, current) => restoreSplitPredictions(persisted as Partial<Saved> | undefined, current),
   }),
 );
 const set = useSplitPredictions.setState;
+
+/** The saved predictions after a reload: nothing runs any more, and what was running when the page went is marked interrupted. */
+export function restoreSplitPredictions(saved: Partial<Saved> | undefined, current: Store): Store {
+  const p = saved ?? {};
+  return { ...current, ...p, running: false, cancelling: false, interrupted: p.complete === false };
+}
 
 // A deleted run takes its predictions with it (the run list only loses an id when it is deleted).
 useRuns.subscribe((s, prev) => {

@@ -1,0 +1,21 @@
+import { describe, expect, it } from 'vitest';
+import { restoreSplitPredictions, useSplitPredictions } from './splitPredictions.ts';
+
+describe('split predictions after a reload', () => {
+  const fresh = useSplitPredictions.getState();
+  const q = { index: 0, imageId: 'i', name: 'a.png', question: 'Where?', where: 'a.png', width: 4, height: 3, labelled: [] };
+
+  it('a finished or cancelled prediction comes back as it was, not running', () => {
+    const r = restoreSplitPredictions({ over: 'eval', questions: [q], done: 1, total: 1, complete: true, cancelled: true, adapterLabel: 'SFT #1, step 8', runId: 'r1' }, fresh);
+    expect(r).toMatchObject({ over: 'eval', questions: [q], done: 1, cancelled: true, running: false, cancelling: false, interrupted: false, runId: 'r1' });
+  });
+
+  it('one that was running when the page went is marked interrupted, with what it had', () => {
+    const r = restoreSplitPredictions({ over: 'all', questions: [q], done: 1, total: 5, complete: false }, { ...fresh, running: true, cancelling: true });
+    expect(r).toMatchObject({ over: 'all', questions: [q], done: 1, total: 5, running: false, cancelling: false, interrupted: true });
+  });
+
+  it('nothing saved: the fresh state', () => {
+    expect(restoreSplitPredictions(undefined, fresh)).toMatchObject({ over: 'images', questions: [], running: false, interrupted: false });
+  });
+});
