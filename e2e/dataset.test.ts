@@ -332,9 +332,10 @@ describe('storage limits', () => {
         r.onsuccess = () => ok(r.result);
         r.onerror = () => err(r.error);
       });
-      const count = (store: string) => new Promise<number>((ok) => {
+      const count = (store: string) => new Promise<number>((ok, err) => {
         const r = db.transaction(store).objectStore(store).count();
         r.onsuccess = () => ok(r.result);
+        r.onerror = () => err(r.error); // an error, not a hang until the test's timeout
       });
       const out = { images: await count('images'), blobs: await count('blobs') };
       db.close();

@@ -50,7 +50,13 @@ export async function serveDist(): Promise<StaticServer> {
   if (!addr || typeof addr === 'string') throw new Error('server has no port');
   return {
     url: `http://127.0.0.1:${addr.port}/`,
-    close: () => new Promise((ok) => server.close(() => ok())),
+    // close() alone waits for every open socket, and the browser may hold one it preconnected
+    // (no request on it yet) for as long as it likes: end them all, the test is done with them
+    close: () =>
+      new Promise((ok) => {
+        server.close(() => ok());
+        server.closeAllConnections();
+      }),
   };
 }
 
