@@ -151,6 +151,8 @@ describe('predictions over the eval split of a run', () => {
     await page.locator(`[data-run="${runId}"] button:has-text("delete")`).click();
     await expect.poll(() => page.getByTestId('run-row').count(), { timeout: 10_000 }).toBe(0);
     await page.getByTestId('tab-predictions').click();
+    await page.getByTestId('predictions-screen').waitFor(); // rendered: the count below is of this screen
+    expect(await page.getByTestId('predict-over').inputValue()).toBe('train');
     expect(await page.getByTestId('split-results').count()).toBe(0);
     lap('kept over a reload, gone with the run');
     expect(errors).toEqual([]);

@@ -62,7 +62,7 @@ export function restoreSplitPredictions(saved: Partial<Saved> | undefined, curre
 // A deleted run takes its predictions with it (the run list only loses an id when it is deleted).
 useRuns.subscribe((s, prev) => {
   const id = useSplitPredictions.getState().runId;
-  if (id && prev.runs.some((r) => r.id === id) && !s.runs.some((r) => r.id === id)) set({ ...initial });
+  if (id && prev.runs.some((r) => r.id === id) && !s.runs.some((r) => r.id === id)) set({ ...initial, info: undefined, error: undefined });
 });
 
 /** The Predictions screen's "Predict over" choice, kept here so leaving the screen (to Train, while they run) and coming back shows the same predictions. */
