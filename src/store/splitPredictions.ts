@@ -32,14 +32,12 @@ interface SplitPredictionState {
   error?: string;
   /** the run whose adapter answered (undefined: the base model or an imported adapter) */
   runId?: string;
-  /** the prediction ran to its end or was cancelled (false while it runs: saved so, it was cut short) */
+  /** the prediction ran to its end or was cancelled (false while it runs: loaded so after a reload, it was cut short) */
   complete: boolean;
-  /** loaded from IndexedDB after the page went away while it ran */
-  interrupted: boolean;
 }
 
 type Store = SplitPredictionState & { over: 'images' | SplitChoice };
-const initial: SplitPredictionState = { running: false, cancelling: false, done: 0, total: 0, adapterLabel: '', questions: [], cancelled: false, skipped: 0, runId: undefined, complete: true, interrupted: false };
+const initial: SplitPredictionState = { running: false, cancelling: false, done: 0, total: 0, adapterLabel: '', questions: [], cancelled: false, skipped: 0, runId: undefined, complete: true };
 type Saved = Pick<Store, 'over' | 'info' | 'adapterLabel' | 'questions' | 'cancelled' | 'skipped' | 'done' | 'total' | 'runId' | 'complete'>;
 export const useSplitPredictions = create<Store>()(
   persist<Store, [], [], Saved>((): Store => ({ ...initial, over: 'images' }), {
@@ -53,11 +51,13 @@ export const useSplitPredictions = create<Store>()(
 );
 const set = useSplitPredictions.setState;
 
-/** The saved predictions after a reload: nothing runs any more, and what was running when the page went is marked interrupted. */
+/** The saved predictions after a reload: nothing runs any more (one saved while running stays incomplete: interrupted). */
 export function restoreSplitPredictions(saved: Partial<Saved> | undefined, current: Store): Store {
-  const p = saved ?? {};
-  return { ...current, ...p, running: false, cancelling: false, interrupted: p.complete === false };
+  return { ...current, ...saved, running: false, cancelling: false };
 }
+
+/** Cut short by a reload or a closed tab: saved while it ran, and nothing runs now. */
+export const interrupted = (s: Pick<SplitPredictionState, 'complete' | 'running'>): boolean => !s.complete && !s.running;
 
 // A deleted run takes its predictions with it (the run list only loses an id when it is deleted).
 useRuns.subscribe((s, prev) => {

@@ -13,7 +13,7 @@ import { meanIou, questionsOf, runPredictions, usePredictions, type Prediction, 
 import { isLabelled } from '../data/formats/types.ts';
 import { useUrl } from './dataset/urls.ts';
 import { fmtValue } from './Charts.tsx';
-import { cancelSplitPredictions, runSplitPredictions, setPredictOver, useSplitPredictions, type SplitChoice } from '../store/splitPredictions.ts';
+import { cancelSplitPredictions, interrupted, runSplitPredictions, setPredictOver, useSplitPredictions, type SplitChoice } from '../store/splitPredictions.ts';
 import { SplitResults } from './predictions/SplitResults.tsx';
 import { latestEval } from './chartSeries.ts';
 
@@ -194,7 +194,7 @@ export function Predictions() {
                 {split.info.dataset}: {split.info.total} grounding question{split.info.total === 1 ? '' : 's'} on {split.info.images} image{split.info.images === 1 ? '' : 's'}
                 {split.skipped ? `, ${split.skipped} other record${split.skipped === 1 ? '' : 's'} left out` : ''}
                 {split.cancelled ? ` — cancelled after ${split.questions.length}` : ''}
-                {split.interrupted ? ` — interrupted after ${split.questions.length} (the page was closed or reloaded while they ran): predict again for the rest` : ''}
+                {interrupted(split) ? ` — interrupted after ${split.questions.length} (the page was closed or reloaded while they ran): predict again for the rest` : ''}
               </span>
             )}
           </div>
